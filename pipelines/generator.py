@@ -1,0 +1,244 @@
+"""Text-to-image generators behind one small interface.
+
+Two paths through the same weights:
+- `generate(...)`: the stock diffusers pipeline, no gradient: what a user sees.
+- the gradient pass used by the optimisation, written out here because the pipelines run under
+  `torch.no_grad`: `noisy_latents` (no gradient) gives x_t at a sampled sigma, `velocity` is ONE
+  transformer step with gradient, `decode` turns the clean estimate x0_hat = x_t - sigma * v
+  into pixels in [0, 1] with gradient.
+
+Both families are rectified flows: x_t = (1 - s) x0 + s noise, v = noise - x0.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import FluxPipeline, SanaPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from PIL import Image
+
+from .presets import Preset
+
+
+@dataclass
+class Conditioning:
+    """Encoded prompt tensors; the text encoders are not needed again once these exist."""
+
+    tensors: dict[str, torch.Tensor]
+
+    def to(self, device: torch.device) -> Conditioning:
+        return Conditioning({k: v.to(device) for k, v in self.tensors.items()})
+
+
+class Generator(ABC):
+    def __init__(self, pipe, preset: Preset, device: str | torch.device = "cpu"):
+        self.pipe = pipe
+        self.preset = preset
+        self.device = torch.device(device)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.vae.requires_grad_(False)
+        self.transformer.requires_grad_(False)
+
+    # --- family-specific -------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, prompt: str) -> Conditioning:
+        """Prompt -> conditioning tensors, no gradient."""
+
+    @abstractmethod
+    def initial_noise(self, seed: int, size: int) -> torch.Tensor:
+        """Gaussian latents in the layout the transformer takes."""
+
+    @abstractmethod
+    def velocity(self, latents: torch.Tensor, sigma: float, cond: Conditioning) -> torch.Tensor:
+        """One transformer evaluation: the flow velocity at noise level sigma in [0, 1]."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> pixels (B, 3, H, W) in [0, 1], differentiable."""
+
+    @abstractmethod
+    def pipeline_kwargs(self, size: int) -> dict:
+        """Arguments the stock pipeline call needs for this preset."""
+
+    # --- shared --------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.preset.resolution
+
+    def sigmas(self, steps: int, size: int) -> list[float]:
+        """The sampler's noise levels, 1 -> 0, as the stock pipeline schedules them."""
+        self.pipe.scheduler.set_timesteps(steps, **self.schedule_kwargs(steps, size))
+        return [float(s) for s in self.pipe.scheduler.sigmas]
+
+    def schedule_kwargs(self, steps: int, size: int) -> dict:
+        return {}
+
+    @torch.no_grad()
+    def noisy_latents(self, cond: Conditioning, seed: int, size: int | None = None) -> tuple[torch.Tensor, float]:
+        """x_t and its sigma for one training step, drawn from `seed`, without gradient.
+
+        One-step models generate x0, then re-noise it to a sampled sigma. Multi-step models run their
+        sampler (Euler on the pipeline's own schedule) down to a sampled step: that is the x_t the model
+        meets at inference there.
+        """
+        size = size or self.size
+        rng = random.Random(seed)
+        x = self.initial_noise(seed, size)
+        sigmas = self.sigmas(self.preset.inference_steps, size)
+        if self.preset.inference_steps == 1:
+            x0 = x - sigmas[0] * self.velocity(x, sigmas[0], cond)
+            sigma = rng.uniform(*self.preset.sigma_range)
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1)).to(x)
+            return (1 - sigma) * x0 + sigma * noise, sigma
+        stop = rng.randrange(len(sigmas) - 1)
+        for i in range(stop):
+            x = x + (sigmas[i + 1] - sigmas[i]) * self.velocity(x, sigmas[i], cond)
+        return x, sigmas[stop]
+
+    @torch.no_grad()
+    def generate(self, prompt: str | Conditioning, seed: int, size: int | None = None) -> Image.Image:
+        """One image from the stock pipeline with whatever adapters are active."""
+        size = size or self.size
+        cond = self.encode(prompt) if isinstance(prompt, str) else prompt
+        latents = self.initial_noise(seed, size)
+        out = self.pipe(**cond.tensors, latents=latents, height=size, width=size,
+                        num_inference_steps=self.preset.inference_steps, output_type="pil",
+                        **self.pipeline_kwargs(size))
+        return out.images[0]
+
+    def text_encoders_to(self, device: str | torch.device) -> None:
+        """Free accelerator memory once the prompt is encoded: the text encoders are not used again."""
+        for name in ("text_encoder", "text_encoder_2"):
+            module = getattr(self.pipe, name, None)
+            if module is not None:
+                module.to(device)
+
+
+def check_size(size: int, multiple: int) -> None:
+    if size <= 0 or size % multiple:
+        raise ValueError(f"image size {size} must be a positive multiple of {multiple}")
+
+
+class FluxGenerator(Generator):
+    def encode(self, prompt: str) -> Conditioning:
+        if not prompt or not prompt.strip():
+            raise ValueError("the prompt is empty")
+        with torch.no_grad():
+            embeds, pooled, _ = self.pipe.encode_prompt(prompt, prompt_2=None, device=self.device,
+                                                        max_sequence_length=self.preset.max_sequence_length)
+        return Conditioning({"prompt_embeds": embeds, "pooled_prompt_embeds": pooled})
+
+    def _latent_hw(self, size: int) -> int:
+        check_size(size, 2 * self.pipe.vae_scale_factor)  # latents are packed in 2x2 patches
+        return size // self.pipe.vae_scale_factor
+
+    def initial_noise(self, seed: int, size: int) -> torch.Tensor:
+        h = self._latent_hw(size)
+        c = self.transformer.config.in_channels // 4
+        noise = torch.randn((1, c, h, h), generator=torch.Generator().manual_seed(seed))
+        return self.pipe._pack_latents(noise, 1, c, h, h).to(self.device, self.transformer.dtype)
+
+    def _image_ids(self, size: int) -> torch.Tensor:
+        h = self._latent_hw(size) // 2
+        ids = torch.zeros(h, h, 3)
+        ids[..., 1] = torch.arange(h)[:, None]
+        ids[..., 2] = torch.arange(h)[None, :]
+        return ids.reshape(h * h, 3).to(self.device, self.transformer.dtype)
+
+    def velocity(self, latents: torch.Tensor, sigma: float, cond: Conditioning) -> torch.Tensor:
+        size = int(round((latents.shape[1] ** 0.5) * 2 * self.pipe.vae_scale_factor))
+        embeds = cond.tensors["prompt_embeds"]
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((latents.shape[0],), self.preset.guidance, device=self.device)
+        dtype = self.transformer.dtype
+        return self.transformer(
+            hidden_states=latents.to(dtype), timestep=torch.full((latents.shape[0],), sigma, device=self.device),
+            guidance=guidance, pooled_projections=cond.tensors["pooled_prompt_embeds"].to(dtype),
+            encoder_hidden_states=embeds.to(dtype),
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=self.device, dtype=dtype),
+            img_ids=self._image_ids(size), return_dict=False,
+        )[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        size = int(round((latents.shape[1] ** 0.5) * 2 * self.pipe.vae_scale_factor))
+        x = self.pipe._unpack_latents(latents, size, size, self.pipe.vae_scale_factor)
+        x = x / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        return (self.vae.decode(x.to(self.vae.dtype), return_dict=False)[0].float() + 1) / 2
+
+    def schedule_kwargs(self, steps: int, size: int) -> dict:
+        seq_len = (self._latent_hw(size) // 2) ** 2
+        cfg = self.pipe.scheduler.config
+        mu = calculate_shift(seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": mu}
+
+    def sigmas(self, steps: int, size: int) -> list[float]:
+        kwargs = self.schedule_kwargs(steps, size)
+        self.pipe.scheduler.set_timesteps(sigmas=kwargs["sigmas"], mu=kwargs["mu"])
+        return [float(s) for s in self.pipe.scheduler.sigmas]
+
+    def pipeline_kwargs(self, size: int) -> dict:
+        return {"guidance_scale": self.preset.guidance, "max_sequence_length": self.preset.max_sequence_length}
+
+
+class SanaGenerator(Generator):
+    def encode(self, prompt: str) -> Conditioning:
+        if not prompt or not prompt.strip():
+            raise ValueError("the prompt is empty")
+        with torch.no_grad():
+            embeds, mask, neg, neg_mask = self.pipe.encode_prompt(
+                prompt, do_classifier_free_guidance=self.preset.guidance > 1, device=self.device,
+                max_sequence_length=self.preset.max_sequence_length)
+        tensors = {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+        if neg is not None:
+            tensors |= {"negative_prompt_embeds": neg, "negative_prompt_attention_mask": neg_mask}
+        return Conditioning(tensors)
+
+    def initial_noise(self, seed: int, size: int) -> torch.Tensor:
+        check_size(size, self.pipe.vae_scale_factor)
+        h = size // self.pipe.vae_scale_factor
+        c = self.transformer.config.in_channels
+        noise = torch.randn((1, c, h, h), generator=torch.Generator().manual_seed(seed))
+        return noise.to(self.device, self.transformer.dtype)
+
+    def velocity(self, latents: torch.Tensor, sigma: float, cond: Conditioning) -> torch.Tensor:
+        t = cond.tensors
+        embeds, mask = t["prompt_embeds"], t["prompt_attention_mask"]
+        cfg = "negative_prompt_embeds" in t
+        x = latents
+        if cfg:  # unconditional and conditional in one batch, as the pipeline does
+            x = torch.cat([latents, latents])
+            embeds = torch.cat([t["negative_prompt_embeds"], embeds])
+            mask = torch.cat([t["negative_prompt_attention_mask"], mask])
+        dtype = self.transformer.dtype
+        timestep = torch.full((x.shape[0],), sigma * 1000 * self.transformer.config.timestep_scale,
+                              device=self.device)
+        v = self.transformer(x.to(dtype), encoder_hidden_states=embeds.to(dtype), encoder_attention_mask=mask,
+                             timestep=timestep, return_dict=False)[0].float()
+        if cfg:
+            uncond, text = v.chunk(2)
+            v = uncond + self.preset.guidance * (text - uncond)
+        return v
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        x = latents / self.vae.config.scaling_factor
+        return (self.vae.decode(x.to(self.vae.dtype), return_dict=False)[0].float() + 1) / 2
+
+    def pipeline_kwargs(self, size: int) -> dict:
+        return {"guidance_scale": self.preset.guidance, "use_resolution_binning": False,
+                "max_sequence_length": self.preset.max_sequence_length}
+
+
+FAMILIES: dict[str, tuple[type, type[Generator]]] = {
+    "flux": (FluxPipeline, FluxGenerator),
+    "sana": (SanaPipeline, SanaGenerator),
+}

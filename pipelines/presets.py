@@ -1,0 +1,102 @@
+"""Model presets as data: which generator, which VLM, and how to optimise.
+
+A source is a hub id ("org/name"), a local folder, or "random:tiny" / "random:full" for models built
+in code from configs with random weights (see `random_models.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+SANA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    generator: str  # family: "flux" | "sana"
+    generator_source: str
+    vlm: str  # family: "qwen2_5_vl" | "idefics2"
+    vlm_source: str
+    dtype: str = "bfloat16"  # frozen weights; LoRA weights are always fp32
+    resolution: int = 512
+    inference_steps: int = 1
+    guidance: float = 0.0  # Flux-dev: guidance embedding; Sana: classifier-free guidance scale
+    max_sequence_length: int = 256
+    sigma_range: tuple[float, float] = (0.3, 1.0)  # one-step models: re-noising level of the grad step
+    lora_rank: int = 16
+    lora_alpha: float | None = None  # None: 5 x rank ("a high alpha is crucial" for the VLM to see it)
+    lora_targets: tuple[str, ...] = FLUX_TARGETS
+    learning_rate: float = 5e-5
+    steps: int = 100
+    random_vlm_size: str = "full-7b"  # which full-size Qwen a `random:full` benchmark builds
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def alpha(self) -> float:
+        return self.lora_alpha if self.lora_alpha is not None else 5.0 * self.lora_rank
+
+    def with_sources(self, generator: str | None = None, vlm: str | None = None) -> Preset:
+        """The same preset with other weights (local folders, random full-size builds)."""
+        return dataclasses.replace(self, generator_source=generator or self.generator_source,
+                                   vlm_source=vlm or self.vlm_source)
+
+
+_TINY = dict(generator_source="random:tiny", vlm="qwen2_5_vl", vlm_source="random:tiny", dtype="float32",
+             resolution=112, max_sequence_length=32, lora_rank=4, learning_rate=1e-2, steps=20,
+             notes=("random weights: images are noise; the code path is the real one",))
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset(name="tiny", description="Offline CPU demo: tiny Flux-shaped generator and Qwen-shaped VLM",
+           generator="flux", **_TINY),
+    Preset(name="tiny-dev", description="Offline CPU: tiny multi-step Flux (guidance embedding)",
+           generator="flux", inference_steps=4, guidance=3.5, **_TINY),
+    Preset(name="tiny-sana", description="Offline CPU: tiny Sana-shaped generator",
+           generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY),
+    Preset(name="flux-schnell", description="FLUX.1-schnell (1 step) + Qwen2.5-VL-7B-Instruct",
+           generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",
+           vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
+    Preset(name="flux-schnell-idefics2", description="FLUX.1-schnell (1 step) + Idefics2-8B (commonsense)",
+           generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",
+           vlm="idefics2", vlm_source="HuggingFaceM4/idefics2-8b"),
+    Preset(name="flux-dev", description="FLUX.1-dev (28 steps, guidance 3.5) + Qwen2.5-VL-7B-Instruct",
+           generator="flux", generator_source="black-forest-labs/FLUX.1-dev", inference_steps=28, guidance=3.5,
+           vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
+    Preset(name="sana", description="Sana 1.6B 512px (20 steps) + Qwen2.5-VL-3B-Instruct",
+           generator="sana", generator_source="Efficient-Large-Model/Sana_1600M_512px_diffusers",
+           inference_steps=20, guidance=4.5, lora_targets=SANA_TARGETS, learning_rate=5e-6,
+           vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-3B-Instruct", random_vlm_size="full-3b"),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}") from None
+
+
+def is_local(source: str) -> bool:
+    """Hub ids look like 'org/name'; anything starting like a path, or existing on disk, is a folder."""
+    return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
+
+
+def check_source(source: str) -> str:
+    """Return the source; a missing local folder raises an error that lists what is beside it."""
+    if source.startswith("random:"):
+        if source not in ("random:tiny", "random:full"):
+            raise ValueError(f"unknown random build {source!r}; available: random:tiny, random:full")
+        return source
+    if is_local(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            parent = path.parent if path.parent.is_dir() else Path(".")
+            found = sorted(p.name for p in parent.iterdir() if p.is_dir())
+            raise FileNotFoundError(f"model folder {source!r} does not exist; folders in {str(parent)!r}: "
+                                    f"{', '.join(found) or '(none)'}")
+    return source

@@ -1,0 +1,229 @@
+"""Vision-language models as differentiable judges.
+
+A VLM adapter turns a pixel tensor and (question, answer) pairs into a loss:
+the cross-entropy of the answer tokens after the model's own chat template.
+`score = exp(-loss)` is VQAScore's P(answer). The image preprocessing is written in torch
+so gradients reach the pixels; it reproduces the model's HF image processor (see tests).
+
+Each family (Qwen2.5-VL, Idefics2) supplies only two things: how pixels become model inputs,
+and how a question becomes token ids around the image. Everything else is shared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+QA = tuple[str, str]
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """(3, H, W) or (1, 3, H, W) in [0, 1] -> PIL RGB, rounding like any 8-bit image."""
+    x = pixels.detach().float().reshape(-1, *pixels.shape[-3:])[0].clamp(0, 1)
+    return Image.fromarray((x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """PIL -> (1, 3, H, W) float in [0, 1]."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+class VLM(ABC):
+    """Shared part: chat prompts, answer cross-entropy, text generation."""
+
+    def __init__(self, model, tokenizer, image_processor, device: str | torch.device = "cpu"):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.device = torch.device(device)
+
+    # --- family-specific -----------------------------------------------------------------
+    @abstractmethod
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict:
+        """(1, 3, H, W) in [0, 1] -> the model's image keyword arguments, differentiable."""
+
+    @abstractmethod
+    def expand_image_tokens(self, text: str, image_inputs: dict) -> str:
+        """Replace the template's single image marker by as many tokens as the image takes."""
+
+    # --- shared ----------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def chat_prompt(self, question: str, with_image: bool = True) -> str:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def answer_nll(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
+        """Mean negative log-likelihood of each answer, one value per pair, shape (len(qa_pairs),)."""
+        if not qa_pairs:
+            raise ValueError("no (question, answer) pairs given: the VLM needs at least one question")
+        pixels = pixels.to(self.device, torch.float32)
+        image_inputs = self.pixel_inputs(pixels[:1])
+        rows, spans = [], []
+        for question, answer in qa_pairs:
+            if not question.strip() or not answer.strip():
+                raise ValueError(f"empty question or answer in {(question, answer)!r}")
+            prompt = self._encode(self.expand_image_tokens(self.chat_prompt(question), image_inputs))
+            answer_ids = self._encode(answer)
+            rows.append(prompt + answer_ids)
+            spans.append((len(prompt), len(answer_ids)))
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id or 0
+        # Right padding keeps every prompt at the same positions as in an unpadded forward.
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False,
+                            **self.batch_image_inputs(image_inputs, ids)).logits.float()
+        nll = []
+        for row, (start, n) in enumerate(spans):
+            # The token at position p is predicted by the logits at p - 1.
+            pred = logits[row, start - 1:start - 1 + n]
+            nll.append(F.cross_entropy(pred, ids[row, start:start + n]))
+        return torch.stack(nll)
+
+    @abstractmethod
+    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
+        """Repeat one image's inputs for every row of the batch."""
+
+    def loss(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
+        """-log P(answers), averaged over the pairs: the quantity the optimisation minimises."""
+        return self.answer_nll(pixels, qa_pairs).mean()
+
+    @torch.no_grad()
+    def score(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> float:
+        """Mean P(answer) over the pairs, each P = exp(-mean answer-token NLL) as in VQAScore."""
+        return float(torch.exp(-self.answer_nll(pixels, qa_pairs)).mean())
+
+    @torch.no_grad()
+    def generate_text(self, prompt: str, image: Image.Image | None = None, max_new_tokens: int = 128,
+                      temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
+                      seed: int | None = None) -> list[str]:
+        """Chat completion for one user turn, with an optional image. Greedy when temperature is 0."""
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        extra: dict = {}
+        text = self.chat_prompt(prompt, with_image=image is not None)
+        if image is not None:
+            image_inputs = self.pixel_inputs(from_pil(image).to(self.device))
+            text = self.expand_image_tokens(text, image_inputs)
+        ids = torch.tensor([self._encode(text)], device=self.device)
+        if image is not None:
+            extra = self.batch_image_inputs(image_inputs, ids)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sampling = temperature > 0
+        out = self.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+            do_sample=sampling, temperature=temperature if sampling else None, top_p=top_p if sampling else None,
+            num_return_sequences=num_return_sequences, pad_token_id=self.tokenizer.pad_token_id, **extra)
+        return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+    def to(self, device: str | torch.device) -> VLM:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+
+class QwenVL(VLM):
+    """Qwen2-VL / Qwen2.5-VL: 14 px patches, 2x2 merge, two identical frames per still image."""
+
+    IMAGE_TOKEN = "<|image_pad|>"
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        ip = self.image_processor
+        factor = ip.patch_size * ip.merge_size
+        return smart_resize(height, width, factor, min_pixels=ip.size["shortest_edge"],
+                            max_pixels=ip.size["longest_edge"])
+
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict:
+        ip = self.image_processor
+        _, c, h, w = pixels.shape
+        th, tw = self.target_size(h, w)
+        x = pixels
+        if (th, tw) != (h, w):
+            # PIL's bicubic is antialiased when shrinking; torch's antialias flag matches it.
+            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
+        mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        ps, m, tp = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+        gh, gw = th // ps, tw // ps
+        frames = x.expand(tp, c, th, tw)  # a still image is repeated over the temporal patch
+        patches = frames.reshape(1, tp, c, gh // m, m, ps, gw // m, m, ps)
+        patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(gh * gw, c * tp * ps * ps)
+        grid = torch.tensor([[1, gh, gw]], device=x.device)
+        return {"pixel_values": patches.to(self.dtype), "image_grid_thw": grid}
+
+    def expand_image_tokens(self, text: str, image_inputs: dict) -> str:
+        n = int(image_inputs["image_grid_thw"].prod()) // self.image_processor.merge_size ** 2
+        return text.replace(self.IMAGE_TOKEN, self.IMAGE_TOKEN * n, 1)
+
+    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
+        b = ids.shape[0]
+        image_id = self.tokenizer.convert_tokens_to_ids(self.IMAGE_TOKEN)
+        return {
+            "pixel_values": image_inputs["pixel_values"].repeat(b, 1),
+            "image_grid_thw": image_inputs["image_grid_thw"].repeat(b, 1),
+            # Without this, transformers 5 silently falls back to 1-D positions for the image.
+            "mm_token_type_ids": (ids == image_id).long(),
+        }
+
+
+class Idefics2(VLM):
+    """Idefics2: one image resized to fit 378..980 px, mean/std 0.5, a fixed number of image tokens."""
+
+    IMAGE_TOKEN = "<image>"
+    FAKE_TOKEN = "<fake_token_around_image>"
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        size = self.image_processor.size
+        shortest, longest = size["shortest_edge"], size["longest_edge"]
+        # Same rule as the processor: fit the longest edge, then lift the shortest edge.
+        aspect = width / height
+        if width >= height:
+            w = min(longest, max(width, shortest)) if width > longest or width < shortest else width
+            h = int(w / aspect)
+            h = max(h, shortest)
+        else:
+            h = min(longest, max(height, shortest)) if height > longest or height < shortest else height
+            w = int(h * aspect)
+            w = max(w, shortest)
+        return h, w
+
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict:
+        ip = self.image_processor
+        h, w = pixels.shape[-2:]
+        th, tw = self.target_size(h, w)
+        x = pixels
+        if (th, tw) != (h, w):
+            x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
+        x = ((x - mean) / std)[:, None]  # (batch, images, 3, H, W)
+        return {"pixel_values": x.to(self.dtype),
+                "pixel_attention_mask": torch.ones(1, 1, th, tw, dtype=torch.bool, device=x.device)}
+
+    def expand_image_tokens(self, text: str, image_inputs: dict) -> str:
+        n = self.model.config.perceiver_config.resampler_n_latents
+        block = self.FAKE_TOKEN + self.IMAGE_TOKEN * n + self.FAKE_TOKEN
+        return text.replace(self.IMAGE_TOKEN, block, 1)
+
+    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
+        b = ids.shape[0]
+        return {k: v.expand(b, *v.shape[1:]) for k, v in image_inputs.items()}
+
+
+FAMILIES: dict[str, type[VLM]] = {"qwen2_5_vl": QwenVL, "idefics2": Idefics2}
+
