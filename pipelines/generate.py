@@ -1,6 +1,7 @@
 """Generate one image, optionally with a learned LoRA at a given scale.
 
-    python -m pipelines.generate --preset tiny --prompt "a desert" --lora beach.safetensors --scale 1.0 --seed 3 --out desert.png
+    python -m pipelines.generate --preset tiny --prompt "a desert" --lora beach.safetensors \
+        --scale 1.0 --seed 3 --out desert.png
 """
 
 from __future__ import annotations

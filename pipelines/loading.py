@@ -11,7 +11,8 @@ from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
 from . import generator as gen_mod
-from . import random_models, vlm as vlm_mod
+from . import random_models
+from . import vlm as vlm_mod
 from .presets import Preset, check_source
 
 VLM_CLASSES = {  # family -> (model class, PIL image processor class): no torchvision needed

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -142,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         answers = args.answer or ["Yes"] * len(args.question)
         if len(answers) != len(args.question):
             raise ValueError(f"{len(answers)} --answer values for {len(args.question)} --question values")
-        qa_pairs = [(with_yes_no(cli.check_text(q, "question")), a) for q, a in zip(args.question, answers)]
+        questions = [with_yes_no(cli.check_text(q, "question")) for q in args.question]
+        qa_pairs = list(zip(questions, answers, strict=True))
         overlay = cli.read_overlay(args.overlay, preset.resolution) if args.overlay else None
         if not args.out.endswith(".safetensors"):
             raise ValueError(f"--out {args.out!r} must end in .safetensors")

@@ -1,0 +1,106 @@
+"""Colour parsing and sRGB <-> CIELAB conversion (D65), shared by the palette control and the UI."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+RGB = tuple[int, int, int]
+
+_HEX = re.compile(r"#([0-9a-f]{3}|[0-9a-f]{6})")
+_FUNC = re.compile(r"(rgba?)\((.*)\)")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([e][+-]?\d+)?")
+
+# D65 reference white and the sRGB -> XYZ matrix (IEC 61966-2-1).
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+_RGB2XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_XYZ2RGB = np.linalg.inv(_RGB2XYZ)
+_EPS = 216 / 24389  # CIE constants, exact form avoids a visible kink at the threshold
+_KAPPA = 24389 / 27
+
+
+def parse_color(s: str) -> RGB:
+    """Parse "#rrggbb", "#rgb", "rgb(r, g, b)" or "rgba(r, g, b, a)" into an (r, g, b) int tuple.
+
+    Case and whitespace are ignored; components may be floats (Gradio's ColorPicker sends e.g.
+    "rgba(255, 0, 0.5, 1)") and are rounded, then must lie in 0..255; alpha must lie in 0..1 and is dropped.
+    """
+    text = re.sub(r"\s+", "", s).lower() if isinstance(s, str) else ""  # a non-string fails below
+    if m := _HEX.fullmatch(text):
+        digits = m.group(1)
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+    if m := _FUNC.fullmatch(text):
+        kind, parts = m.group(1), m.group(2).split(",")
+        if len(parts) != len(kind) or not all(_NUMBER.fullmatch(p) for p in parts):
+            raise ValueError(f"colour {s!r} is not a valid {kind}(...) colour")
+        values = [float(p) for p in parts]
+        if kind == "rgba" and not 0.0 <= values[3] <= 1.0:
+            raise ValueError(f"colour {s!r} has alpha {parts[3]} outside 0..1")
+        rgb = tuple(round(v) for v in values[:3])
+        if not all(0 <= v <= 255 for v in rgb):
+            raise ValueError(f"colour {s!r} has a component outside 0..255")
+        return rgb  # type: ignore[return-value]
+    raise ValueError(f"colour {s!r} is not #rrggbb, #rgb, rgb(r, g, b) or rgba(r, g, b, a)")
+
+
+def as_rgb(color: str | Sequence[int]) -> RGB:
+    """Accept a colour string (see parse_color) or an (r, g, b) sequence of ints 0..255."""
+    if isinstance(color, str):
+        return parse_color(color)
+    try:
+        values = tuple(color)
+    except TypeError:
+        raise ValueError(f"colour {color!r} is neither a string nor an (r, g, b) tuple") from None
+    ok = len(values) == 3 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values
+    )
+    if not ok:
+        raise ValueError(f"colour {color!r} is not an (r, g, b) tuple of ints in 0..255")
+    return (int(values[0]), int(values[1]), int(values[2]))
+
+
+def to_hex(rgb: Sequence[int]) -> str:
+    """(r, g, b) -> "#rrggbb"."""
+    r, g, b = as_rgb(rgb)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB values in 0..255 (any shape ending in 3) -> CIELAB (L in 0..100), D65."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _RGB2XYZ.T / _WHITE
+    f = np.where(xyz > _EPS, np.cbrt(xyz), (_KAPPA * xyz + 16) / 116)
+    lab = np.empty_like(f)
+    lab[..., 0] = 116 * f[..., 1] - 16
+    lab[..., 1] = 500 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) -> sRGB floats in 0..255, clipped to the gamut."""
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(f**3 > _EPS, f**3, (116 * f - 16) / _KAPPA) * _WHITE
+    linear = np.clip(xyz @ _XYZ2RGB.T, 0.0, 1.0)
+    c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.clip(c * 255.0, 0.0, 255.0)
+
+
+def delta_e(a: Sequence[int], b: Sequence[int]) -> float:
+    """CIE76 distance between two sRGB colours (a just-noticeable difference is about 2.3)."""
+    la, lb = srgb_to_lab(np.array(as_rgb(a))), srgb_to_lab(np.array(as_rgb(b)))
+    return float(math.dist(la, lb))

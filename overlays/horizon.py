@@ -1,0 +1,80 @@
+"""Horizon: a red line at a given height (optionally tilted) that the scene's horizon should follow."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ._common import RED, SUFFIX, check_size, real
+
+NAME = "horizon"
+MAX_TILT = 45.0
+QUESTION = f"Is the horizon of the scene aligned with the red line? {SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Height y as a fraction of the image height (0 top, 1 bottom), measured at the horizontal centre;
+    tilt in degrees (positive = right side higher); thickness in px (None: max(2, round(H / 128)))."""
+
+    y: float
+    tilt: float = 0.0
+    thickness: int | None = None
+
+    def __post_init__(self) -> None:
+        y = real(self.y, "horizon height")
+        if not 0 < y < 1:
+            raise ValueError(f"horizon height {self.y!r} is outside (0, 1)")
+        tilt = real(self.tilt, "horizon tilt")
+        if abs(tilt) > MAX_TILT:
+            raise ValueError(f"horizon tilt {self.tilt!r} deg is outside [-{MAX_TILT:g}, {MAX_TILT:g}]")
+        t = self.thickness
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1):
+            raise ValueError(f"horizon thickness {t!r} must be a positive int (pixels)")
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "tilt", tilt)
+
+
+def thickness_px(spec: Spec, height: int) -> int:
+    """Line thickness: thick enough for the VLM to see at any size, about 4 px at 512."""
+    return spec.thickness if spec.thickness is not None else max(2, round(height / 128))
+
+
+def line_mask(spec: Spec, size: tuple[int, int]) -> np.ndarray:
+    """Boolean (H, W) mask of the line.
+
+    The line passes through (column (W-1)/2, row round(y*H)) and is rotated about that point, so y is
+    the height at the image's horizontal centre whatever the tilt (the same convention as
+    canvas.horizon_from_layer). With tilt 0 it covers rows round(y*H) - t//2 ... + t - 1 exactly.
+    """
+    width, height = check_size(size)
+    t = thickness_px(spec, height)
+    centre_row = round(spec.y * height)
+    a = math.radians(spec.tilt)
+    rows = np.arange(height)[:, None]
+    cols = np.arange(width)[None, :]
+    # Signed perpendicular distance to the line; image rows grow downwards, hence + tan for "right higher".
+    d = (rows - centre_row + math.tan(a) * (cols - (width - 1) / 2)) * math.cos(a)
+    return (d >= -(t // 2) - 0.5) & (d < t - t // 2 - 0.5)
+
+
+def render(spec: Spec, size: tuple[int, int]) -> Image.Image:
+    """RGBA layer with the opaque red line, transparent elsewhere."""
+    mask = line_mask(spec, size)
+    layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    layer[mask] = (*RED, 255)
+    return Image.fromarray(layer, "RGBA")
+
+
+def questions(spec: Spec) -> list[tuple[str, str]]:
+    """The paper's horizon question."""
+    return [(QUESTION, "Yes")]
+
+
+def describe(spec: Spec) -> str:
+    """One line for file metadata."""
+    return f"horizon at y={spec.y:.2f}, tilt {spec.tilt:.1f} deg"
