@@ -204,7 +204,7 @@ class SanaGenerator(Generator):
         return Conditioning(tensors)
 
     def initial_noise(self, seed: int, size: int) -> torch.Tensor:
-        check_size(size, self.pipe.vae_scale_factor)
+        check_size(size, 32)  # SanaPipeline refuses other sizes
         h = size // self.pipe.vae_scale_factor
         c = self.transformer.config.in_channels
         noise = torch.randn((1, c, h, h), generator=torch.Generator().manual_seed(seed))
@@ -234,7 +234,8 @@ class SanaGenerator(Generator):
         return (self.vae.decode(x.to(self.vae.dtype), return_dict=False)[0].float() + 1) / 2
 
     def pipeline_kwargs(self, size: int) -> dict:
-        return {"guidance_scale": self.preset.guidance, "use_resolution_binning": False,
+        # negative_prompt=None: the negative embeddings come with the conditioning already.
+        return {"guidance_scale": self.preset.guidance, "use_resolution_binning": False, "negative_prompt": None,
                 "max_sequence_length": self.preset.max_sequence_length}
 
 

@@ -81,6 +81,14 @@ def tiny_tokenizer(special_tokens: list[str] | None = None, vocab_size: int = 51
                                    model_max_length=max_length)
 
 
+def in_eval_mode(pipe):
+    """Models built from a config start in training mode (T5 has dropout): from_pretrained ones do not."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
+
+
 # --------------------------------------------------------------------------- Flux
 def flux_configs(size: str) -> dict:
     if size == "tiny":
@@ -126,10 +134,11 @@ def build_flux(size: str = "tiny", guidance_embeds: bool = False, shift: float =
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=dynamic_shifting,
                                                 base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
                                                 max_image_seq_len=4096)
-    return FluxPipeline(
+    pipe = FluxPipeline(
         scheduler=scheduler, vae=AutoencoderKL(**cfg["vae"]), text_encoder=clip, tokenizer=tokenizer,
         text_encoder_2=t5, tokenizer_2=tokenizer_2, transformer=FluxTransformer2DModel(**cfg["transformer"]),
     )
+    return in_eval_mode(pipe)
 
 
 # --------------------------------------------------------------------------- Sana
@@ -177,11 +186,12 @@ def build_sana(size: str = "tiny", shift: float = 3.0) -> SanaPipeline:
     cfg = sana_configs(size)
     tokenizer = tiny_tokenizer()
     text_cfg = dict(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, bos_token_id=1) | cfg["text"]
-    return SanaPipeline(
+    pipe = SanaPipeline(
         tokenizer=tokenizer, text_encoder=Gemma2Model(Gemma2Config(**text_cfg)),
         vae=AutoencoderDC(**cfg["vae"]), transformer=SanaTransformer2DModel(**cfg["transformer"]),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
     )
+    return in_eval_mode(pipe)
 
 
 # --------------------------------------------------------------------------- Qwen2.5-VL
@@ -223,7 +233,7 @@ def build_qwen_vl(size: str = "tiny") -> tuple[Qwen2_5_VLForConditionalGeneratio
     else:
         config = qwen_config(size, 152064, {"image_token_id": 151655, "video_token_id": 151656,
                                             "vision_start_token_id": 151652, "vision_end_token_id": 151653})
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer, Qwen2VLImageProcessorPil()

@@ -34,6 +34,23 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
+def _round_to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels in the forward pass; identity for the gradient (straight-through)."""
+    return x + ((x * 255).round().clamp(0, 255) / 255 - x).detach()
+
+
+def pil_like_resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize (B, 3, H, W) in [0, 1] as PIL does on an 8-bit image: antialiased, width pass first,
+    rounded to 8 bits after each pass. Within 2/255 of PIL, differentiable."""
+    h, w = x.shape[-2:]
+    th, tw = size
+    if tw != w:
+        x = _round_to_8bit(F.interpolate(x, size=(h, tw), mode=mode, align_corners=False, antialias=True))
+    if th != h:
+        x = _round_to_8bit(F.interpolate(x, size=(th, tw), mode=mode, align_corners=False, antialias=True))
+    return x
+
+
 class VLM(ABC):
     """Shared part: chat prompts, answer cross-entropy, text generation."""
 
@@ -153,8 +170,7 @@ class QwenVL(VLM):
         th, tw = self.target_size(h, w)
         x = pixels
         if (th, tw) != (h, w):
-            # PIL's bicubic is antialiased when shrinking; torch's antialias flag matches it.
-            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
+            x = pil_like_resize(x, (th, tw), "bicubic")
         mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
@@ -188,19 +204,14 @@ class Idefics2(VLM):
     FAKE_TOKEN = "<fake_token_around_image>"
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The processor's rule: shrink the long side to `longest_edge`, then lift each side to `shortest_edge`."""
         size = self.image_processor.size
         shortest, longest = size["shortest_edge"], size["longest_edge"]
-        # Same rule as the processor: fit the longest edge, then lift the shortest edge.
-        aspect = width / height
-        if width >= height:
-            w = min(longest, max(width, shortest)) if width > longest or width < shortest else width
-            h = int(w / aspect)
-            h = max(h, shortest)
-        else:
-            h = min(longest, max(height, shortest)) if height > longest or height < shortest else height
-            w = int(h * aspect)
-            w = max(w, shortest)
-        return h, w
+        if width >= height and width > longest:
+            height, width = int(longest / (width / height)), longest
+        elif height > width and height > longest:
+            height, width = longest, int(longest * (width / height))
+        return max(height, shortest), max(width, shortest)
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict:
         ip = self.image_processor
@@ -208,7 +219,7 @@ class Idefics2(VLM):
         th, tw = self.target_size(h, w)
         x = pixels
         if (th, tw) != (h, w):
-            x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+            x = pil_like_resize(x, (th, tw), "bilinear")
         mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
         x = ((x - mean) / std)[:, None]  # (batch, images, 3, H, W)
