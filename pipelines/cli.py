@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from overlays import CONTROLS, composition, depth, horizon, line_weight, palette
 
 from .generator import Generator
 from .loading import default_device, load_generator, load_vlm
@@ -79,6 +82,81 @@ def read_overlay(path: str | Path, size: int) -> np.ndarray:
         print(f"note: overlay {str(path)!r} is {im.size[0]}x{im.size[1]}; resized to {size}x{size}", file=sys.stderr)
         im = im.resize((size, size), Image.LANCZOS)
     return np.asarray(im)
+
+
+def pair(text: str) -> tuple[float, float]:
+    """'0.3,0.6' -> (0.3, 0.6)."""
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"point {text!r} must be two numbers 'x,y' as fractions of the image") from None
+    return x, y
+
+
+def add_control_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("visual prompt (--control)")
+    g.add_argument("--control", choices=list(CONTROLS), help="draw this visual prompt and ask its questions")
+    g.add_argument("--y", type=float, help="horizon: height as a fraction of the image, from the top")
+    g.add_argument("--tilt", type=float, default=0.0, help="horizon: tilt in degrees")
+    g.add_argument("--palette", help=f"palette preset: {', '.join(palette.load_presets())}")
+    g.add_argument("--colors", help="palette: colours separated by ';', e.g. '#2b1d0e;#8c6d46;rgb(200, 180, 150)'")
+    g.add_argument("--strip", type=float, default=0.1, help="palette: strip height as a fraction")
+    g.add_argument("--a", help="depth: point A as 'x,y' fractions")
+    g.add_argument("--b", help="depth: point B as 'x,y' fractions")
+    g.add_argument("--relation", default="foreground", help="depth: foreground, background, closer or further")
+    g.add_argument("--px", type=int, help="line weight: stroke thickness in pixels")
+    g.add_argument("--reference", help="composition: annotated reference image")
+    g.add_argument("--mode", default="transparent", help="composition: transparent or solid")
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"--control {args.control} needs {' and '.join(missing)}")
+
+
+def _palette_spec(args: argparse.Namespace):
+    if args.colors:
+        colors = [c.strip() for c in args.colors.split(";") if c.strip()]
+        return palette.Spec(tuple(colors), strip_height=args.strip)
+    _require(args, "palette")
+    return palette.Spec.from_preset(args.palette, strip_height=args.strip)
+
+
+def _depth_spec(args: argparse.Namespace):
+    _require(args, "a", "b")
+    return depth.Spec(pair(args.a), pair(args.b), relation=args.relation)
+
+
+def _line_weight_spec(args: argparse.Namespace):
+    _require(args, "px")
+    return line_weight.Spec(args.px)
+
+
+def _horizon_spec(args: argparse.Namespace):
+    _require(args, "y")
+    return horizon.Spec(args.y, tilt=args.tilt)
+
+
+def _composition_spec(args: argparse.Namespace):
+    _require(args, "reference", "question")
+    return composition.Spec(read_image(args.reference), tuple(args.question), mode=args.mode)
+
+
+SPEC_FROM_ARGS = {"palette": _palette_spec, "horizon": _horizon_spec, "line-weight": _line_weight_spec,
+                  "depth": _depth_spec, "composition": _composition_spec}
+
+
+def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, list[tuple[str, str]], str]:
+    """The chosen visual prompt as (RGBA overlay at the generator's size, its questions, a description)."""
+    module = CONTROLS[args.control]
+    spec = SPEC_FROM_ARGS[args.control](args)
+    for note in getattr(module, "notes", lambda *_: [])(spec, (size, size)):
+        print(f"note: {note}", file=sys.stderr)
+    with warnings.catch_warnings():  # the note above already told the user
+        warnings.simplefilter("ignore", UserWarning)
+        overlay = np.asarray(module.render(spec, (size, size)))
+    return overlay, module.questions(spec), module.describe(spec)
 
 
 @contextmanager

@@ -124,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("Train a LoRA of the generator from a VLM's Yes/No answers.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--question", action="append", required=True,
+    parser.add_argument("--question", action="append",
                         help="a Yes/No question (repeatable); 'Answer with Yes or No.' is appended")
     parser.add_argument("--answer", action="append", help="expected answer per question (default Yes)")
-    parser.add_argument("--overlay", help="RGBA image composited over the generated image before the VLM")
+    parser.add_argument("--overlay", help="raw RGBA image composited over the generated image before the VLM")
+    cli.add_control_args(parser)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--rank", type=int)
@@ -136,14 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
         preset = cli.preset_from_args(args)
-        steps = check_steps(args.steps or preset.steps)
+        steps = check_steps(preset.steps if args.steps is None else args.steps)
         prompt = cli.check_prompt(args.prompt)
-        answers = args.answer or ["Yes"] * len(args.question)
-        if len(answers) != len(args.question):
-            raise ValueError(f"{len(answers)} --answer values for {len(args.question)} --question values")
-        questions = [with_yes_no(cli.check_text(q, "question")) for q in args.question]
+        if args.control and args.overlay:
+            raise ValueError("give either --control or --overlay, not both")
+        if not args.control and not args.question:
+            raise ValueError("give at least one --question (or a --control, which brings its own)")
+        own = args.question if args.control != "composition" else []  # composition's questions are its own
+        answers = args.answer or ["Yes"] * len(own or [])
+        if len(answers) != len(own or []):
+            raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
+        questions = [with_yes_no(cli.check_text(q, "question")) for q in own or []]
         qa_pairs = list(zip(questions, answers, strict=True))
-        overlay = cli.read_overlay(args.overlay, preset.resolution) if args.overlay else None
+        overlay, description = None, ""
+        if args.overlay:
+            overlay, description = cli.read_overlay(args.overlay, preset.resolution), f"file {args.overlay}"
+        if args.control:
+            overlay, control_qa, description = cli.control_from_args(args, preset.resolution)
+            qa_pairs = control_qa + qa_pairs
         if not args.out.endswith(".safetensors"):
             raise ValueError(f"--out {args.out!r} must end in .safetensors")
         generator, vlm = cli.load_models(args, preset)
@@ -159,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, seed=args.seed, callback=report)
         rank = args.rank or preset.lora_rank
-        save_result(result, args.out, generator, prompt, qa_pairs, rank, 5.0 * rank,
-                    f"file {args.overlay}" if args.overlay else "")
+        save_result(result, args.out, generator, prompt, qa_pairs, rank, 5.0 * rank, description)
         print(f"saved {args.out} ({len(result.history)} steps, final loss {bar['loss']:.4f})")
     return 0
 

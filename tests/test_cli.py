@@ -1,0 +1,133 @@
+"""The command-line tools as a user runs them: each control end to end, and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import bench, generate, lora, optimize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_readme_commands_end_to_end(tmp_path):
+    """The two commands of the issue, as separate processes, with a raw overlay file."""
+    overlay = np.zeros((112, 112, 4), np.uint8)
+    overlay[38:41, :, 0], overlay[38:41, :, 3] = 255, 255
+    Image.fromarray(overlay).save(tmp_path / "horizon.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    opt = subprocess.run(
+        [sys.executable, "-m", "pipelines.optimize", "--preset", "tiny", "--prompt", "a tropical beach",
+         "--question", "Is the horizon aligned with the red line?", "--overlay", "horizon.png",
+         "--steps", "3", "--out", "beach.safetensors"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert opt.returncode == 0, opt.stderr
+    assert "loss" in opt.stderr + opt.stdout and "P(yes)" in opt.stderr + opt.stdout
+    assert lora.lora_metadata(tmp_path / "beach.safetensors")["overlay"] == "file horizon.png"
+    gen = subprocess.run(
+        [sys.executable, "-m", "pipelines.generate", "--preset", "tiny", "--prompt", "a desert", "--lora",
+         "beach.safetensors", "--scale", "1.0", "--seed", "3", "--out", "desert.png"],
+        cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert gen.returncode == 0, gen.stderr
+    assert Image.open(tmp_path / "desert.png").size == (112, 112)
+
+
+def reference_image(path: Path) -> Path:
+    img = np.full((80, 80, 3), 255, np.uint8)
+    img[:, 30:34] = (255, 0, 0)
+    img[50:, :] = (40, 90, 200)
+    Image.fromarray(img).save(path)
+    return path
+
+
+CONTROL_ARGS = {
+    "horizon": ["--control", "horizon", "--y", "0.35"],
+    "palette": ["--control", "palette", "--palette", "pastel"],
+    "palette-colors": ["--control", "palette", "--colors", "#2b1d0e;#8c6d46;rgb(200, 180, 150)"],
+    "depth": ["--control", "depth", "--a", "0.3,0.6", "--b", "0.7,0.4", "--relation", "closer"],
+    "line-weight": ["--control", "line-weight", "--px", "3"],
+    "composition": ["--control", "composition", "--reference", "REF", "--question",
+                    "Is the red line a vertical object like a tree?"],
+}
+
+
+@pytest.mark.parametrize("name", list(CONTROL_ARGS))
+def test_each_control_optimises_through_the_cli(name, tmp_path, capsys):
+    args = [a if a != "REF" else str(reference_image(tmp_path / "ref.png")) for a in CONTROL_ARGS[name]]
+    out = tmp_path / f"{name}.safetensors"
+    code, _, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a tropical beach", *args,
+                                            "--steps", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    meta = lora.lora_metadata(out)
+    assert meta["steps"] == 2 and meta["overlay"]
+    assert all(q.endswith("Answer with Yes or No.") for q, _ in meta["questions"])
+    if name == "composition":
+        assert "resized" in err  # the 80x80 reference was fitted to 112x112, and the user is told
+        assert meta["questions"][0][0].startswith("Is the red line a vertical object")
+
+
+BAD = {
+    "empty prompt": (optimize.main, ["--prompt", " ", "--question", "Q?"], "prompt is empty"),
+    "steps 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--steps", "0"], "steps 0"),
+    "steps 1e6": (optimize.main, ["--prompt", "a", "--question", "Q?", "--steps", "1000000"], "steps 1000000"),
+    "unknown preset": (optimize.main, ["--preset", "flux-turbo", "--prompt", "a", "--question", "Q?"],
+                       "flux-turbo.*available: tiny"),
+    "unreadable overlay": (optimize.main, ["--prompt", "a", "--question", "Q?", "--overlay", "BROKEN"],
+                           "broken.png"),
+    "missing overlay": (optimize.main, ["--prompt", "a", "--question", "Q?", "--overlay", "nope.png"], "nope.png"),
+    "no question": (optimize.main, ["--prompt", "a"], "--question"),
+    "horizon outside": (optimize.main, ["--prompt", "a", "--control", "horizon", "--y", "1.5"], "1.5"),
+    "horizon missing y": (optimize.main, ["--prompt", "a", "--control", "horizon"], "--y"),
+    "bad colour": (optimize.main, ["--prompt", "a", "--control", "palette", "--colors", "#123;blurple"],
+                   "blurple"),
+    "points on top": (optimize.main, ["--prompt", "a", "--control", "depth", "--a", "0.5,0.5", "--b", "0.5,0.51"],
+                      "0.5"),
+    "bad point": (optimize.main, ["--prompt", "a", "--control", "depth", "--a", "left", "--b", "0.5,0.5"], "left"),
+    "line too thick": (optimize.main, ["--prompt", "a", "--control", "line-weight", "--px", "40"], "40"),
+    "missing lora": (generate.main, ["--prompt", "a", "--lora", "missing.safetensors"], "missing.safetensors"),
+    "lora not safetensors": (generate.main, ["--prompt", "a", "--lora", "NOTES"], "notes.txt"),
+    "scale out of range": (generate.main, ["--prompt", "a", "--scale", "50"], "50"),
+    "bench unknown preset": (bench.main, ["--preset", "nope"], "nope"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_exits_with_one_line_naming_the_problem(case, tmp_path, capsys):
+    main, argv, pattern = BAD[case]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("hello")
+    argv = [str(tmp_path / "broken.png") if a == "BROKEN" else str(tmp_path / "notes.txt") if a == "NOTES" else a
+            for a in argv]
+    out_flag = ["--out", str(tmp_path / ("x.png" if main is generate.main else "x.safetensors"))]
+    code, _, err = run_main(main, argv + (out_flag if main is not bench.main else []), capsys)
+    assert code not in (0, None)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    import re
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
+    code, out, err = run_main(bench.main, ["--preset", "tiny", "--steps", "3", "--warmup", "1", "--generations", "2",
+                                           "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    import json
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["timed_steps"] == 3 and result["s_per_step_median"] > 0
+    assert result["s_per_100_steps"] == pytest.approx(100 * result["s_per_step_median"], rel=0.01)
+    assert result["cpu_peak_rss_gb"] > 0 or result.get("gpu_reserved_gb", 0) > 0
