@@ -114,8 +114,8 @@ def flux_configs(size: str) -> dict:
                      layers_per_block=2, norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
                      scaling_factor=0.3611, shift_factor=0.1159),
             clip=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                      projection_dim=768, max_position_embeddings=77, hidden_act="quick_gelu"),
-            t5=dict(d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
+                      projection_dim=768, max_position_embeddings=77, hidden_act="quick_gelu", vocab_size=49408),
+            t5=dict(d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64, vocab_size=32128,
                     feed_forward_proj="gated-gelu", relative_attention_num_buckets=32),
         )
     raise ValueError(f"unknown model size {size!r}: use 'tiny' or 'full'")
@@ -127,9 +127,10 @@ def build_flux(size: str = "tiny", guidance_embeds: bool = False, shift: float =
     cfg["transformer"]["guidance_embeds"] = guidance_embeds
     tokenizer = tiny_tokenizer(max_length=77)  # CLIP's position table
     vocab = len(tokenizer)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                                        **cfg["clip"]))
-    t5 = T5EncoderModel(T5Config(vocab_size=vocab, pad_token_id=0, eos_token_id=1, **cfg["t5"]))
+    # Full-size builds keep the real vocabularies (their embedding tables cost real memory).
+    clip = CLIPTextModel(CLIPTextConfig(**{"vocab_size": vocab, "pad_token_id": 0, "bos_token_id": 1,
+                                           "eos_token_id": 1} | cfg["clip"]))
+    t5 = T5EncoderModel(T5Config(**{"vocab_size": vocab, "pad_token_id": 0, "eos_token_id": 1} | cfg["t5"]))
     tokenizer_2 = tiny_tokenizer()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=dynamic_shifting,
                                                 base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
@@ -175,7 +176,7 @@ def sana_configs(size: str) -> dict:
                      decoder_norm_types=("batch_norm", "batch_norm", "batch_norm", "rms_norm", "rms_norm",
                                          "rms_norm"),
                      decoder_act_fns=("relu", "relu", "relu", "silu", "silu", "silu"),
-                     scaling_factor=0.41407),
+                     upsample_block_type="interpolate", downsample_block_type="Conv", scaling_factor=0.41407),
             text=dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
                       num_key_value_heads=4, head_dim=256, vocab_size=256000),
         )

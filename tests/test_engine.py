@@ -248,3 +248,23 @@ def test_text_encoders_are_not_needed_once_the_prompt_is_encoded(tiny_models, mo
     result = optimize(generator, vlm, cond, QA, steps=2, progress=False)
     assert len(result.history) == 2
     assert generator.generate(cond, 0).size == (112, 112)
+
+
+def test_full_size_random_builds_match_published_parameter_counts():
+    """`bench --random-weights` measures the real architectures: their sizes match the published models."""
+    from pipelines.random_models import build_qwen_vl, build_sana
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):  # shapes only, no memory
+        flux, sana = build_flux("full"), build_sana("full")
+        qwen7, _, _ = build_qwen_vl("full-7b")
+    assert count(flux.transformer) == 11_891_178_560
+    assert count(flux.vae) == 83_819_683
+    assert count(flux.text_encoder) == 123_060_480
+    assert count(flux.text_encoder_2) == 4_762_310_656
+    assert count(sana.transformer) == 1_604_462_752
+    assert count(sana.vae) == 312_250_275
+    assert count(sana.text_encoder) == 2_614_341_888
+    assert count(qwen7) == 8_292_166_656
