@@ -89,12 +89,10 @@ def load_vlm(preset: Preset, device: str | torch.device | None = None) -> vlm_mo
     dtype = pick_dtype(preset.dtype, device)
     adapter_cls = vlm_mod.FAMILIES[preset.vlm]
     if source.startswith("random:"):
-        if preset.vlm != "qwen2_5_vl":
-            raise ValueError(f"random builds exist for Qwen2.5-VL only, not {preset.vlm!r}")
         size = source.split(":")[1]
         random_models.seeded(0)
         with _on_device(device if size == "full" else "cpu", dtype):
-            model, tokenizer, image_processor = random_models.build_qwen_vl(
+            model, tokenizer, image_processor = random_models.RANDOM_VLMS[preset.vlm](
                 "tiny" if size == "tiny" else preset.random_vlm_size)
     else:
         model_name, processor_name = VLM_CLASSES[preset.vlm]

@@ -58,6 +58,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            generator="flux", inference_steps=4, guidance=3.5, **_TINY),
     Preset(name="tiny-sana", description="Offline CPU: tiny Sana-shaped generator",
            generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY | {"resolution": 128}),
+    Preset(name="tiny-idefics2", description="Offline CPU: tiny Flux-shaped generator, tiny Idefics2-shaped VLM",
+           generator="flux", **_TINY | {"vlm": "idefics2"}),
     Preset(name="flux-schnell", description="FLUX.1-schnell (1 step) + Qwen2.5-VL-7B-Instruct",
            generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),

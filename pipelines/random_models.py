@@ -28,11 +28,14 @@ from transformers import (
     Gemma2Config,
     Gemma2Model,
     PreTrainedTokenizerFast,
+    Idefics2Config,
+    Idefics2ForConditionalGeneration,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     T5Config,
     T5EncoderModel,
 )
+from transformers.models.idefics2 import Idefics2ImageProcessorPil
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
 QWEN_SPECIAL_TOKENS = [
@@ -238,6 +241,46 @@ def build_qwen_vl(size: str = "tiny") -> tuple[Qwen2_5_VLForConditionalGeneratio
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer, Qwen2VLImageProcessorPil()
+
+
+# --------------------------------------------------------------------------- Idefics2
+IDEFICS2_SPECIAL_TOKENS = ["<unk>", "<end_of_utterance>", "<image>", "<fake_token_around_image>"]
+
+# Idefics2's conversation layout ("User:<image>...<end_of_utterance>\nAssistant:"), for the tiny build.
+IDEFICS2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'] is string %}: {{ message['content'] }}"
+    "{% else %}{% if message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% elif part['type'] == 'image' %}<image>{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_idefics2(size: str = "tiny") -> tuple[Idefics2ForConditionalGeneration, PreTrainedTokenizerFast,
+                                                 Idefics2ImageProcessorPil]:
+    if size != "tiny":
+        raise ValueError(f"random Idefics2 builds exist in the 'tiny' size only, not {size!r}")
+    tokenizer = tiny_tokenizer(IDEFICS2_SPECIAL_TOKENS)
+    tokenizer.chat_template = IDEFICS2_CHAT_TEMPLATE
+    config = Idefics2Config(
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=980, patch_size=14),
+        perceiver_config=dict(hidden_size=64, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
+                              resampler_head_dim=8, num_key_value_heads=1),
+        text_config=dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+    )
+    model = Idefics2ForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer, Idefics2ImageProcessorPil(do_image_splitting=False)
+
+
+RANDOM_VLMS = {"qwen2_5_vl": build_qwen_vl, "idefics2": build_idefics2}
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -54,6 +54,8 @@ def pil_like_resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.
 class VLM(ABC):
     """Shared part: chat prompts, answer cross-entropy, text generation."""
 
+    ANSWER_PREFIX = ""  # what separates the generation prompt from the answer in this model's template
+
     def __init__(self, model, tokenizer, image_processor, device: str | torch.device = "cpu"):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -93,7 +95,7 @@ class VLM(ABC):
             if not question.strip() or not answer.strip():
                 raise ValueError(f"empty question or answer in {(question, answer)!r}")
             prompt = self._encode(self.expand_image_tokens(self.chat_prompt(question), image_inputs))
-            answer_ids = self._encode(answer)
+            answer_ids = self._encode(self.ANSWER_PREFIX + answer.strip())
             rows.append(prompt + answer_ids)
             spans.append((len(prompt), len(answer_ids)))
         width = max(map(len, rows))
@@ -202,6 +204,12 @@ class Idefics2(VLM):
 
     IMAGE_TOKEN = "<image>"
     FAKE_TOKEN = "<fake_token_around_image>"
+    ANSWER_PREFIX = " "  # the template ends in "Assistant:"; the model's answer starts with a space
+
+    def __init__(self, model, tokenizer, image_processor, device: str | torch.device = "cpu"):
+        # One view of the image: the differentiable path does not split it into crops.
+        image_processor.do_image_splitting = False
+        super().__init__(model, tokenizer, image_processor, device)
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The processor's rule: shrink the long side to `longest_edge`, then lift each side to `shortest_edge`."""

@@ -46,6 +46,39 @@ def test_qwen_preprocessing_matches_hf_processor(tiny_models, h, w):
     assert bool((x.grad.abs().sum(dim=1) > 0).all()), "some input pixels get no gradient"
 
 
+@pytest.fixture(scope="module")
+def tiny_idefics2():
+    return load_vlm(get_preset("tiny-idefics2"), "cpu")
+
+
+@pytest.mark.parametrize("h,w", [(400, 500), (112, 112), (1200, 800), (378, 1500)])
+def test_idefics2_preprocessing_matches_hf_processor(tiny_idefics2, h, w):
+    vlm = tiny_idefics2
+    image = smooth_image(h, w, seed=h * w)
+    ref = vlm.image_processor(images=[[image]], return_tensors="pt")
+    x = from_pil(image).requires_grad_(True)
+    ours = vlm.pixel_inputs(x)
+    assert ours["pixel_values"].shape == ref["pixel_values"].shape
+    assert torch.equal(ours["pixel_attention_mask"], ref["pixel_attention_mask"].bool())
+    diff = float((ours["pixel_values"] - ref["pixel_values"]).abs().detach().max())
+    if vlm.target_size(h, w) == (h, w):
+        assert diff == 0.0
+    else:
+        assert diff * 0.5 * 255 <= 2.0 + 1e-3  # std 0.5: back to 8-bit levels
+    ours["pixel_values"].square().sum().backward()
+    assert bool((x.grad.abs().sum(dim=1) > 0).all())
+
+
+def test_idefics2_loss_reaches_pixels_with_a_spaced_answer(tiny_idefics2):
+    vlm = tiny_idefics2
+    text = vlm.expand_image_tokens(vlm.chat_prompt("Is it?"), {})
+    assert text.startswith("User:<fake_token_around_image><image>") and text.endswith("Assistant:")
+    x = torch.rand(1, 3, 112, 112, requires_grad=True)
+    vlm.loss(x, QA).backward()
+    assert float(x.grad.abs().sum()) > 0
+    assert 0 < vlm.score(x.detach(), QA) < 1
+
+
 def test_batched_pairs_equal_single_pairs_and_multi_token_answers(tiny_models):
     _, vlm = tiny_models
     pixels = from_pil(smooth_image(112, 112, 0))
@@ -201,7 +234,7 @@ def test_bad_lora_files_are_named(tmp_path, bad):
         lora.check_lora_file(path)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-sana"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-sana", "tiny-idefics2"])
 def test_real_loader_reads_saved_model_folders(name, tmp_path):
     preset = get_preset(name)
     gen_dir, vlm_dir = save_random(preset, tmp_path)
