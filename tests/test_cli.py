@@ -55,7 +55,8 @@ def reference_image(path: Path) -> Path:
 
 
 CONTROL_ARGS = {
-    "horizon": ["--control", "horizon", "--y", "0.35"],
+    "horizon": ["--control", "horizon", "--y", "0.35", "--gen-device", "cpu", "--vlm-device", "cpu",
+                "--offload-text-encoders"],
     "palette": ["--control", "palette", "--palette", "pastel"],
     "palette-colors": ["--control", "palette", "--colors", "#2b1d0e;#8c6d46;rgb(200, 180, 150)"],
     "depth": ["--control", "depth", "--a", "0.3,0.6", "--b", "0.7,0.4", "--relation", "closer"],

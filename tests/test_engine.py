@@ -301,3 +301,20 @@ def test_full_size_random_builds_match_published_parameter_counts():
     assert count(sana.vae) == 312_250_275
     assert count(sana.text_encoder) == 2_614_341_888
     assert count(qwen7) == 8_292_166_656
+
+
+def test_bf16_frozen_weights_train_fp32_lora(tiny_models):
+    _, vlm = tiny_models
+    generator = load_generator(get_preset("tiny"), "cpu")
+    generator.pipe.to(dtype=torch.bfloat16)
+    dtypes = set()
+
+    def look(step):
+        dtypes.update(p.dtype for n, p in generator.transformer.named_parameters() if "lora_" in n)
+        frozen = {p.dtype for n, p in generator.transformer.named_parameters() if "lora_" not in n}
+        assert frozen == {torch.bfloat16}
+
+    result = optimize(generator, vlm, "a beach", QA, steps=2, progress=False, callback=look)
+    assert dtypes == {torch.float32}
+    assert all(np.isfinite(s.loss) for s in result.history)
+    assert all(v.dtype == torch.float32 for v in result.state_dict.values())
