@@ -84,37 +84,72 @@ class VLM(ABC):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def answer_nll(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
-        """Mean negative log-likelihood of each answer, one value per pair, shape (len(qa_pairs),)."""
-        if not qa_pairs:
+    def prompt_ids(self, question: str, image_inputs: dict | None) -> list[int]:
+        text = self.chat_prompt(question, with_image=image_inputs is not None)
+        if image_inputs is not None:
+            text = self.expand_image_tokens(text, image_inputs)
+        return self._encode(text)
+
+    def forward(self, rows: list[tuple[dict | None, list[int]]]) -> torch.Tensor:
+        """Logits (B, T, V) for a batch of token rows, each with its own image inputs (or None).
+
+        Right padding keeps every row at the positions of an unpadded forward.
+        """
+        width = max(len(ids) for _, ids in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([r + [pad] * (width - len(r)) for _, r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for _, r in rows], device=self.device)
+        images = [inputs for inputs, _ in rows]
+        if any(i is None for i in images) and not all(i is None for i in images):
+            raise ValueError("a batch mixes rows with and without an image")
+        extra = {} if images[0] is None else self.batch_image_inputs(images, ids)
+        return self.model(input_ids=ids, attention_mask=mask, use_cache=False, **extra).logits.float()
+
+    def nll_rows(self, items: list[tuple[torch.Tensor | None, str, str]]) -> torch.Tensor:
+        """Mean answer-token NLL for each (pixels or None, question, answer), in one batched forward."""
+        if not items:
             raise ValueError("no (question, answer) pairs given: the VLM needs at least one question")
-        pixels = pixels.to(self.device, torch.float32)
-        image_inputs = self.pixel_inputs(pixels[:1])
+        cache: dict[int, dict] = {}  # one preprocessing per distinct image tensor
         rows, spans = [], []
-        for question, answer in qa_pairs:
+        for pixels, question, answer in items:
             if not question.strip() or not answer.strip():
                 raise ValueError(f"empty question or answer in {(question, answer)!r}")
-            prompt = self._encode(self.expand_image_tokens(self.chat_prompt(question), image_inputs))
+            inputs = None
+            if pixels is not None:
+                if id(pixels) not in cache:
+                    cache[id(pixels)] = self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
+                inputs = cache[id(pixels)]
+            prompt = self.prompt_ids(question, inputs)
             answer_ids = self._encode(self.ANSWER_PREFIX + answer.strip())
-            rows.append(prompt + answer_ids)
+            rows.append((inputs, prompt + answer_ids))
             spans.append((len(prompt), len(answer_ids)))
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id or 0
-        # Right padding keeps every prompt at the same positions as in an unpadded forward.
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False,
-                            **self.batch_image_inputs(image_inputs, ids)).logits.float()
+        logits = self.forward(rows)
         nll = []
         for row, (start, n) in enumerate(spans):
             # The token at position p is predicted by the logits at p - 1.
             pred = logits[row, start - 1:start - 1 + n]
-            nll.append(F.cross_entropy(pred, ids[row, start:start + n]))
+            target = torch.tensor(rows[row][1][start:start + n], device=self.device)
+            nll.append(F.cross_entropy(pred, target))
         return torch.stack(nll)
 
+    def answer_nll(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
+        """Mean negative log-likelihood of each answer about one image, shape (len(qa_pairs),)."""
+        return self.nll_rows([(pixels, q, a) for q, a in qa_pairs])
+
+    @torch.no_grad()
+    def next_token_logits(self, items: list[tuple[torch.Tensor | None, str, str]]) -> torch.Tensor:
+        """Logits (B, V) of the token after each (pixels or None, question, assistant text so far)."""
+        rows = []
+        for pixels, question, prefix in items:
+            inputs = None if pixels is None else self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
+            rows.append((inputs, self.prompt_ids(question, inputs) + self._encode(self.ANSWER_PREFIX + prefix)))
+        logits = self.forward(rows)
+        last = torch.tensor([len(r) - 1 for _, r in rows], device=self.device)
+        return logits[torch.arange(len(rows), device=self.device), last]
+
     @abstractmethod
-    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
-        """Repeat one image's inputs for every row of the batch."""
+    def batch_image_inputs(self, per_row: list[dict], ids: torch.Tensor) -> dict:
+        """Stack the image inputs of each row of a batch into the model's keyword arguments."""
 
     def loss(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
         """-log P(answers), averaged over the pairs: the quantity the optimisation minimises."""
@@ -132,14 +167,9 @@ class VLM(ABC):
         """Chat completion for one user turn, with an optional image. Greedy when temperature is 0."""
         if not prompt.strip():
             raise ValueError("the prompt is empty")
-        extra: dict = {}
-        text = self.chat_prompt(prompt, with_image=image is not None)
-        if image is not None:
-            image_inputs = self.pixel_inputs(from_pil(image).to(self.device))
-            text = self.expand_image_tokens(text, image_inputs)
-        ids = torch.tensor([self._encode(text)], device=self.device)
-        if image is not None:
-            extra = self.batch_image_inputs(image_inputs, ids)
+        image_inputs = None if image is None else self.pixel_inputs(from_pil(image).to(self.device))
+        ids = torch.tensor([self.prompt_ids(prompt, image_inputs)], device=self.device)
+        extra = {} if image_inputs is None else self.batch_image_inputs([image_inputs], ids)
         if seed is not None:
             torch.manual_seed(seed)
         sampling = temperature > 0
@@ -188,12 +218,11 @@ class QwenVL(VLM):
         n = int(image_inputs["image_grid_thw"].prod()) // self.image_processor.merge_size ** 2
         return text.replace(self.IMAGE_TOKEN, self.IMAGE_TOKEN * n, 1)
 
-    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
-        b = ids.shape[0]
+    def batch_image_inputs(self, per_row: list[dict], ids: torch.Tensor) -> dict:
         image_id = self.tokenizer.convert_tokens_to_ids(self.IMAGE_TOKEN)
         return {
-            "pixel_values": image_inputs["pixel_values"].repeat(b, 1),
-            "image_grid_thw": image_inputs["image_grid_thw"].repeat(b, 1),
+            "pixel_values": torch.cat([i["pixel_values"] for i in per_row]),
+            "image_grid_thw": torch.cat([i["image_grid_thw"] for i in per_row]),
             # Without this, transformers 5 silently falls back to 1-D positions for the image.
             "mm_token_type_ids": (ids == image_id).long(),
         }
@@ -239,9 +268,16 @@ class Idefics2(VLM):
         block = self.FAKE_TOKEN + self.IMAGE_TOKEN * n + self.FAKE_TOKEN
         return text.replace(self.IMAGE_TOKEN, block, 1)
 
-    def batch_image_inputs(self, image_inputs: dict, ids: torch.Tensor) -> dict:
-        b = ids.shape[0]
-        return {k: v.expand(b, *v.shape[1:]) for k, v in image_inputs.items()}
+    def batch_image_inputs(self, per_row: list[dict], ids: torch.Tensor) -> dict:
+        # Images of different sizes are padded to the largest, the mask marking the real pixels.
+        h = max(i["pixel_values"].shape[-2] for i in per_row)
+        w = max(i["pixel_values"].shape[-1] for i in per_row)
+        values, masks = [], []
+        for i in per_row:
+            ph, pw = h - i["pixel_values"].shape[-2], w - i["pixel_values"].shape[-1]
+            values.append(F.pad(i["pixel_values"], (0, pw, 0, ph)))
+            masks.append(F.pad(i["pixel_attention_mask"], (0, pw, 0, ph)))
+        return {"pixel_values": torch.cat(values), "pixel_attention_mask": torch.cat(masks)}
 
 
 FAMILIES: dict[str, type[VLM]] = {"qwen2_5_vl": QwenVL, "idefics2": Idefics2}

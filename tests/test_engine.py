@@ -92,11 +92,23 @@ def test_batched_pairs_equal_single_pairs_and_multi_token_answers(tiny_models):
     answer = vlm._encode(pairs[1][1])
     ids = torch.tensor([prompt + answer])
     logits = vlm.model(input_ids=ids, use_cache=False,
-                       **vlm.batch_image_inputs(vlm.pixel_inputs(pixels), ids)).logits[0]
+                       **vlm.batch_image_inputs([vlm.pixel_inputs(pixels)], ids)).logits[0]
     logp = torch.log_softmax(logits.float(), -1)
     manual = -torch.stack([logp[len(prompt) + i - 1, t] for i, t in enumerate(answer)]).mean()
     torch.testing.assert_close(alone[1], manual, rtol=1e-4, atol=1e-4)
     assert vlm.score(pixels, pairs) == pytest.approx(float(torch.exp(-together).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("vlm_fixture", ["tiny_models", "tiny_idefics2"])
+def test_rows_with_different_images_batch_like_single_rows(vlm_fixture, request):
+    vlm = request.getfixturevalue(vlm_fixture)
+    vlm = vlm[1] if isinstance(vlm, tuple) else vlm
+    a, b = from_pil(smooth_image(112, 112, 5)), from_pil(smooth_image(168, 224, 6))
+    items = [(a, QA[0][0], "Yes"), (b, "Is this a cat? Answer with Yes or No.", "No"), (a, QA[0][0], "No")]
+    together = vlm.nll_rows(items)
+    alone = torch.cat([vlm.nll_rows([item]) for item in items])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(together[0], together[2])
 
 
 def test_prompt_uses_chat_template_and_one_token_per_merged_patch(tiny_models):
