@@ -46,9 +46,10 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
     return get_preset(args.preset).with_sources(args.generator, getattr(args, "vlm", None))
 
 
-def load_models(args: argparse.Namespace, preset: Preset) -> tuple[Generator, VLM]:
+def load_models(args: argparse.Namespace, preset: Preset, generator: bool = True) -> tuple[Generator | None, VLM]:
     gen_device = args.gen_device or default_device()
-    return load_generator(preset, gen_device), load_vlm(preset, args.vlm_device or gen_device)
+    gen = load_generator(preset, gen_device) if generator else None
+    return gen, load_vlm(preset, args.vlm_device or gen_device)
 
 
 def check_text(text: str, what: str) -> str:
@@ -73,6 +74,29 @@ def read_image(path: str | Path, mode: str = "RGBA") -> Image.Image:
             return im.convert(mode)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"image {str(path)!r} is not a readable image ({exc.__class__.__name__})") from None
+
+
+MAX_UPLOAD_SIDE = 2048  # larger uploads are downscaled: no VLM here looks at more than ~13 MP anyway
+
+
+def fit_upload(image: Image.Image, max_side: int = MAX_UPLOAD_SIDE) -> tuple[Image.Image, str | None]:
+    """An uploaded image in RGB, downscaled to `max_side` with a note saying so when it is larger."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image, None
+    scale = max_side / max(w, h)
+    small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    return small, (f"the {w}x{h} image ({w * h / 1e6:.0f} MP) was downscaled to "
+                   f"{small.width}x{small.height}")
+
+
+def load_upload(path: str | Path) -> Image.Image:
+    """Read an image a user gave us; say so on stderr when it had to be downscaled."""
+    image, note = fit_upload(read_image(path, "RGB"))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return image
 
 
 def read_overlay(path: str | Path, size: int) -> np.ndarray:

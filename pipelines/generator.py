@@ -49,8 +49,8 @@ class Generator(ABC):
 
     # --- family-specific -------------------------------------------------------------------
     @abstractmethod
-    def encode(self, prompt: str) -> Conditioning:
-        """Prompt -> conditioning tensors, no gradient."""
+    def encode(self, prompt: str | list[str]) -> Conditioning:
+        """Prompt(s) -> conditioning tensors with one row per prompt, no gradient."""
 
     @abstractmethod
     def initial_noise(self, seed: int, size: int) -> torch.Tensor:
@@ -106,13 +106,31 @@ class Generator(ABC):
     @torch.no_grad()
     def generate(self, prompt: str | Conditioning, seed: int, size: int | None = None) -> Image.Image:
         """One image from the stock pipeline with whatever adapters are active."""
+        return self._generate(self.encode(prompt) if isinstance(prompt, str) else prompt, seed, size)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[str], seed: int, size: int | None = None,
+                       batch_size: int = 4) -> list[Image.Image]:
+        """One image per prompt, all from the same starting noise, `batch_size` per pipeline call."""
+        images: list[Image.Image] = []
+        for i in range(0, len(prompts), batch_size):
+            images += self._generate(self.encode(prompts[i:i + batch_size]), seed, size)
+        return images
+
+    def _generate(self, cond: Conditioning, seed: int, size: int | None) -> list[Image.Image]:
         size = size or self.size
-        cond = self.encode(prompt) if isinstance(prompt, str) else prompt
-        latents = self.initial_noise(seed, size)
+        rows = cond.tensors["prompt_embeds"].shape[0]
+        noise = self.initial_noise(seed, size)
+        latents = noise.expand(rows, *noise.shape[1:]).contiguous()
         out = self.pipe(**cond.tensors, latents=latents, height=size, width=size,
                         num_inference_steps=self.preset.inference_steps, output_type="pil",
                         **self.pipeline_kwargs(size))
-        return out.images[0]
+        return out.images
+
+    @property
+    def prompt_tokenizer(self):
+        """The tokenizer whose length limit cuts prompts (T5 for Flux, Gemma for Sana)."""
+        return getattr(self.pipe, "tokenizer_2", None) or self.pipe.tokenizer
 
     def text_encoders_to(self, device: str | torch.device) -> None:
         """Free accelerator memory once the prompt is encoded: the text encoders are not used again."""
@@ -122,15 +140,20 @@ class Generator(ABC):
                 module.to(device)
 
 
+def check_prompts(prompt: str | list[str]) -> None:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or any(not p or not p.strip() for p in prompts):
+        raise ValueError("the prompt is empty")
+
+
 def check_size(size: int, multiple: int) -> None:
     if size <= 0 or size % multiple:
         raise ValueError(f"image size {size} must be a positive multiple of {multiple}")
 
 
 class FluxGenerator(Generator):
-    def encode(self, prompt: str) -> Conditioning:
-        if not prompt or not prompt.strip():
-            raise ValueError("the prompt is empty")
+    def encode(self, prompt: str | list[str]) -> Conditioning:
+        check_prompts(prompt)
         with torch.no_grad():
             embeds, pooled, _ = self.pipe.encode_prompt(prompt, prompt_2=None, device=self.device,
                                                         max_sequence_length=self.preset.max_sequence_length)
@@ -191,9 +214,8 @@ class FluxGenerator(Generator):
 
 
 class SanaGenerator(Generator):
-    def encode(self, prompt: str) -> Conditioning:
-        if not prompt or not prompt.strip():
-            raise ValueError("the prompt is empty")
+    def encode(self, prompt: str | list[str]) -> Conditioning:
+        check_prompts(prompt)
         with torch.no_grad():
             embeds, mask, neg, neg_mask = self.pipe.encode_prompt(
                 prompt, do_classifier_free_guidance=self.preset.guidance > 1, device=self.device,

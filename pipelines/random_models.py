@@ -227,7 +227,7 @@ def qwen_config(size: str, vocab_size: int, token_ids: dict[str, int],
 def build_qwen_vl(size: str = "tiny") -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerFast,
                                                Qwen2VLImageProcessorPil]:
     tokenizer = tiny_tokenizer(QWEN_SPECIAL_TOKENS[:1] + QWEN_SPECIAL_TOKENS[2:3] + QWEN_SPECIAL_TOKENS[1:2]
-                               + QWEN_SPECIAL_TOKENS[3:])
+                               + QWEN_SPECIAL_TOKENS[3:], max_length=32768)
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
@@ -262,7 +262,7 @@ def build_idefics2(size: str = "tiny") -> tuple[Idefics2ForConditionalGeneration
                                                  Idefics2ImageProcessorPil]:
     if size != "tiny":
         raise ValueError(f"random Idefics2 builds exist in the 'tiny' size only, not {size!r}")
-    tokenizer = tiny_tokenizer(IDEFICS2_SPECIAL_TOKENS)
+    tokenizer = tiny_tokenizer(IDEFICS2_SPECIAL_TOKENS, max_length=32768)
     tokenizer.chat_template = IDEFICS2_CHAT_TEMPLATE
     config = Idefics2Config(
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),

@@ -1,0 +1,202 @@
+"""LVLM-as-a-judge: rubric scores on a 0-5 scale, VQAScore, and an order-free comparison of two images.
+
+    python -m pipelines.judge --preset tiny --prompt "a red bicycle" --image a.png [--image b.png] [--sampled]
+
+The continuous score reads the judge's digit probabilities at the score position in one forward pass:
+E[score] = sum_k k * P("k") over k = 0..5, renormalised over those six tokens. The sampled mode asks for
+a written verdict three times (T = 0.9) and averages the scores it can parse.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+
+from . import cli
+from .vlm import VLM, from_pil
+
+LEVELS = ["Poor", "Below Average", "Average", "Above Average", "Very Good", "Excellent"]
+_SCALE = "\n".join(f"{k}: {name}" for k, name in enumerate(LEVELS))
+_FORMAT = ("Reply with 'Score: <a number from 0 to 5>' on the first line, then one or two sentences "
+           "explaining the score.")
+
+RUBRICS = {
+    "aesthetic": ("You are an art critic. Judge only how the image looks: composition, lighting, colour "
+                  "harmony, detail and the absence of artefacts. Ignore what it was meant to show."),
+    "alignment": ("You check images against their descriptions. The image was made from the description "
+                  "'{prompt}'. Judge how completely and faithfully it shows every object, attribute, count "
+                  "and relation the description asks for."),
+    "preference": ("You choose pictures for a person who asked for '{prompt}'. Judge how glad they would be "
+                   "with this image overall: faithful to the request, well made and pleasant to look at."),
+}
+
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+# "Score: 4", "**Score:** 4/5", "score = 3.5", "Score - 4 out of 5", "Rating: 4" ...
+_SCORE_RE = re.compile(r"(?:score|rating)\s*\**\s*[:=\-]?\s*\**\s*" + _NUMBER + r"(\s*(?:/|out of)\s*(\d+))?",
+                       re.IGNORECASE)
+
+
+def rubric_prompt(rubric: str, prompt: str = "") -> str:
+    if rubric not in RUBRICS:
+        raise ValueError(f"unknown rubric {rubric!r}; available: {', '.join(RUBRICS)}")
+    if "{prompt}" in RUBRICS[rubric] and not prompt.strip():
+        raise ValueError(f"the {rubric} rubric needs the prompt the image was made from")
+    return f"{RUBRICS[rubric].format(prompt=prompt.strip())}\nRate the image on this scale:\n{_SCALE}\n{_FORMAT}"
+
+
+def parse_score(text: str) -> float | None:
+    """The first score in a judge's reply, or None when there is none we can trust.
+
+    A value outside 0..5 or out of another scale ("8/10") is not rescaled: guessing would turn a misread
+    into a confident wrong number, and the UI shows "no score" instead.
+    """
+    match = _SCORE_RE.search(text or "")
+    if not match:
+        return None
+    value = float(match.group(1))
+    if match.group(3) is not None and int(match.group(3)) != 5:
+        return None
+    return value if 0 <= value <= 5 else None
+
+
+@dataclass
+class Verdict:
+    rubric: str
+    score: float | None  # None: the judge gave no score we could read
+    explanation: str = ""
+    digit_probs: list[float] | None = None  # P("0") .. P("5") in the continuous mode
+
+    def label(self) -> str:
+        return "no score" if self.score is None else f"{self.score:.2f} / 5"
+
+
+def digit_ids(vlm: VLM) -> list[int]:
+    ids = [vlm._encode(str(k)) for k in range(6)]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError("this VLM's tokenizer does not encode the digits 0-5 as single tokens")
+    return [i[0] for i in ids]
+
+
+@torch.no_grad()
+def continuous_scores(vlm: VLM, images: list[Image.Image], rubric: str, prompts: list[str]) -> list[Verdict]:
+    """Expected score from the digit probabilities after 'Score: ', for a batch of images in one forward."""
+    ids = digit_ids(vlm)
+    items = [(from_pil(im), rubric_prompt(rubric, p), "Score: ") for im, p in zip(images, prompts, strict=True)]
+    probs = torch.softmax(vlm.next_token_logits(items)[:, ids], dim=-1)
+    expected = (probs * torch.arange(6, device=probs.device)).sum(-1)
+    return [Verdict(rubric, float(e), digit_probs=[float(x) for x in p]) for e, p in zip(expected, probs, strict=True)]
+
+
+def sampled_score(vlm: VLM, image: Image.Image, rubric: str, prompt: str = "", samples: int = 3,
+                  temperature: float = 0.9, seed: int = 0) -> Verdict:
+    """Mean of the scores parsed from `samples` written verdicts; the first readable one explains."""
+    replies = vlm.generate_text(rubric_prompt(rubric, prompt), image=image, max_new_tokens=96,
+                                temperature=temperature, top_p=0.9, num_return_sequences=samples, seed=seed)
+    scores = [s for s in map(parse_score, replies) if s is not None]
+    explanation = next((r for r in replies if parse_score(r) is not None), replies[0] if replies else "")
+    return Verdict(rubric, sum(scores) / len(scores) if scores else None, explanation)
+
+
+def vqa_question(prompt: str) -> str:
+    return f"Does this figure show '{prompt.strip()}'? Answer with Yes or No."
+
+
+@torch.no_grad()
+def vqa_scores(vlm: VLM, images: list[Image.Image], prompts: list[str]) -> list[float]:
+    """VQAScore: P("Yes") to "Does this figure show '{prompt}'?", batched."""
+    items = [(from_pil(im), vqa_question(p), "Yes") for im, p in zip(images, prompts, strict=True)]
+    return [float(x) for x in torch.exp(-vlm.nll_rows(items))]
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 8) -> Image.Image:
+    """Two images on one canvas (the VLM sees one image), both scaled to the same height."""
+    h = min(left.height, right.height)
+    left = left.convert("RGB").resize((round(left.width * h / left.height), h))
+    right = right.convert("RGB").resize((round(right.width * h / right.height), h))
+    canvas = Image.new("RGB", (left.width + gap + right.width, h), "white")
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width + gap, 0))
+    return canvas
+
+
+COMPARE_QUESTION = ("Two images made for '{prompt}' are shown side by side. Is the LEFT image the better one "
+                    "for this request? Answer with Yes or No.")
+
+
+@dataclass
+class Comparison:
+    p_first_better: float  # averaged over both orders: symmetric by construction
+    left_first: float  # P(left better) with the first image on the left
+    left_second: float  # P(left better) with the second image on the left
+    orders_agree: bool  # False when each order prefers whichever image is on the left (or right)
+
+    @property
+    def winner(self) -> str:
+        return "first" if self.p_first_better > 0.5 else "second" if self.p_first_better < 0.5 else "tie"
+
+
+@torch.no_grad()
+def compare(vlm: VLM, first: Image.Image, second: Image.Image, prompt: str) -> Comparison:
+    """Which of two images is better, asked in both orders and averaged so the order cannot matter."""
+    question = COMPARE_QUESTION.format(prompt=cli.check_prompt(prompt))
+    items = [(from_pil(side_by_side(first, second)), question, "Yes"),
+             (from_pil(side_by_side(second, first)), question, "Yes")]
+    p_left_1, p_left_2 = (float(x) for x in torch.exp(-vlm.nll_rows(items)))
+    # The evidence for "first is better" from both orders: swapping the images swaps p_left_1 and p_left_2,
+    # so the result becomes exactly 1 - itself: order-free by construction.
+    p_first = p_left_1 / (p_left_1 + p_left_2)
+    # Each order on its own prefers the first image when it is on the left and liked, or on the right and not.
+    return Comparison(p_first, p_left_1, p_left_2, orders_agree=(p_left_1 > 0.5) == (p_left_2 <= 0.5))
+
+
+@dataclass
+class Report:
+    prompt: str
+    vqa_score: float
+    verdicts: dict[str, Verdict]
+
+
+def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed: int = 0) -> Report:
+    """All three rubrics plus VQAScore for one image."""
+    prompt = cli.check_prompt(prompt)
+    if sampled:
+        verdicts = {r: sampled_score(vlm, image, r, prompt, seed=seed) for r in RUBRICS}
+    else:
+        verdicts = {r: continuous_scores(vlm, [image], r, [prompt])[0] for r in RUBRICS}
+        # The continuous mode still shows the judge's words: one greedy reply for the overall verdict.
+        verdicts["preference"].explanation = vlm.generate_text(rubric_prompt("preference", prompt), image=image,
+                                                               max_new_tokens=96)[0]
+    return Report(prompt, vqa_scores(vlm, [image], [prompt])[0], verdicts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser("Score images with the preset's VLM as a judge.")
+    cli.add_model_args(parser)
+    parser.add_argument("--prompt", required=True, help="what the image(s) should show")
+    parser.add_argument("--image", action="append", required=True, help="one or two images")
+    parser.add_argument("--sampled", action="store_true", help="average 3 sampled verdicts (T=0.9)")
+    args = parser.parse_args(argv)
+    with cli.errors_as_messages():
+        cli.check_prompt(args.prompt)
+        if len(args.image) > 2:
+            raise ValueError(f"{len(args.image)} images given; the judge takes one or two")
+        images = [cli.load_upload(p) for p in args.image]
+        vlm = cli.load_models(args, cli.preset_from_args(args), generator=False)[1]
+        out: dict = {}
+        for path, image in zip(args.image, images, strict=True):
+            report = judge(vlm, image, args.prompt, sampled=args.sampled)
+            out[path] = {"vqa_score": report.vqa_score,
+                         **{r: {"score": v.label(), "explanation": v.explanation} for r, v in report.verdicts.items()}}
+        if len(images) == 2:
+            out["comparison"] = asdict(compare(vlm, images[0], images[1], args.prompt))
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Self-rewarding prompt refinement and image-to-prompt.
+
+The loaded VLM rewrites a short prompt into N candidates, every candidate is generated from the same
+seed, the same VLM judges every image, and the candidates are ranked with the original prompt as the
+baseline row (Yang et al. 2025's self-rewarding loop, without the training; see self_reward.py for that).
+
+    python -m pipelines.refine --preset tiny --prompt "a cat on a windowsill" --n 8
+    python -m pipelines.refine --preset tiny --image photo.png
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import cli, judge
+from .generator import Generator
+from .vlm import VLM, from_pil
+
+REWRITE = ("Rewrite this short request into one detailed prompt for a text-to-image model. Keep its subject "
+           "and intent; add concrete details of composition, lighting, colours, style and setting. "
+           "Reply with the prompt only, in one paragraph.\nRequest: {prompt}")
+IMAGE_TO_PROMPT = ("Write the prompt a text-to-image model would need to recreate this image: subject, "
+                   "setting, composition, colours, lighting and style, in one paragraph. Reply with the "
+                   "prompt only.")
+SAME_CONTENT = ("Two images are shown side by side. Do they show the same scene, with the same subject, "
+                "composition and style? Answer with Yes or No.")
+MAX_CANDIDATES = 16
+RUBRICS = ("aesthetic", "alignment", "preference")
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:enhanced|refined|improved|detailed)?\s*(?:prompt|description)\s*"
+                    r"(?:\d+)?\s*(?:\*\*)?\s*[:\-]\s*", re.IGNORECASE)
+
+
+@dataclass
+class Candidate:
+    prompt: str
+    truncated: bool = False  # cut at a word boundary to fit the generator's text limit
+    baseline: bool = False  # the user's own prompt
+    image: Image.Image | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)  # rubric -> 0..5, plus "vqa" -> 0..1
+
+    @property
+    def combined(self) -> float:
+        """Mean of the three rubric scores (0..5): the ranking key."""
+        values = [self.scores[r] for r in RUBRICS if self.scores.get(r) is not None]
+        return sum(values) / len(values) if values else float("-inf")
+
+
+def clean(text: str) -> str:
+    """One generation prompt from a VLM reply: first paragraph, no label, no wrapping quotes."""
+    text = text.strip().split("\n\n")[0]
+    text = _LABEL.sub("", text).strip().strip("\"'“”").strip()
+    return re.sub(r"\s+", " ", text)
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def fit_to_limit(prompt: str, tokenizer, limit: int) -> tuple[str, bool]:
+    """Cut a prompt at a word boundary so it fits `limit` tokens; say whether it was cut."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    if count(prompt) <= limit:
+        return prompt, False
+    words = prompt.split()
+    lo, hi = 0, len(words)  # the longest word prefix that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo]).rstrip(",;:"), True
+
+
+def check_n(n: int) -> int:
+    if not 1 <= n <= MAX_CANDIDATES:
+        raise ValueError(f"number of candidates {n} must be between 1 and {MAX_CANDIDATES}")
+    return n
+
+
+def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9, seed: int = 0,
+            tokenizer=None, limit: int | None = None, attempts: int = 4) -> list[Candidate]:
+    """Up to n distinct rewrites of `prompt` (never the prompt itself), sampled in batches."""
+    prompt, n = cli.check_prompt(prompt), check_n(n)
+    if not 0 < temperature <= 2 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature {temperature} must be in (0, 2] and top-p {top_p} in (0, 1]")
+    seen, out = {_key(prompt)}, []
+    for attempt in range(attempts):  # duplicates are dropped; sample again for the missing ones
+        replies = vlm.generate_text(REWRITE.format(prompt=prompt), max_new_tokens=120, temperature=temperature,
+                                    top_p=top_p, num_return_sequences=n - len(out), seed=seed + attempt)
+        for reply in map(clean, replies):
+            if reply and _key(reply) and _key(reply) not in seen:
+                seen.add(_key(reply))
+                text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
+                out.append(Candidate(text, truncated=cut))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def score_all(vlm: VLM, candidates: list[Candidate], prompt: str, batch_size: int = 4) -> None:
+    """Judge every candidate's image against the user's prompt, `batch_size` images per forward."""
+    for i in range(0, len(candidates), batch_size):
+        chunk = candidates[i:i + batch_size]
+        images = [c.image for c in chunk]
+        for rubric in RUBRICS:
+            for c, v in zip(chunk, judge.continuous_scores(vlm, images, rubric, [prompt] * len(chunk)), strict=True):
+                c.scores[rubric] = v.score
+        for c, v in zip(chunk, judge.vqa_scores(vlm, images, [prompt] * len(chunk)), strict=True):
+            c.scores["vqa"] = v
+
+
+def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9,
+           seed: int = 0, image_seed: int = 0, batch_size: int = 4, vlm_lora: str | Path | None = None
+           ) -> list[Candidate]:
+    """Candidates and the baseline, generated from one seed, judged, best first."""
+    prompt = cli.check_prompt(prompt)
+    with vlm_adapter(vlm, vlm_lora):
+        candidates = propose(vlm, prompt, n, temperature, top_p, seed, generator.prompt_tokenizer,
+                             generator.preset.max_sequence_length)
+    rows = [Candidate(prompt, baseline=True), *candidates]
+    for row, image in zip(rows, generator.generate_batch([r.prompt for r in rows], image_seed,
+                                                         batch_size=batch_size), strict=True):
+        row.image = image
+    score_all(vlm, rows, prompt, batch_size)
+    return sorted(rows, key=lambda r: r.combined, reverse=True)
+
+
+@contextmanager
+def vlm_adapter(vlm: VLM, path: str | Path | None) -> Iterator[None]:
+    """Use a LoRA of the VLM's language model (from self_reward.py) for the duration of a block."""
+    if path is None:
+        yield
+        return
+    from peft import PeftModel
+
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"VLM LoRA folder {str(path)!r} has no adapter_config.json")
+    base = vlm.model
+    vlm.model = PeftModel.from_pretrained(base, str(path)).eval()
+    try:
+        yield
+    finally:
+        vlm.model = vlm.model.unload()  # removes the LoRA layers: the shared VLM is as before
+
+
+def image_to_prompt(vlm: VLM, image: Image.Image, tokenizer=None, limit: int | None = None) -> Candidate:
+    """A generation prompt that describes `image` (greedy, so it is repeatable)."""
+    text = clean(vlm.generate_text(IMAGE_TO_PROMPT, image=image, max_new_tokens=120)[0])
+    if not text:
+        raise ValueError("the VLM wrote no prompt for this image")
+    text, cut = fit_to_limit(text, tokenizer, limit) if tokenizer and limit else (text, False)
+    return Candidate(text, truncated=cut)
+
+
+@torch.no_grad()
+def similarity(vlm: VLM, original: Image.Image, recreated: Image.Image) -> float:
+    """P("Yes") that the two images show the same scene, asked with both orders and averaged."""
+    items = [(from_pil(judge.side_by_side(original, recreated)), SAME_CONTENT, "Yes"),
+             (from_pil(judge.side_by_side(recreated, original)), SAME_CONTENT, "Yes")]
+    return float(torch.exp(-vlm.nll_rows(items)).mean())
+
+
+def recreate(generator: Generator, vlm: VLM, image: Image.Image, seed: int = 0) -> tuple[Candidate, float]:
+    """Image -> prompt -> new image; returns the prompt (with its image) and how close the result is."""
+    candidate = image_to_prompt(vlm, image, generator.prompt_tokenizer, generator.preset.max_sequence_length)
+    candidate.image = generator.generate(candidate.prompt, seed)
+    return candidate, similarity(vlm, image, candidate.image)
+
+
+def format_table(rows: list[Candidate]) -> str:
+    lines = ["rank  combined  aesthetic  alignment  preference  vqa    prompt"]
+    for i, r in enumerate(rows, 1):
+        s = r.scores
+        fmt = [f"{s[k]:.2f}" if s.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
+        tag = " [baseline]" if r.baseline else " [cut]" if r.truncated else ""
+        lines.append(f"{i:>4}  {r.combined:8.2f}  {fmt[0]:>9}  {fmt[1]:>9}  {fmt[2]:>10}  {fmt[3]:>5}  "
+                     f"{r.prompt}{tag}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser("Refine a prompt with the preset's VLM (self-rewarding), or write one from an image.")
+    cli.add_model_args(parser)
+    parser.add_argument("--prompt", help="the short prompt to refine")
+    parser.add_argument("--image", help="write a prompt from this image instead (image-to-prompt)")
+    parser.add_argument("--n", type=int, default=8, help=f"candidates, 1 to {MAX_CANDIDATES}")
+    parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0, help="image seed, the same for every candidate")
+    parser.add_argument("--vlm-lora", help="LoRA folder of the VLM from pipelines.self_reward")
+    parser.add_argument("--out-dir", help="save every candidate's image here")
+    args = parser.parse_args(argv)
+    with cli.errors_as_messages():
+        if bool(args.prompt) == bool(args.image):
+            raise ValueError("give either --prompt or --image")
+        if args.prompt is not None:
+            cli.check_prompt(args.prompt)
+            check_n(args.n)
+        image = cli.load_upload(args.image) if args.image else None
+        generator, vlm = cli.load_models(args, cli.preset_from_args(args))
+        if image is not None:
+            candidate, closeness = recreate(generator, vlm, image, args.seed)
+            print(f"prompt: {candidate.prompt}{' [cut]' if candidate.truncated else ''}\n"
+                  f"similarity to the original: {closeness:.3f}")
+            rows = [candidate]
+        else:
+            rows = refine(generator, vlm, args.prompt, args.n, args.temperature, args.top_p, seed=args.seed,
+                          image_seed=args.seed, vlm_lora=args.vlm_lora)
+            print(format_table(rows))
+        if args.out_dir:
+            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+            for i, r in enumerate(rows, 1):
+                r.image.save(Path(args.out_dir) / f"{i:02d}{'-baseline' if r.baseline else ''}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

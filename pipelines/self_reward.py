@@ -1,0 +1,162 @@
+"""One self-rewarding round: the VLM refines prompts, judges the images, and learns from its own verdicts.
+
+For each prompt the refiner's candidates are generated and scored; the best and the worst candidate
+(with distinct scores) become a preference pair, written as JSONL. DPO (beta 0.1) then trains a LoRA of
+the VLM's language model to prefer writing the better rewrite; `pipelines.refine --vlm-lora` uses it.
+
+    python -m pipelines.self_reward --preset tiny --prompts prompts.txt --rounds 1 --out runs/sr
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
+
+from . import cli
+from .generator import Generator
+from .refine import REWRITE, refine
+from .vlm import VLM
+
+# The language model's attention projections only: the vision tower is not asked to change.
+VLM_LORA_TARGETS = r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj)"
+
+
+@dataclass
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float
+    rejected_score: float
+
+
+def preference_pairs(generator: Generator, vlm: VLM, prompts: list[str], n: int = 8, seed: int = 0,
+                     min_gap: float = 0.0, vlm_lora: str | Path | None = None) -> list[Pair]:
+    """Best and worst rewrite of each prompt by the VLM's own scores; ties give no pair."""
+    pairs = []
+    for i, prompt in enumerate(tqdm(prompts, desc="judging candidates")):
+        rows = [r for r in refine(generator, vlm, prompt, n=n, seed=seed + i, image_seed=seed,
+                                  vlm_lora=vlm_lora) if not r.baseline]
+        if len(rows) >= 2 and rows[0].combined - rows[-1].combined > min_gap:
+            pairs.append(Pair(prompt, rows[0].prompt, rows[-1].prompt, rows[0].combined, rows[-1].combined))
+    return pairs
+
+
+def response_logprob(vlm: VLM, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """Sum of log P(response tokens | the refiner's instruction), one value per row, text only."""
+    rows, spans = [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        context = vlm.prompt_ids(REWRITE.format(prompt=prompt), None)
+        answer = vlm._encode(vlm.ANSWER_PREFIX + response)
+        rows.append((None, context + answer))
+        spans.append((len(context), len(answer)))
+    logits = vlm.forward(rows)
+    out = []
+    for row, (start, n) in enumerate(spans):
+        logp = torch.log_softmax(logits[row, start - 1:start - 1 + n], dim=-1)
+        target = torch.tensor(rows[row][1][start:start + n], device=logits.device)
+        out.append(logp.gather(-1, target[:, None]).sum())
+    return torch.stack(out)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO (Rafailov et al. 2023): -log sigmoid(beta * margin), margin = chosen minus rejected log-ratio."""
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margin).mean(), margin.detach()
+
+
+def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3, lr: float = 5e-5,
+              beta: float = 0.1, rank: int = 8, batch_size: int = 4, init_from: str | Path | None = None
+              ) -> list[dict]:
+    """DPO on a LoRA of the VLM's language model; saves the adapter to `out_dir`. The shared VLM is
+    restored afterwards. Returns one log row (loss, mean margin) per optimiser step.
+
+    `init_from` continues an earlier round's LoRA; the reference policy is always the VLM without LoRA.
+    """
+    if not pairs:
+        raise ValueError("no preference pairs: every prompt's candidates scored the same")
+    base = vlm.model
+    if init_from is not None:
+        model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
+    else:
+        model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=VLM_LORA_TARGETS,
+                                                lora_dropout=0.0))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    log = []
+    vlm.model = model
+    try:
+        for _ in range(epochs):
+            for i in range(0, len(pairs), batch_size):
+                batch = pairs[i:i + batch_size]
+                prompts = [p.prompt for p in batch]
+                with torch.no_grad(), model.disable_adapter():  # the reference policy: the VLM as it was
+                    ref_c = response_logprob(vlm, prompts, [p.chosen for p in batch])
+                    ref_r = response_logprob(vlm, prompts, [p.rejected for p in batch])
+                loss, margin = dpo_loss(response_logprob(vlm, prompts, [p.chosen for p in batch]),
+                                        response_logprob(vlm, prompts, [p.rejected for p in batch]),
+                                        ref_c, ref_r, beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                log.append({"loss": loss.item(), "margin": margin.mean().item()})
+        model.save_pretrained(str(out_dir))
+    finally:
+        vlm.model = model.unload()  # the base model without LoRA layers
+        vlm.model.requires_grad_(False)
+    return log
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompts file {str(path)!r} has no prompts (one per line)")
+    return [cli.check_prompt(p) for p in prompts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser("Self-rewarding rounds: refine, judge, keep best/worst pairs, DPO on the VLM.")
+    cli.add_model_args(parser)
+    parser.add_argument("--prompts", required=True, help="text file, one prompt per line")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--n", type=int, default=8, help="candidates per prompt")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--out", default="self_reward", help="folder for pairs (JSONL) and the VLM LoRA")
+    args = parser.parse_args(argv)
+    with cli.errors_as_messages():
+        prompts = read_prompts(args.prompts)
+        if not 1 <= args.rounds <= 10:
+            raise ValueError(f"rounds {args.rounds} must be between 1 and 10")
+        generator, vlm = cli.load_models(args, cli.preset_from_args(args))
+        out, lora_dir = Path(args.out), None
+        for round_ in range(1, args.rounds + 1):  # each round refines with the LoRA of the one before
+            pairs = preference_pairs(generator, vlm, prompts, n=args.n, seed=round_ * 1000, vlm_lora=lora_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"pairs-round{round_}.jsonl").write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs))
+            previous, lora_dir = lora_dir, out / f"vlm-lora-round{round_}"
+            log = train_dpo(vlm, pairs, lora_dir, epochs=args.epochs, lr=args.lr, beta=args.beta,
+                            init_from=previous)
+            print(f"round {round_}: {len(pairs)} pairs, DPO loss {log[0]['loss']:.4f} -> {log[-1]['loss']:.4f}, "
+                  f"margin {log[0]['margin']:.3f} -> {log[-1]['margin']:.3f}; LoRA in {lora_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
