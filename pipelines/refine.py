@@ -100,9 +100,9 @@ def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: 
         replies = vlm.generate_text(REWRITE.format(prompt=prompt), max_new_tokens=120, temperature=temperature,
                                     top_p=top_p, num_return_sequences=n - len(out), seed=seed + attempt)
         for reply in map(clean, replies):
-            if reply and _key(reply) and _key(reply) not in seen:
-                seen.add(_key(reply))
-                text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
+            text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
+            if _key(text) and _key(text) not in seen:  # empty once cut (one giant word): dropped
+                seen.add(_key(text))
                 out.append(Candidate(text, truncated=cut))
         if len(out) >= n:
             break
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", help="save every candidate's image here")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
-        if bool(args.prompt) == bool(args.image):
+        if (args.prompt is None) == (args.image is None):
             raise ValueError("give either --prompt or --image")
         if args.prompt is not None:
             cli.check_prompt(args.prompt)
