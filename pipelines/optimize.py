@@ -67,7 +67,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
     """
     preset = generator.preset
     rank, lr = rank or preset.lora_rank, lr or preset.learning_rate
-    alpha = alpha or 5.0 * rank
+    alpha = alpha or (preset.alpha if rank == preset.lora_rank else 5.0 * rank)
     check_steps(steps)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, seed=args.seed, callback=report)
         rank = args.rank or preset.lora_rank
-        save_result(result, args.out, generator, prompt, qa_pairs, rank, 5.0 * rank, description)
+        alpha = preset.alpha if rank == preset.lora_rank else 5.0 * rank
+        save_result(result, args.out, generator, prompt, qa_pairs, rank, alpha, description)
         print(f"saved {args.out} ({len(result.history)} steps, final loss {bar['loss']:.4f})")
     return 0
 
