@@ -72,6 +72,13 @@ class VLM(ABC):
         """Replace the template's single image marker by as many tokens as the image takes."""
 
     # --- shared ----------------------------------------------------------------------------
+    def resize_and_normalise(self, pixels: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+        """The processor's resize (when the size changes), rescale is implicit ([0, 1] in), then mean/std."""
+        x = pil_like_resize(pixels, size, mode) if tuple(pixels.shape[-2:]) != size else pixels
+        mean = torch.tensor(self.image_processor.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_processor.image_std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
@@ -198,14 +205,8 @@ class QwenVL(VLM):
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict:
         ip = self.image_processor
-        _, c, h, w = pixels.shape
-        th, tw = self.target_size(h, w)
-        x = pixels
-        if (th, tw) != (h, w):
-            x = pil_like_resize(x, (th, tw), "bicubic")
-        mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        c, th, tw = pixels.shape[1], *self.target_size(*pixels.shape[-2:])
+        x = self.resize_and_normalise(pixels, (th, tw), "bicubic")
         ps, m, tp = ip.patch_size, ip.merge_size, ip.temporal_patch_size
         gh, gw = th // ps, tw // ps
         frames = x.expand(tp, c, th, tw)  # a still image is repeated over the temporal patch
@@ -251,15 +252,8 @@ class Idefics2(VLM):
         return max(height, shortest), max(width, shortest)
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict:
-        ip = self.image_processor
-        h, w = pixels.shape[-2:]
-        th, tw = self.target_size(h, w)
-        x = pixels
-        if (th, tw) != (h, w):
-            x = pil_like_resize(x, (th, tw), "bilinear")
-        mean = torch.tensor(ip.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(ip.image_std, device=x.device).view(1, 3, 1, 1)
-        x = ((x - mean) / std)[:, None]  # (batch, images, 3, H, W)
+        th, tw = self.target_size(*pixels.shape[-2:])
+        x = self.resize_and_normalise(pixels, (th, tw), "bilinear")[:, None]  # (batch, images, 3, H, W)
         return {"pixel_values": x.to(self.dtype),
                 "pixel_attention_mask": torch.ones(1, 1, th, tw, dtype=torch.bool, device=x.device)}
 
