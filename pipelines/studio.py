@@ -225,35 +225,65 @@ def max_line_px(resolution: int) -> int:
     return max(1, int(line_weight.max_px(resolution)))
 
 
-def build_control(name: str, resolution: int, *, palette_colors: str | None = None, horizon_y: float = 0.5,
-                  horizon_tilt: float = 0.0, line_px: int = 4, point_a: Sequence[float] = (0.3, 0.7),
-                  point_b: Sequence[float] = (0.7, 0.4), depth_relation: str = "foreground",
-                  depth_contrast: bool = False, composition_reference: Image.Image | np.ndarray | None = None,
+def _drawn(drawing: object) -> bool:
+    return drawing is not None and not canvas.is_blank(drawing)
+
+
+def _resized_layer(image: Image.Image | np.ndarray, size: tuple[int, int]) -> Image.Image:
+    image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    image = image.convert("RGBA")
+    return image if image.size == size else image.resize(size, Image.LANCZOS)
+
+
+def build_control(name: str, resolution: int, *, drawing: object = None, palette_colors: str | None = None,
+                  horizon_y: float | None = None, horizon_tilt: float = 0.0, line_px: int = 4,
+                  point_a: Sequence[float] | None = None, point_b: Sequence[float] | None = None,
+                  depth_relation: str = "foreground", depth_contrast: bool = False,
+                  composition_reference: Image.Image | np.ndarray | None = None,
                   composition_mode: str = "transparent", composition_questions: Sequence[str] = ()) -> Control:
-    """The overlay (at the generator's resolution), its default questions and a description."""
+    """The overlay (at the generator's resolution), its default questions and a description.
+
+    Drawn controls read `drawing` (an ImageEditor value, a layer list or an RGBA array, at any size) when
+    something is painted on it: horizon -> the fitted line, depth -> the two dots (left one = Point A),
+    composition -> the annotations, on top of `composition_reference` if one is given. Without a drawing,
+    horizon and depth take explicit numbers (horizon_y/horizon_tilt, point_a/point_b) if given; else the
+    canvas is blank and that is an error. Palette and line weight take their own inputs.
+    """
     size = (resolution, resolution)
     notes: list[str] = []
     if name == palette.NAME:
         spec = palette.Spec(tuple(parse_colors(palette_colors)))
     elif name == horizon.NAME:
+        if _drawn(drawing):
+            horizon_y, horizon_tilt = params_from_canvas(name, drawing, resolution).values()
+        elif horizon_y is None:
+            raise ValueError(f"the canvas is blank: draw {DRAWN[name]} first")
         spec = horizon.Spec(check_real(horizon_y, "horizon height", 0.0, 1.0),
                             check_real(horizon_tilt, "horizon tilt", -horizon.MAX_TILT, horizon.MAX_TILT))
     elif name == line_weight.NAME:
         spec = line_weight.Spec(check_int(line_px, "line weight (px)", 1, max_line_px(resolution)))
     elif name == depth.NAME:
+        if _drawn(drawing):
+            point_a, point_b = params_from_canvas(name, drawing, resolution).values()
+        elif point_a is None or point_b is None:
+            raise ValueError(f"the canvas is blank: draw {DRAWN[name]} first")
         spec = depth.Spec(_point(point_a, "Point A"), _point(point_b, "Point B"), depth_relation,
                           bool(depth_contrast))
     elif name == composition.NAME:
-        ref = composition_reference
-        if ref is None or canvas.is_blank(np.asarray(ref.convert("RGBA") if isinstance(ref, Image.Image) else ref)):
-            raise ValueError(f"the composition reference is blank: draw {DRAWN[name]} on the canvas "
-                             "or upload a reference image")
-        ref = ref if isinstance(ref, Image.Image) else Image.fromarray(np.asarray(ref, dtype=np.uint8))
-        if ref.size != size:
-            notes.append(f"reference {ref.size[0]}x{ref.size[1]} scaled to the generator's {resolution}x{resolution}")
-            ref = ref.convert("RGBA").resize(size, Image.LANCZOS)
+        layers = []
+        if composition_reference is not None:
+            ref = _resized_layer(composition_reference, size)
+            if getattr(composition_reference, "size", size) != size:
+                w, h = composition_reference.size
+                notes.append(f"reference {w}x{h} scaled to the generator's {resolution}x{resolution}")
+            layers.append(np.asarray(ref))
+        if _drawn(drawing):
+            layers.append(np.asarray(_resized_layer(canvas.as_layer(drawing), size)))
+        if not layers or canvas.is_blank(layers):
+            raise ValueError(f"the canvas is blank: draw {DRAWN[name]} on it, or upload a reference image")
+        reference = Image.fromarray(canvas.merge_layers(layers), "RGBA")
         questions = [q for q in composition_questions if q.strip()] or [COMPOSITION_QUESTION]
-        spec = composition.Spec(ref, tuple(questions), composition_mode)
+        spec = composition.Spec(reference, tuple(questions), composition_mode)
     else:
         raise ValueError(f"control {name!r} is not one of {', '.join(CONTROL_NAMES)}")
     module = overlays.CONTROLS[name]
@@ -302,8 +332,8 @@ def params_from_canvas(name: str, value: object, resolution: int) -> dict[str, o
 
 def editor_value(base: Image.Image | None, size: int = DISPLAY) -> dict[str, object]:
     """A fresh ImageEditor value: the base image scaled to the canvas, nothing drawn."""
-    background = None if base is None else base.convert("RGB").resize((size, size), Image.LANCZOS)
-    return {"background": background, "layers": [], "composite": None}
+    return {"background": None if base is None else for_display(base.convert("RGB"), size), "layers": [],
+            "composite": None}
 
 
 def placeholder(resolution: int) -> Image.Image:
@@ -371,6 +401,7 @@ def optimise_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
     def work() -> None:
         try:
             with lock:
+                torch.manual_seed(kwargs.get("seed", 0))  # peft draws the LoRA's initial weights from it
                 result = optimize(generator, vlm, cond, list(qa_pairs), callback=events.put, should_stop=stop.is_set,
                                   progress=False, **kwargs)
             events.put(result)
@@ -461,6 +492,18 @@ def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:
 # ---------- metadata and uploads -----------------------------------------------------------------
 
 
+def choose_preset(requested: str | None, env: str | None, has_gpu: bool,
+                  gpu_default: str = "flux-schnell") -> tuple[str, str | None]:
+    """(preset to serve, note for the user). Without a GPU only the offline presets (random weights) run."""
+    from .presets import get_preset
+
+    name = requested or env or (gpu_default if has_gpu else "tiny")
+    preset = get_preset(name)
+    if not has_gpu and not preset.generator_source.startswith("random:"):
+        return "tiny", f"No GPU found: serving the offline `tiny` preset instead of `{name}`."
+    return name, None
+
+
 def check_upload(path: str | Path | None, max_bytes: int) -> Path:
     """An uploaded LoRA: present, not too big, a readable .safetensors file with LoRA weights."""
     if not path:
@@ -470,7 +513,7 @@ def check_upload(path: str | Path | None, max_bytes: int) -> Path:
         raise ValueError(f"LoRA file {path.name!r} was not received")
     size = path.stat().st_size
     if size > max_bytes:
-        raise ValueError(f"LoRA file {path.name!r} is {size / 2**20:.1f} MB; at most {max_bytes / 2**20:.0f} MB")
+        raise ValueError(f"LoRA file {path.name!r} is {size / 2**20:.2f} MB; at most {max_bytes / 2**20:.3g} MB")
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"LoRA file {path.name!r} is not a .safetensors file")
     try:
@@ -506,16 +549,30 @@ def slug(text: str, n: int = 32) -> str:
 EXAMPLES: list[dict[str, object]] = [
     {"control": palette.NAME, "prompt": "a cosy reading room with a big armchair", "seed": 1,
      "params": {"palette_colors": " ".join(palette.load_presets()["retro"])}},
-    {"control": horizon.NAME, "prompt": "a tropical beach at sunset", "seed": 2,
-     "params": {"horizon_y": 0.35, "horizon_tilt": 4.0}},
-    {"control": line_weight.NAME, "prompt": "an ink drawing of a city street", "seed": 3,
-     "params": {"line_px": 6}},
+    {"control": horizon.NAME, "prompt": "a tropical beach at sunset", "seed": 2, "params": {}},
+    {"control": line_weight.NAME, "prompt": "an ink drawing of a city street", "seed": 3, "params": {"line_px": 6}},
     {"control": depth.NAME, "prompt": "a dog in front of a farmhouse", "seed": 4,
-     "params": {"point_a": (0.25, 0.8), "point_b": (0.7, 0.45), "depth_relation": "foreground"}},
+     "params": {"depth_relation": "foreground"}},
     {"control": composition.NAME, "prompt": "a meadow with a tall tree", "seed": 5,
      "params": {"composition_mode": "transparent"},
      "questions": ["Is there a vertical object like a tree in the image?"]},
 ]
+
+
+def example_drawing(name: str, size: int = DISPLAY) -> Image.Image | None:
+    """What a user would paint on the canvas for an example: a tilted horizon stroke, two dots."""
+    from PIL import ImageDraw
+
+    if name == horizon.NAME:
+        return horizon.render(horizon.Spec(0.35, 4.0, thickness=max(2, size // 64)), (size, size))
+    if name == depth.NAME:
+        layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        r = max(3, size // 50)
+        for x, y in ((0.25, 0.8), (0.7, 0.45)):
+            draw.ellipse([x * size - r, y * size - r, x * size + r, y * size + r], fill=(255, 0, 0, 255))
+        return layer
+    return None
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, object] | None:
@@ -525,7 +582,7 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, object] | None:
         return None
     manifest = json.loads(path.read_text())
     for ex in manifest["examples"]:
-        for key in ("before", "after", "overlay", "lora", "reference"):
+        for key in ("before", "after", "overlay", "lora", "reference", "drawing", "canvas"):
             if ex.get(key):
                 ex[key] = str(folder / ex[key])
     return manifest
@@ -544,8 +601,13 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
         name, params = str(ex["control"]), dict(ex["params"])
         entry: dict[str, object] = {"control": name, "prompt": ex["prompt"], "seed": ex["seed"],
                                     "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+        drawing = example_drawing(name)
+        if drawing is not None:
+            drawing.save(folder / f"{name}-drawing.png")
+            entry["drawing"] = f"{name}-drawing.png"
+            params["drawing"] = np.asarray(drawing)
         if name == composition.NAME:
-            reference = mondrian(preset.resolution * 2)
+            reference = mondrian(DISPLAY)
             reference.save(folder / f"{name}-reference.png")
             entry["reference"] = f"{name}-reference.png"
             params |= {"composition_reference": reference, "composition_questions": ex["questions"]}
@@ -556,10 +618,11 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
         done = events[-1]
         done.before.save(folder / f"{name}-before.png")
         done.after.save(folder / f"{name}-after.png")
+        editor_value(done.before)["background"].save(folder / f"{name}-canvas.png")
         overlaid(done.before, control.overlay, preset.resolution).save(folder / f"{name}-overlay.png")
         entry |= {"questions": [list(q) for q in control.questions], "p_before": done.p_before,
                   "p_after": done.p_after, "before": f"{name}-before.png", "after": f"{name}-after.png",
-                  "overlay": f"{name}-overlay.png", "lora": f"{name}-lora.safetensors",
+                  "overlay": f"{name}-overlay.png", "lora": f"{name}-lora.safetensors", "canvas": f"{name}-canvas.png",
                   "final_loss": done.history[-1].loss, "description": control.description}
         out.append(entry)
         print(f"{name}: P(expected answers) {done.p_before:.4f} -> {done.p_after:.4f}")

@@ -1,0 +1,537 @@
+"""The Gradio app on the tiny preset: every public endpoint through gradio_client, bad inputs, the shared
+pipeline left bit-identical after a run / a stop / an error, two users at once, a full queue, out of memory,
+and the app-facing glue in pipelines/studio.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from app_fixtures import (
+    PROMPT,
+    SEED,
+    dots_layer,
+    editor,
+    horizon_layer,
+    pixels,
+    running,
+    save_png,
+    server_fixture,  # noqa: F401  (the "server" fixture)
+)
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import app
+from pipelines import studio
+from pipelines.lora import lora_metadata
+from pipelines.optimize import Step
+
+ROOT = Path(__file__).resolve().parent.parent
+# outputs of /optimise and /ask_optimise, in order
+STATUS, LIVE, LOSS, P, SLIDER, SCORES, DOWNLOAD = range(7)
+
+
+def fails(message: str):
+    """The call is refused with a readable message (case-insensitive regex)."""
+    return pytest.raises(AppError, match="(?i)" + message)
+
+
+def models():
+    return app.models("tiny")
+
+
+def base_pixels(client) -> np.ndarray:
+    image, _, _ = client.predict(PROMPT, SEED, api_name="/generate")
+    return pixels(image)
+
+
+def assert_clean(reference: np.ndarray, client) -> None:
+    """No adapter left in the shared transformer, and the base image is bit-identical to the reference."""
+    generator, _ = models()
+    assert not getattr(generator.transformer, "peft_config", None)
+    assert np.array_equal(base_pixels(client), reference)
+
+
+def wait_for_no_runs(timeout: float = 20.0) -> float:
+    start = time.monotonic()
+    while studio.active_runs():
+        assert time.monotonic() - start < timeout, "the optimisation worker did not stop"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """The base image straight from the generator, before the server ran anything."""
+    generator, _ = models()
+    return np.asarray(generator.generate(PROMPT, SEED).convert("RGB"))
+
+
+def optimise_args(tmp_path, control="horizon", layers=None, **extra):
+    layers = [horizon_layer()] if layers is None else layers
+    return dict(prompt=PROMPT, seed=SEED, control=control, canvas=editor(tmp_path, *layers), questions="", steps=6,
+                api_name="/optimise") | extra
+
+
+# ---------- endpoints ----------------------------------------------------------------------------
+
+
+def test_endpoints_are_the_documented_ones(server):
+    names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert names == {"/generate", "/preview", "/optimise", "/apply_lora", "/draft_questions", "/ask_optimise",
+                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded"}
+
+
+def test_generate_returns_the_generators_exact_image(server, reference):
+    client = server.client()
+    image, canvas, note = client.predict(PROMPT, SEED, api_name="/generate")
+    assert np.array_equal(pixels(image), reference)
+    assert Image.open(canvas["background"]).size == (studio.DISPLAY, studio.DISPLAY)
+    assert canvas["layers"] == []
+    assert f"seed {SEED}" in note
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("", 1), "prompt is empty"),
+    (("   ", 1), "prompt is empty"),
+    (("x" * 2001, 1), "at most 2000"),
+    ((PROMPT, -1), "-1"),
+    ((PROMPT, 2**31), "2147483648"),
+])
+def test_generate_bad_input(server, args, message):
+    with fails(message):
+        server.client().predict(*args, api_name="/generate")
+
+
+def test_preview_shows_overlay_and_exact_questions(server, tmp_path):
+    client = server.client()
+    image, note = client.predict(None, "horizon", editor(tmp_path, horizon_layer(y=0.3)), "", api_name="/preview")
+    assert "horizon at y=0.30" in note and "Is the horizon of the scene aligned with the red line?" in note
+    view = pixels(image)
+    assert view.shape == (studio.DISPLAY, studio.DISPLAY, 3)
+    red = (view[..., 0] == 255) & (view[..., 1] == 0) & (view[..., 2] == 0)
+    rows = np.nonzero(red.any(axis=1))[0]
+    assert abs(rows.mean() / studio.DISPLAY - 0.3) < 0.03  # the line is where it was drawn
+    _, note = client.predict(None, "horizon", editor(tmp_path), "", api_name="/preview")
+    assert "canvas is blank" in note  # preview explains instead of failing while the user edits
+    _, note = client.predict(None, "palette", editor(tmp_path), "", palette_colors="#ff0000 nope",
+                             api_name="/preview")
+    assert "'nope'" in note
+
+
+def test_optimise_streams_and_returns_lora(server, tmp_path, reference):
+    client = server.client()
+    job = client.submit(**optimise_args(tmp_path, steps=8))
+    progress = []
+    while not job.done():  # the progress bar's data, as the page gets it
+        progress += [(p.index, p.length) for p in job.status().progress_data or []]
+        time.sleep(0.005)
+    final = job.result()
+    statuses = [out[STATUS] for out in job.outputs()]
+    steps_seen = [int(s.split("step ")[1].split("/")[0]) for s in statuses if s.startswith("Optimising: step")]
+    assert steps_seen[0] == 0 and max(steps_seen) == 8 and steps_seen == sorted(steps_seen)
+    assert len(steps_seen) >= 3  # the page is updated while it runs, not only at the end
+    assert progress and all(length == 8 for _, length in progress), progress
+    assert final[STATUS].startswith("Done: 8 steps")
+    before, after = final[SLIDER]
+    assert pixels(before).shape == pixels(after).shape == (studio.DISPLAY, studio.DISPLAY, 3)
+    assert "before **0." in final[SCORES] and "after **0." in final[SCORES]
+    assert [row[0] for row in final[LOSS]["data"]] == list(range(1, 9))
+    meta = lora_metadata(final[DOWNLOAD])
+    assert meta["prompt"] == PROMPT and meta["steps"] == 8 and meta["preset"] == "tiny"
+    assert meta["questions"][0][0].startswith("Is the horizon of the scene aligned with the red line?")
+    assert "tilt" in meta["overlay"]
+    assert_clean(reference, client)
+    # the session's LoRA applies to a new prompt and seed; scale 0 is exactly the base model
+    other = models()[0].generate("a desert", 5)
+    at_zero = client.predict("a desert", 5, 0.0, api_name="/apply_lora")
+    assert np.array_equal(pixels(at_zero), np.asarray(other.convert("RGB")))
+    at_five = client.predict("a desert", 5, 5.0, api_name="/apply_lora")
+    assert not np.array_equal(pixels(at_five), np.asarray(other.convert("RGB")))
+    assert_clean(reference, client)
+
+
+def test_optimise_controls_from_their_inputs(server, tmp_path):
+    client = server.client()
+    cases = {
+        "palette": dict(layers=[], palette_colors="#e63946 #2a9d8f #264653"),
+        "line-weight": dict(layers=[], line_px=6),
+        "depth": dict(layers=[dots_layer([(0.25, 0.8), (0.7, 0.4)])], depth_relation="closer", depth_contrast=True),
+        "composition": dict(layers=[horizon_layer(y=0.6)], questions="Is there a tall tree? | Yes"),
+    }
+    for control, kwargs in cases.items():
+        final = client.predict(**optimise_args(tmp_path, control=control, steps=1, **kwargs))
+        meta = lora_metadata(final[DOWNLOAD])
+        assert final[STATUS].startswith("Done: 1 steps"), control
+        if control == "depth":
+            assert [a for _, a in meta["questions"]] == ["Yes", "No"]
+            assert "A=(0.25, 0.80) closer" in meta["overlay"]
+        if control == "composition":
+            assert meta["questions"] == [["Is there a tall tree? Answer with Yes or No.", "Yes"]]
+        if control == "palette":
+            assert "#e63946 #2a9d8f #264653" in meta["overlay"]
+        if control == "line-weight":
+            assert meta["overlay"] == "line weight 6 px"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(prompt=""), "prompt is empty"),
+    (dict(layers=[]), "canvas is blank: draw the horizon"),
+    (dict(layers=[np.zeros((512, 512, 4), np.uint8)]), "canvas is blank"),
+    (dict(control="depth", layers=[dots_layer([(0.5, 0.5)])]), "found 1 painted dot"),
+    (dict(control="composition", layers=[]), "canvas is blank"),
+    (dict(control="palette", layers=[], palette_colors="#ff0000 #zzzzzz"), "#zzzzzz"),
+    (dict(control="palette", layers=[], palette_colors="#ff0000"), "needs 2 to 8"),
+    (dict(control="line-weight", layers=[], line_px=50), "50"),
+    (dict(control="sky"), "sky"),
+    (dict(questions="Is it good? |"), "expected answer after '|' is empty"),
+    (dict(steps=0), "0"),
+    (dict(steps=501), "501"),
+    (dict(seed=-5), "-5"),
+])
+def test_optimise_bad_input(server, tmp_path, reference, kwargs, message):
+    client = server.client()
+    args = optimise_args(tmp_path, control=kwargs.pop("control", "horizon"), layers=kwargs.pop("layers", None))
+    with fails(message):
+        client.predict(**(args | kwargs))
+    assert studio.active_runs() == 0
+
+
+def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path, reference):
+    client = server.client()
+    job = client.submit(**optimise_args(tmp_path, steps=400))
+    for out in job:
+        if out[STATUS].startswith("Optimising: step") and "step 0/" not in out[STATUS]:
+            break
+    assert studio.active_runs() == 1
+    job.cancel()
+    assert wait_for_no_runs() < 5.0
+    assert_clean(reference, client)
+    with fails("no LoRA in this session"):
+        client.predict("a desert", 5, 1.0, api_name="/apply_lora")  # the stopped run left none
+
+
+def test_error_during_a_run_leaves_the_base(server, tmp_path, reference, monkeypatch):
+    _, vlm = models()
+    real, calls = vlm.loss, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated failure in the VLM")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vlm, "loss", failing)
+    client = server.client()
+    with fails("went wrong while optimising.*simulated failure"):
+        client.predict(**optimise_args(tmp_path, steps=10))
+    monkeypatch.undo()
+    assert wait_for_no_runs() < 5.0
+    assert_clean(reference, client)
+
+
+def test_out_of_memory_gives_a_message_and_the_app_keeps_serving(server, tmp_path, reference, monkeypatch):
+    generator, vlm = models()
+    client = server.client()
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(generator, "generate", oom)
+    with fails("Out of GPU memory while generating the base image.*smaller"):
+        client.predict(PROMPT, SEED, api_name="/generate")
+    monkeypatch.undo()
+    real, calls = vlm.loss, []
+
+    def oom_later(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            oom()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vlm, "loss", oom_later)
+    with fails("Out of GPU memory while optimising"):
+        client.predict(**optimise_args(tmp_path, steps=5))
+    monkeypatch.undo()
+    assert wait_for_no_runs() < 5.0
+    assert_clean(reference, client)
+
+
+def test_two_users_at_once_get_their_own_loras(server, tmp_path, reference):
+    a, b = server.client(), server.client()
+    jobs = {name: c.submit(**optimise_args(tmp_path, prompt=f"a {name} lighthouse", seed=seed, steps=5))
+            for name, c, seed in (("red", a, 11), ("blue", b, 12))}
+    results = {name: job.result(timeout=120) for name, job in jobs.items()}
+    red, blue = results["red"][DOWNLOAD], results["blue"][DOWNLOAD]
+    assert Path(red).read_bytes() != Path(blue).read_bytes()
+    assert lora_metadata(red)["prompt"] == "a red lighthouse"
+    assert lora_metadata(blue)["prompt"] == "a blue lighthouse"
+    assert "for seed 11" in results["red"][SCORES] and "for seed 12" in results["blue"][SCORES]
+    # each session applies its own LoRA: same prompt, seed and scale, different pictures
+    image_a = pixels(a.predict("a harbour", 2, 5.0, api_name="/apply_lora"))
+    image_b = pixels(b.predict("a harbour", 2, 5.0, api_name="/apply_lora"))
+    assert not np.array_equal(image_a, image_b)
+    folders = {p.parent for p in server.root.rglob("*lighthouse.safetensors")}
+    assert len(folders) == 2  # one folder per session
+    assert_clean(reference, a)
+
+
+def test_ask_anything_draft_and_optimise(server, reference):
+    client = server.client()
+    text, note = client.predict("a red apple on a table", 3, api_name="/draft_questions")
+    lines = text.splitlines()
+    assert len(lines) == 3 and all(line.endswith(" | Yes") for line in lines)
+    assert note  # says whether the VLM drafted them (random weights: it did not, templates instead)
+    final = client.predict("a red apple on a table", 4, text, 3, api_name="/ask_optimise")
+    meta = lora_metadata(final[DOWNLOAD])
+    assert len(meta["questions"]) == 3 and meta["overlay"] == ""
+    assert client.predict("a pear", 1, 1.0, api_name="/ask_apply_lora")
+    with fails("there are no questions"):
+        client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimise")
+    with fails("prompt is empty"):
+        client.predict("", 3, api_name="/draft_questions")
+    with fails(""):
+        client.predict("an apple", 0, api_name="/draft_questions")
+    assert_clean(reference, client)
+
+
+def test_apply_without_a_lora_and_out_of_range_scale(server):
+    client = server.client()
+    with fails("no LoRA in this session"):
+        client.predict("a desert", 5, 1.0, api_name="/apply_lora")
+    with fails(""):
+        client.predict("a desert", 5, 7.5, api_name="/ask_apply_lora")
+
+
+# ---------- uploads -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def made_lora(tmp_path_factory) -> Path:
+    """A real LoRA file from the tiny preset, as the app writes it (one step)."""
+    generator, vlm = models()
+    path = tmp_path_factory.mktemp("lora") / "beach.safetensors"
+    events = list(studio.run(generator, vlm, "a beach", 1, [("Is it a beach? Answer with Yes or No.", "Yes")], steps=1,
+                             out_path=path, lock=app.MODEL_LOCK))
+    assert events[-1].kind == "done"
+    return path
+
+
+def test_upload_and_apply_a_lora(server, made_lora, reference):
+    client = server.client()
+    meta, info = client.predict(handle_file(str(made_lora)), api_name="/upload_lora")
+    assert meta["prompt"] == "a beach" and meta["preset"] == "tiny"
+    assert "beach.safetensors" in info and "Is it a beach?" in info
+    image, info = client.predict(handle_file(str(made_lora)), "a forest", 2, 2.0, api_name="/apply_uploaded")
+    assert pixels(image).shape == (112, 112, 3)
+    assert_clean(reference, client)
+
+
+def test_upload_refuses_what_is_not_a_lora(server, tmp_path, made_lora):
+    client = server.client()
+    png = save_png(tmp_path / "picture.png", np.zeros((8, 8, 3), np.uint8))
+    garbage = tmp_path / "broken.safetensors"
+    garbage.write_bytes(b"this is not a safetensors file at all")
+    empty = tmp_path / "empty.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(empty))
+    tensors, header = {}, {}
+    with safe_open(str(made_lora), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        header = dict(f.metadata())
+    other = tmp_path / "flux.safetensors"
+    save_file(tensors, str(other), metadata=header | {"dual_process.preset": "flux-schnell"})
+    for path, message in [(png, "invalid file type.*safetensors"),
+                          (garbage, "broken.safetensors.*not a readable safetensors"),
+                          (empty, "holds no LoRA weights"), (other, "made for preset 'flux-schnell'")]:
+        with fails(message):
+            client.predict(handle_file(str(path)), api_name="/upload_lora")
+        with fails(message):
+            client.predict(handle_file(str(path)), "a forest", 2, 1.0, api_name="/apply_uploaded")
+    with fails("no LoRA file"):
+        client.predict(None, "a forest", 2, 1.0, api_name="/apply_uploaded")
+
+
+def test_full_queue_and_huge_upload(tmp_path, made_lora):
+    """A small demo: a queue of one waiting job and a 0.05 MB upload limit."""
+    with running(tmp_path, max_queue=1, max_upload_mb=0.05) as small:
+        client = small.client()
+        with fails(r"MB; at most 0.05 MB"):
+            client.predict(handle_file(str(made_lora)), api_name="/upload_lora")
+        canvas = editor(tmp_path, horizon_layer())
+        clients = [small.client() for _ in range(4)]
+        jobs = [c.submit(PROMPT, SEED, "horizon", canvas, "", 300, api_name="/optimise") for c in clients]
+        deadline = time.monotonic() + 60
+        while sum(job.done() for job in jobs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # one runs, one waits, the others are turned away
+        errors = [str(job.exception()) for job in jobs if job.done() and job.exception()]
+        for job in jobs:
+            job.cancel()
+        assert sum("Queue is full" in e for e in errors) == 2, errors
+    assert wait_for_no_runs() < 10
+
+
+# ---------- ZeroGPU decoration --------------------------------------------------------------------
+
+
+def test_gpu_functions_use_spaces_when_importable(tmp_path):
+    """With a `spaces` package present, every model function is wrapped by spaces.GPU with a duration that
+    grows with the steps; without it they are the plain functions (what every other test runs)."""
+    fake = tmp_path / "spaces"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "CALLS = []\n"
+        "def GPU(task=None, *, duration=None, size=None):\n"
+        "    def wrap(fn):\n"
+        "        CALLS.append((fn.__name__, duration, size))\n"
+        "        fn.zerogpu = (duration, size)\n"
+        "        return fn\n"
+        "    return wrap(task) if task else wrap\n")
+    code = (
+        "import json, app, spaces\n"
+        "out = {name: callable(d) for name, d, s in spaces.CALLS}\n"
+        "out['run_100'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
+        "out['run_10'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
+        "out['run_100_3q'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
+        "out['image'] = app._image_seconds('flux-dev', 'p', 0)\n"
+        "out['size'] = spaces.CALLS[0][2]\n"
+        "print(json.dumps(out))\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", ZEROGPU_SIZE="xlarge", GRADIO_ANALYTICS_ENABLED="False")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["gpu_generate"] and out["gpu_run"] and out["gpu_draft"]
+    assert out["size"] == "xlarge"
+    assert out["run_10"] < out["run_100"] < out["run_100_3q"] <= 1800
+    assert out["run_100"] >= 100  # about a second per Flux step, never less than the steps
+    assert out["image"] > 20
+
+
+# ---------- studio glue ---------------------------------------------------------------------------
+
+
+def test_parse_questions():
+    pairs = studio.parse_questions("Is it red? | Yes\n\n# a comment\nIs it blue? | No\nWhat colour is it? | red\n"
+                                   "Is it round?")
+    assert pairs == [("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No"),
+                     ("What colour is it?", "red"), ("Is it round? Answer with Yes or No.", "Yes")]
+    assert studio.format_questions(pairs[:1]) == "Is it red? Answer with Yes or No. | Yes"
+    for text, message in [("", "no questions"), (" | Yes", "line 1.*question is empty"),
+                          ("ok?\nIs it? |  ", "line 2.*answer after '|' is empty"),
+                          ("\n".join(["Q?"] * 9), "9 questions"), ("x" * 600, "600 characters")]:
+        with pytest.raises(ValueError, match=message):
+            studio.parse_questions(text)
+
+
+def test_parse_drafted():
+    reply = ("Here are questions:\n1. Is there a red apple on the table?\n2) Is the glass full of milk?\n"
+             "- is the table made of wood?\n* Is there a red apple on the table?\nYes?\n\"Is the light warm?\" ok")
+    assert studio.parse_drafted(reply, 10) == ["Is there a red apple on the table?", "Is the glass full of milk?",
+                                               "Is the table made of wood?", "Is the light warm?"]
+    assert studio.parse_drafted(reply, 2) == ["Is there a red apple on the table?", "Is the glass full of milk?"]
+    assert studio.parse_drafted("kground", 3) == []
+
+
+def test_draft_questions_uses_the_vlm_and_falls_back():
+    class Fake:
+        def __init__(self, reply):
+            self.reply, self.prompts = reply, []
+
+        def generate_text(self, prompt, max_new_tokens=128):
+            self.prompts.append(prompt)
+            return [self.reply]
+
+    vlm = Fake("1. Is the apple red?\n2. Is the milk in a glass?")
+    questions, note = studio.draft_questions(vlm, "an apple and milk", 2)
+    assert questions == ["Is the apple red?", "Is the milk in a glass?"] and "drafted by the VLM" in note
+    assert '"an apple and milk"' in vlm.prompts[0]
+    questions, note = studio.draft_questions(Fake("zzz"), "an apple", 3)
+    assert len(questions) == 3 and "no usable question" in note and "'zzz'" in note
+    with pytest.raises(ValueError, match="number of questions"):
+        studio.draft_questions(vlm, "an apple", 0)
+
+
+def test_build_control_from_a_drawing():
+    ctrl = studio.build_control("horizon", 112, drawing=[horizon_layer(y=0.4, tilt_px=0)])
+    assert abs(ctrl.spec.y - 0.4) < 0.02 and abs(ctrl.spec.tilt) < 0.5
+    assert ctrl.overlay.size == (112, 112) and ctrl.questions[0][1] == "Yes"
+    ctrl = studio.build_control("depth", 112, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
+    assert ctrl.spec.a == pytest.approx((0.2, 0.8), abs=0.01)  # the left dot is Point A
+    ctrl = studio.build_control("horizon", 112, horizon_y=0.25, horizon_tilt=-3)  # numbers when nothing drawn
+    assert (ctrl.spec.y, ctrl.spec.tilt) == (0.25, -3.0)
+    ref = Image.new("RGBA", (300, 200), (0, 0, 255, 255))
+    ctrl = studio.build_control("composition", 112, composition_reference=ref, drawing=[horizon_layer()],
+                                composition_mode="solid")
+    assert ctrl.overlay.size == (112, 112) and ctrl.notes and "300x200" in ctrl.notes[0]
+    assert ctrl.questions == [(studio.with_yes_no(studio.COMPOSITION_QUESTION), "Yes")]
+    with pytest.raises(ValueError, match="line weight.*12"):
+        studio.build_control("line-weight", 112, line_px=12)
+
+
+def test_params_from_canvas_scales_line_weight():
+    layer = np.zeros((512, 512, 4), np.uint8)
+    layer[400:420, 100:400] = (255, 0, 0, 255)  # 20 px on a 512 canvas
+    assert studio.params_from_canvas("line-weight", [layer], 112) == {"line_px": 4}
+    with pytest.raises(ValueError, match="palette control is set with its own inputs"):
+        studio.params_from_canvas("palette", [layer], 112)
+
+
+def test_checks_name_the_value():
+    assert studio.check_seed(7.0) == 7
+    for call, message in [(lambda: studio.check_seed(1.5), "1.5"), (lambda: studio.check_seed(True), "True"),
+                          (lambda: studio.check_steps(None), "None"), (lambda: studio.check_scale(5.5), "5.5"),
+                          (lambda: studio.check_scale(float("nan")), "nan"),
+                          (lambda: studio.check_prompt(3), "not text")]:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_choose_preset():
+    assert studio.choose_preset(None, None, has_gpu=False) == ("tiny", None)
+    name, note = studio.choose_preset("flux-schnell", None, has_gpu=False)
+    assert name == "tiny" and "No GPU" in note and "flux-schnell" in note
+    assert studio.choose_preset(None, "tiny-dev", has_gpu=False) == ("tiny-dev", None)
+    assert studio.choose_preset(None, None, has_gpu=True) == ("flux-schnell", None)
+    assert studio.choose_preset("sana", "flux-dev", has_gpu=True) == ("sana", None)
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        studio.choose_preset("big", None, has_gpu=True)
+
+
+def test_optimise_stream_stops_when_closed():
+    """Closing the stream (what Stop does) sets the event: the worker ends within a step, adapter removed."""
+    generator, vlm = models()
+    cond = generator.encode("a cat")
+    stream = studio.optimise_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
+                                    lock=threading.Lock(), steps=1000, seed=0)
+    first = next(stream)
+    assert isinstance(first, Step) and first.step == 1
+    start = time.monotonic()
+    stream.close()
+    assert time.monotonic() - start < 5 and studio.active_runs() == 0
+    assert not getattr(generator.transformer, "peft_config", None)
+
+
+def test_examples_manifest_is_complete():
+    manifest = studio.load_examples()
+    assert manifest is not None and manifest["preset"] == "tiny"
+    assert {ex["control"] for ex in manifest["examples"]} == set(studio.CONTROL_NAMES)
+    for ex in manifest["examples"]:
+        for key in ("before", "after", "overlay", "lora", "canvas"):
+            assert Path(ex[key]).is_file(), (ex["control"], key)
+        assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
+        assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
+    ex = manifest["examples"][1]
+    now = np.asarray(models()[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
+    assert np.array_equal(now, pixels(ex["before"])), \
+        "the precomputed examples are stale: python -m pipelines.studio make-examples --preset tiny"

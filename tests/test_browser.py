@@ -1,0 +1,130 @@
+"""The app in a real browser (Playwright + Debian's chromium): generate, draw a horizon with the mouse, check
+the overlay and the question, optimise, watch the progress, see the before/after slider, download the LoRA.
+
+Needs `chromium` on PATH (apt-get install chromium) and the playwright Python package; no `playwright install`.
+Without them the test fails when CI is set and is skipped otherwise. A screenshot of the finished page goes
+to test-output/studio.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from app_fixtures import server_fixture  # noqa: F401  (the "server" fixture)
+
+import app
+from pipelines.lora import lora_metadata
+
+OUT = Path(__file__).resolve().parent.parent / "test-output"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+STEPS = 30
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed: the browser test cannot run"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set: install it, see .ci/run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    if not chromium:
+        _missing("chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright Python package")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_draw_optimise_and_download(browser, server, tmp_path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#canvas .pixi-target canvas", timeout=60_000)
+    assert "images are noise" in page.locator("#header").inner_text()
+
+    # the base image
+    page.click("#generate")
+    page.wait_for_selector("#base img", timeout=60_000)
+    time.sleep(1.0)  # the canvas redraws with the new background
+
+    # a horizon stroke with the mouse, rising to the right, at 30 % of the height
+    canvas = page.locator("#canvas .pixi-target canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    zoom = float(page.locator("#canvas").get_by_text(re.compile(r"^\d+%$")).first.inner_text().rstrip("%")) / 100
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def screen(x: float, y: float) -> tuple[float, float]:  # canvas pixels (512 x 512) -> page
+        return cx + (x - 256) * zoom, cy + (y - 256) * zoom
+
+    page.mouse.move(*screen(40, 0.3 * 512 + 20))
+    page.mouse.down()
+    page.mouse.move(*screen(470, 0.3 * 512 - 20), steps=8)
+    page.mouse.up()
+
+    # the overlay preview and the exact question
+    note = wait_until(lambda: (t := page.locator("#preview-note").inner_text()) and "horizon at y=" in t and t,
+                      30, "the overlay preview")
+    y, tilt = map(float, re.search(r"horizon at y=([\d.]+), tilt (-?[\d.]+) deg", note).groups())
+    assert abs(y - 0.3) < 0.03 and 3.5 < tilt < 7.0, note
+    assert "Is the horizon of the scene aligned with the red line? Answer with Yes or No." in note
+    assert "aligned with the red line" in page.locator("#questions textarea").input_value()  # editable
+    assert page.locator("#preview img").count() == 1
+
+    # a short optimisation: live progress, then the before/after slider and the LoRA
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    page.click("#optimise")
+    status = page.locator("#visual-status")
+    wait_until(lambda: re.search(rf"Optimising: step [1-9]\d*/{STEPS}", status.inner_text()), 60, "a running step")
+    bar = wait_until(lambda: [t for t in page.locator(".progress-text").all_inner_texts() if f"/{STEPS}" in t]
+                     or "Done" in status.inner_text(), 30, "the progress bar")
+    wait_until(lambda: "Done" in status.inner_text(), 120, "the end of the run")
+    assert bar is not True, "the run ended before its progress bar was seen"
+    assert page.locator("#visual-live img").count() == 1
+    assert page.locator("#visual-slider img").count() == 2
+    scores = page.locator("#visual-scores").inner_text()
+    assert "before" in scores and "after" in scores
+    assert len(page.locator("#visual-loss canvas, #visual-loss svg").all()) > 0
+
+    with page.expect_download() as download:
+        page.click("#visual-download")
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.suffix == ".safetensors"
+    meta = lora_metadata(path)
+    assert meta["prompt"] == "a tropical beach at sunset" and meta["steps"] == STEPS
+    assert "tilt" in meta["overlay"]
+
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "studio.png"), full_page=True)
+    assert not errors, errors
+    generator, _ = app.models("tiny")
+    assert not getattr(generator.transformer, "peft_config", None)
+    context.close()
