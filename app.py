@@ -32,7 +32,8 @@ import torch
 
 from overlays import composition, depth, palette
 from overlays.colors import to_hex
-from pipelines import studio
+from pipelines import judge, refine, studio
+from pipelines.cli import fit_upload
 from pipelines.generate import generate
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
@@ -104,6 +105,37 @@ def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int
     generator, vlm = models(preset_name)
     yield from studio.run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
                           overlay=overlay, overlay_description=overlay_description)
+
+
+def _score_seconds(preset_name: str, prompt: str, images: list, sampled: bool) -> int:
+    return 15 + len(images) * (40 if sampled else 10)
+
+
+@_gpu(_score_seconds)
+def gpu_score(preset_name: str, prompt: str, images: list, sampled: bool):
+    _, vlm = models(preset_name)
+    with MODEL_LOCK:
+        reports = [judge.judge(vlm, image, prompt, sampled=sampled) for image in images]
+        comparison = judge.compare(vlm, images[0], images[1], prompt) if len(images) == 2 else None
+    return reports, comparison
+
+
+def _refine_seconds(preset_name: str, prompt: str, n: int, *args, **kwargs) -> int:
+    return 20 + (n + 1) * (2 * get_preset(preset_name).inference_steps + 6)
+
+
+@_gpu(_refine_seconds)
+def gpu_refine(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int):
+    generator, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return refine.refine(generator, vlm, prompt, n, temperature, top_p, seed=seed, image_seed=seed)
+
+
+@_gpu(_image_seconds)
+def gpu_recreate(preset_name: str, image, seed: int):
+    generator, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return refine.recreate(generator, vlm, image, seed)
 
 
 # ---------- errors: what the user reads ----------------------------------------------------------------
@@ -376,6 +408,72 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
             raise ValueError(f"the palette already has {len(current)} swatches; at most {palette.MAX_SWATCHES}")
         return " ".join(current + studio.parse_colors(swatch))
 
+    # ----- scoring and refinement (judge.py, refine.py) -----
+    def uploaded(image, label: str) -> tuple[object, list[str]]:
+        if image is None:
+            return None, []
+        image, note = fit_upload(image)
+        return image, [f"_Image {label}: {note}._"] if note else []
+
+    @user_errors("generating images to score")
+    def score_generate(prompt, seed):
+        prompt, seed = studio.check_prompt(prompt), studio.check_seed(seed)
+        second = min(seed + 1, studio.MAX_SEED)
+        return gpu_generate(preset_name, prompt, seed), gpu_generate(preset_name, prompt, second)
+
+    @user_errors("scoring")
+    def score(prompt, image_a, image_b, sampled):
+        prompt = studio.check_prompt(prompt)
+        (a, note_a), (b, note_b) = uploaded(image_a, "A"), uploaded(image_b, "B")
+        if a is None:
+            raise ValueError("there is no image A: upload one or press 'Generate A and B'")
+        images = [a] if b is None else [a, b]
+        reports, comparison = gpu_score(preset_name, prompt, images, bool(sampled))
+        titled = zip(reports, ["Image A", "Image B"], strict=False)
+        parts = note_a + note_b + [judge.report_markdown(r, title) for r, title in titled]
+        if comparison is not None:
+            parts.append(judge.comparison_markdown(comparison))
+        return "\n\n".join(parts)
+
+    @user_errors("refining the prompt")
+    def refine_prompt(prompt, n, temperature, top_p, seed):
+        prompt, seed = studio.check_prompt(prompt), studio.check_seed(seed)
+        n = studio.check_int(n, "number of candidates", 1, refine.MAX_CANDIDATES)
+        temperature = studio.check_real(temperature, "temperature", 0.05, 2.0)
+        top_p = studio.check_real(top_p, "top-p", 0.05, 1.0)
+        rows = gpu_refine(preset_name, prompt, n, temperature, top_p, seed)
+        gallery = [(studio.for_display(r.image), f"#{i} {r.combined:.2f}{' (your prompt)' if r.baseline else ''}: "
+                    f"{r.prompt}") for i, r in enumerate(rows, 1)]
+        choices = [f"#{i}: {r.prompt}" for i, r in enumerate(rows, 1)]
+        best, base = rows[0], next(r for r in rows if r.baseline)
+        note = (f"{len(rows) - 1} candidates and your prompt, all from seed {seed}, judged by the same VLM. "
+                + ("**Your own prompt scored best.**" if best.baseline else
+                   f"Best: **{best.combined:.2f}** against **{base.combined:.2f}** for your prompt."))
+        if any(r.truncated for r in rows):
+            note += " Rows marked [cut] were shortened at a word boundary to fit the generator's text limit."
+        return gallery, refine.table(rows), gr.update(choices=choices, value=choices[0]), note
+
+    def chosen_prompt(choice):
+        text = (choice or "").split(": ", 1)[-1].strip()
+        if not text:
+            raise gr.Error("there is no candidate yet: press 'Refine' first")
+        return text, gr.Tabs(selected="visual")
+
+    @user_errors("writing a prompt from the image")
+    def image_to_prompt(image, seed):
+        image, note = uploaded(image, "")
+        if image is None:
+            raise ValueError("there is no image: upload the picture to describe")
+        candidate, closeness = gpu_recreate(preset_name, image, studio.check_seed(seed))
+        text = (f"Similarity of the recreated image to yours: **{closeness:.3f}** (P(Yes) that both show the same "
+                f"scene, both orders averaged).")
+        if candidate.truncated:
+            text += " The prompt was cut at a word boundary to fit the generator's text limit."
+        return candidate.prompt, studio.for_display(candidate.image), "\n\n".join([text, *note])
+
+    def send_prompt(text):
+        return studio.check_prompt(text), gr.Tabs(selected="visual")
+
     # ----- layout -----
     header = ["# Dual-process studio\nDraw a visual prompt or ask questions: a vision-language model (VLM) "
               "judges the generator's images, and a LoRA of the generator learns to make it answer as you expect "
@@ -393,7 +491,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
     with gr.Blocks(title="Dual-process studio") as demo:
         gr.Markdown("\n\n".join(header), elem_id="header")
         session = gr.State(None, delete_callback=drop_session)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Visual prompts", id="visual"):
                 with gr.Row():
                     with gr.Column(scale=2):
@@ -515,6 +613,65 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                         up_image = gr.Image(label="With the LoRA", type="pil", format="png", interactive=False,
                                             height=320)
 
+            with gr.Tab("Score", id="score"):
+                gr.Markdown("The loaded VLM as a judge: aesthetics, alignment with the prompt and overall preference "
+                            "on a 0-5 scale (Poor, Below Average, Average, Above Average, Very Good, Excellent), read "
+                            "from its digit probabilities, and VQAScore. With two images it also says which is "
+                            "better, asking with both orders so the order cannot matter.")
+                with gr.Row():
+                    score_prompt = gr.Textbox(label="What the images should show", scale=3,
+                                              value="a red bicycle leaning on a brick wall", elem_id="score-prompt")
+                    score_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=studio.MAX_SEED)
+                    score_gen = gr.Button("Generate A and B (seeds s and s+1)", elem_id="score-generate")
+                with gr.Row():
+                    image_a = gr.Image(label="Image A", type="pil", sources=["upload"], format="png", height=280,
+                                       elem_id="score-a")
+                    image_b = gr.Image(label="Image B (optional: compare with A)", type="pil", sources=["upload"],
+                                       format="png", height=280, elem_id="score-b")
+                sampled = gr.Checkbox(False, label="Sampled verdicts: average 3 written answers (T = 0.9) instead "
+                                                   "of the digit probabilities")
+                score_button = gr.Button("Score", variant="primary", elem_id="score")
+                score_out = gr.Markdown(elem_id="score-result")
+
+            with gr.Tab("Refine prompt", id="refine"):
+                gr.Markdown("The VLM rewrites a short prompt into candidates; each is generated from the same seed, "
+                            "the same VLM judges every image, and the candidates are ranked with your prompt as the "
+                            "baseline (self-rewarding refinement).")
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        refine_box = gr.Textbox(label="Short prompt", value="a cat on a windowsill",
+                                                elem_id="refine-prompt")
+                        with gr.Row():
+                            refine_n = gr.Slider(1, refine.MAX_CANDIDATES, value=8, step=1, label="Candidates")
+                            refine_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0,
+                                                    maximum=studio.MAX_SEED)
+                        with gr.Row():
+                            refine_t = gr.Slider(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
+                            refine_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+                        refine_button = gr.Button("Refine", variant="primary", elem_id="refine")
+                        refine_note = gr.Markdown(elem_id="refine-note")
+                        refine_choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
+                        use_button = gr.Button("Use this prompt in Visual prompts", elem_id="refine-use")
+                    with gr.Column(scale=3):
+                        refine_gallery = gr.Gallery(label="Candidates, best first", columns=3, height=420,
+                                                    elem_id="refine-gallery")
+                refine_table = gr.Dataframe(headers=refine.TABLE_HEADERS, interactive=False, wrap=True,
+                                            label="Scores (0-5; VQAScore 0-1)", elem_id="refine-table")
+                with gr.Accordion("From an image: write a prompt that recreates it", open=False):
+                    with gr.Row():
+                        with gr.Column():
+                            i2p_image = gr.Image(label="Your image", type="pil", sources=["upload"], format="png",
+                                                 height=260, elem_id="i2p-image")
+                            i2p_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0,
+                                                 maximum=studio.MAX_SEED)
+                            i2p_button = gr.Button("Write a prompt and recreate", elem_id="i2p")
+                        with gr.Column():
+                            i2p_prompt = gr.Textbox(label="Prompt written by the VLM", lines=3, elem_id="i2p-prompt")
+                            i2p_result = gr.Image(label="Recreated", type="pil", format="png", interactive=False,
+                                                  height=260)
+                            i2p_note = gr.Markdown(elem_id="i2p-note")
+                            i2p_use = gr.Button("Use this prompt in Visual prompts")
+
         # ----- events -----
         gpu = dict(concurrency_id=GPU, concurrency_limit=1)
         light = dict(queue=False, api_visibility="private", show_progress="hidden")
@@ -565,6 +722,17 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
         lora_file.upload(upload_lora, lora_file, [lora_meta, lora_info], api_name="upload_lora")
         up_button.click(apply_uploaded, [lora_file, up_prompt, up_seed, up_scale], [up_image, lora_info],
                         api_name="apply_uploaded", **gpu)
+
+        score_gen.click(score_generate, [score_prompt, score_seed], [image_a, image_b], api_name="score_generate",
+                        **gpu)
+        score_button.click(score, [score_prompt, image_a, image_b, sampled], score_out, api_name="score", **gpu)
+        refine_button.click(refine_prompt, [refine_box, refine_n, refine_t, refine_p, refine_seed],
+                            [refine_gallery, refine_table, refine_choice, refine_note], api_name="refine", **gpu)
+        use_button.click(chosen_prompt, refine_choice, [prompt, tabs], api_name="use_prompt", queue=False)
+        i2p_button.click(image_to_prompt, [i2p_image, i2p_seed], [i2p_prompt, i2p_result, i2p_note],
+                         api_name="image_to_prompt", **gpu)
+        i2p_use.click(user_errors("sending the prompt")(send_prompt), i2p_prompt, [prompt, tabs],
+                      api_visibility="private", queue=False)
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     demo.studio_root = root  # where the sessions' LoRA files go
     return demo

@@ -174,6 +174,26 @@ def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed
     return Report(prompt, vqa_scores(vlm, [image], [prompt])[0], verdicts)
 
 
+def report_markdown(report: Report, title: str) -> str:
+    """A judge's report for the page: scores on the 0-5 rubric with the level's name, and the judge's words."""
+    lines = [f"### {title}", f"VQAScore, P(Yes) to \"{vqa_question(report.prompt)}\": **{report.vqa_score:.4f}**", ""]
+    for rubric, v in report.verdicts.items():
+        level = "" if v.score is None else f" ({LEVELS[min(5, max(0, round(v.score)))]})"
+        lines.append(f"- **{rubric}**: {v.label()}{level}")
+    words = [f"> _{rubric}_: {v.explanation.strip()}" for rubric, v in report.verdicts.items() if v.explanation.strip()]
+    return "\n".join(lines + ([""] + words if words else []))
+
+
+def comparison_markdown(c: Comparison) -> str:
+    verdict = {"first": "image A", "second": "image B", "tie": "neither (a tie)"}[c.winner]
+    text = (f"### A or B?\nThe judge prefers **{verdict}**: P(A is better) = **{c.p_first_better:.3f}**, "
+            f"averaged over both orders (A left: P(left better) = {c.left_first:.3f}; B left: {c.left_second:.3f}).")
+    if not c.orders_agree:
+        text += ("\n\n**The two orders disagree**: the judge's answer depends on which image is on the left, so "
+                 "treat this verdict as weak.")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("Score images with the preset's VLM as a judge.")
     cli.add_model_args(parser)

@@ -179,14 +179,24 @@ def recreate(generator: Generator, vlm: VLM, image: Image.Image, seed: int = 0) 
     return candidate, similarity(vlm, image, candidate.image)
 
 
-def format_table(rows: list[Candidate]) -> str:
-    lines = ["rank  combined  aesthetic  alignment  preference  vqa    prompt"]
+TABLE_HEADERS = ["rank", "combined", "aesthetic", "alignment", "preference", "VQAScore", "prompt"]
+
+
+def table(rows: list[Candidate]) -> list[list[object]]:
+    """One row per candidate, best first; unreadable scores are "no score", never 0."""
+    out = []
     for i, r in enumerate(rows, 1):
-        s = r.scores
-        fmt = [f"{s[k]:.2f}" if s.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
+        scores = [round(r.scores[k], 3) if r.scores.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
         tag = " [baseline]" if r.baseline else " [cut]" if r.truncated else ""
-        lines.append(f"{i:>4}  {r.combined:8.2f}  {fmt[0]:>9}  {fmt[1]:>9}  {fmt[2]:>10}  {fmt[3]:>5}  "
-                     f"{r.prompt}{tag}")
+        out.append([i, round(r.combined, 3), *scores, r.prompt + tag])
+    return out
+
+
+def format_table(rows: list[Candidate]) -> str:
+    widths = [4, 8, 9, 9, 10, 8]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_HEADERS, widths, strict=False)) + "  prompt"]
+    for row in table(rows):
+        lines.append("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=False)) + f"  {row[-1]}")
     return "\n".join(lines)
 
 

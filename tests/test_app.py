@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -90,7 +91,8 @@ def optimise_args(tmp_path, control="horizon", layers=None, **extra):
 def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimise", "/apply_lora", "/draft_questions", "/ask_optimise",
-                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded"}
+                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/score_generate", "/score", "/refine",
+                     "/use_prompt", "/image_to_prompt"}
 
 
 def test_generate_returns_the_generators_exact_image(server, reference):
@@ -535,3 +537,86 @@ def test_examples_manifest_is_complete():
     now = np.asarray(models()[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
     assert np.array_equal(now, pixels(ex["before"])), \
         "the precomputed examples are stale: python -m pipelines.studio make-examples --preset tiny"
+
+
+# ---------- Score and Refine prompt tabs ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_images(server):
+    return server.client().predict("a red bicycle", 5, api_name="/score_generate")
+
+
+def test_score_one_image_gives_every_rubric_and_vqascore(server, two_images):
+    a, _ = two_images
+    text = server.client().predict("a red bicycle", handle_file(a), None, False, api_name="/score")
+    assert "### Image A" in text and "Image B" not in text and "A or B" not in text
+    for rubric in ("aesthetic", "alignment", "preference"):
+        assert f"**{rubric}**" in text and " / 5 (" in text
+    assert "VQAScore" in text and "Does this figure show 'a red bicycle'?" in text
+
+
+def test_score_two_images_is_order_free(server, two_images):
+    a, b = two_images
+    client = server.client()
+    ab = client.predict("a red bicycle", handle_file(a), handle_file(b), False, api_name="/score")
+    ba = client.predict("a red bicycle", handle_file(b), handle_file(a), False, api_name="/score")
+    p_ab = float(re.search(r"P\(A is better\) = \*\*([\d.]+)", ab).group(1))
+    p_ba = float(re.search(r"P\(A is better\) = \*\*([\d.]+)", ba).group(1))
+    assert p_ab == pytest.approx(1 - p_ba, abs=2e-3)
+    assert ("orders disagree" in ab) == ("orders disagree" in ba)
+
+
+def test_score_sampled_mode_shows_no_score_not_zero(server, two_images):
+    # The tiny VLM writes noise: the sampled verdicts have no score, and the page says so instead of 0.
+    text = server.client().predict("a red bicycle", handle_file(two_images[0]), None, True, api_name="/score")
+    assert "no score" in text and "0.00 / 5" not in text
+
+
+def test_score_bad_input_and_huge_upload(server, tmp_path):
+    client = server.client()
+    with fails("no image A"):
+        client.predict("a red bicycle", None, None, False, api_name="/score")
+    with fails("prompt is empty"):
+        client.predict(" ", None, None, False, api_name="/score")
+    (tmp_path / "notes.png").write_text("this is not an image")
+    with pytest.raises(AppError):
+        client.predict("a cat", handle_file(str(tmp_path / "notes.png")), None, False, api_name="/score")
+    big = tmp_path / "big.png"
+    Image.new("RGB", (8000, 5000), "navy").save(big)  # 40 megapixels
+    text = client.predict("a cat", handle_file(str(big)), None, False, api_name="/score")
+    assert "8000x5000" in text and "downscaled" in text and "### Image A" in text
+
+
+def test_refine_ranks_candidates_against_the_baseline_and_sends_the_winner(server):
+    client = server.client()
+    gallery, table, choice, note = client.predict("a cat on a windowsill", 4, 0.9, 0.9, 0, api_name="/refine")
+    rows = table["data"]
+    assert len(rows) == 5 and len(gallery) == 5
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+    assert sum(r[-1].endswith("[baseline]") for r in rows) == 1
+    assert "4 candidates and your prompt" in note
+    winner = choice["value"]
+    assert winner.startswith("#1: ")
+    assert client.predict(winner, api_name="/use_prompt") == winner[4:]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("", 8, 0.9, 0.9, 0), "prompt is empty"),
+    (("a cat", 0, 0.9, 0.9, 0), "0 is less than minimum value 1"),
+    (("a cat", 17, 0.9, 0.9, 0), "17 is greater than maximum value 16"),
+    (("a cat", 8, 3.0, 0.9, 0), "3.0 is greater than maximum value 2.0"),
+    (("a cat", 8, 0.9, 0.9, -4), "-4"),
+])
+def test_refine_bad_input(server, args, message):
+    with fails(message):
+        server.client().predict(*args, api_name="/refine")
+
+
+def test_image_to_prompt_recreates_and_scores(server, two_images):
+    prompt, image, note = server.client().predict(handle_file(two_images[0]), 2, api_name="/image_to_prompt")
+    assert prompt.strip() and Image.open(image).size == (studio.DISPLAY, studio.DISPLAY)
+    assert re.search(r"Similarity of the recreated image to yours: \*\*0\.\d+", note)
+    with fails("no image"):
+        server.client().predict(None, 2, api_name="/image_to_prompt")

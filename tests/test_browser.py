@@ -128,3 +128,45 @@ def test_draw_optimise_and_download(browser, server, tmp_path):
     generator, _ = app.models("tiny")
     assert not getattr(generator.transformer, "peft_config", None)
     context.close()
+
+
+def test_score_and_refine_tabs(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#header", timeout=60_000)
+
+    # Score: generate two images, score them, see the rubric and the order-free verdict
+    page.get_by_role("tab", name="Score").click()
+    page.click("#score-generate")
+    wait_until(lambda: page.locator("#score-a img").count() and page.locator("#score-b img").count(), 60,
+               "images A and B")
+    page.click("#score")
+    result = page.locator("#score-result")
+    text = wait_until(lambda: (t := result.inner_text()) and "A or B?" in t and t, 60, "the verdict")
+    assert "Image A" in text and "Image B" in text and "aesthetic" in text and "VQAScore" in text
+    page.screenshot(path=str(OUT / "score.png"), full_page=True)
+
+    # Refine prompt: three candidates, ranked, and the winner sent to the Visual prompts tab
+    page.get_by_role("tab", name="Refine prompt").click()
+    n = page.locator("#refine-prompt").locator("xpath=ancestor::div[contains(@class,'column')][1]") \
+        .locator("input[type=number]").first
+    n.fill("3")
+    n.press("Enter")
+    page.click("#refine")
+    wait_until(lambda: "candidates and your prompt" in page.locator("#refine-note").inner_text(), 90,
+               "the ranked candidates")
+    assert "3 candidates and your prompt" in page.locator("#refine-note").inner_text()
+    assert page.locator("#refine-gallery img").count() >= 4
+    assert "[baseline]" in page.locator("#refine-table").inner_text()
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "refine.png"), full_page=True)
+    chosen = page.locator("#refine-choice input").input_value()
+    assert chosen.startswith("#1: ")
+    page.click("#refine-use")
+    wait_until(lambda: page.locator("#prompt textarea").is_visible(), 20, "the Visual prompts tab")
+    wait_until(lambda: page.locator("#prompt textarea").input_value() == chosen[4:], 20, "the sent prompt")
+    assert not errors, errors
+    context.close()
