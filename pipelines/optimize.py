@@ -70,6 +70,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
     alpha = alpha or (preset.alpha if rank == preset.lora_rank else 5.0 * rank)
     check_steps(steps)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
+    torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
     params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
     try:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

@@ -401,7 +401,6 @@ def optimise_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
     def work() -> None:
         try:
             with lock:
-                torch.manual_seed(kwargs.get("seed", 0))  # peft draws the LoRA's initial weights from it
                 result = optimize(generator, vlm, cond, list(qa_pairs), callback=events.put, should_stop=stop.is_set,
                                   progress=False, **kwargs)
             events.put(result)

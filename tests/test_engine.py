@@ -330,3 +330,12 @@ def test_bf16_frozen_weights_train_fp32_lora(tiny_models):
     assert dtypes == {torch.float32}
     assert all(np.isfinite(s.loss) for s in result.history)
     assert all(v.dtype == torch.float32 for v in result.state_dict.values())
+
+
+def test_same_seed_gives_the_same_lora(tiny_models):
+    generator, vlm = tiny_models
+    first = optimize(generator, vlm, "a beach", QA, steps=2, seed=7, progress=False)
+    torch.rand(100)  # whatever ran in between must not matter
+    second = optimize(generator, vlm, "a beach", QA, steps=2, seed=7, progress=False)
+    assert first.state_dict.keys() == second.state_dict.keys()
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
