@@ -17,6 +17,7 @@ except ImportError:
 
 import argparse
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
 
@@ -150,6 +152,9 @@ def user_error(exc: Exception, what: str) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if _is_oom(exc):
+        # The traceback's frames still hold the failed step's tensors: drop them before freeing the cache.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning("out of memory while %s", what)
@@ -284,7 +289,10 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                                                                  composition.NAME)]
 
     def canvas_hint(control) -> str:
-        if control in studio.DRAWN and control != "line-weight":
+        if control == "line-weight":
+            return (f"**Draw {studio.DRAWN[control]}** on the canvas (red brush), or set the line weight on the "
+                    "left; a drawn stroke wins.")
+        if control in studio.DRAWN:
             return f"**Draw {studio.DRAWN[control]}** on the canvas (red brush)."
         return f"The {control} control is set with the inputs on the left; the canvas is not used."
 

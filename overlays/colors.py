@@ -104,3 +104,11 @@ def delta_e(a: Sequence[int], b: Sequence[int]) -> float:
     """CIE76 distance between two sRGB colours (a just-noticeable difference is about 2.3)."""
     la, lb = srgb_to_lab(np.array(as_rgb(a))), srgb_to_lab(np.array(as_rgb(b)))
     return float(math.dist(la, lb))
+
+
+def parse_colors(text: str | None) -> list[RGB]:
+    """Colours from free text: "#hex", "rgb(...)" or "rgba(...)" separated by spaces, commas or semicolons."""
+    tokens = re.findall(r"rgba?\([^)]*\)|[^\s,;]+", text or "")
+    if not tokens:
+        raise ValueError("the palette is empty: give colours like #e63946 or rgb(230, 57, 70)")
+    return [parse_color(t) for t in tokens]

@@ -9,6 +9,7 @@ time and memory do not depend on the weights' values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import resource
@@ -49,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
         preset = cli.preset_from_args(args)
+        for flag in ("steps", "generations"):
+            if getattr(args, flag) < 1:
+                raise ValueError(f"--{flag} {getattr(args, flag)} must be at least 1")
+        if args.warmup < 0:
+            raise ValueError(f"--warmup {args.warmup} must not be negative")
         if args.random_weights and not preset.generator_source.startswith("random:"):
             preset = preset.with_sources("random:full", "random:full")
         if args.size:
-            import dataclasses
             preset = dataclasses.replace(preset, resolution=args.size)
         t0 = time.perf_counter()
         generator, vlm = cli.load_models(args, preset)

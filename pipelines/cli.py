@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from overlays import CONTROLS, composition, depth, horizon, line_weight, palette
+from overlays.colors import parse_colors
 
 from .generator import Generator
 from .loading import default_device, load_generator, load_vlm
@@ -123,7 +124,8 @@ def add_control_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--y", type=float, help="horizon: height as a fraction of the image, from the top")
     g.add_argument("--tilt", type=float, default=0.0, help="horizon: tilt in degrees")
     g.add_argument("--palette", help=f"palette preset: {', '.join(palette.load_presets())}")
-    g.add_argument("--colors", help="palette: colours separated by ';', e.g. '#2b1d0e;#8c6d46;rgb(200, 180, 150)'")
+    g.add_argument("--colors", help="palette: colours separated by spaces, commas or ';', e.g. "
+                                    "'#2b1d0e #8c6d46 rgb(200, 180, 150)'")
     g.add_argument("--strip", type=float, default=0.1, help="palette: strip height as a fraction")
     g.add_argument("--a", help="depth: point A as 'x,y' fractions")
     g.add_argument("--b", help="depth: point B as 'x,y' fractions")
@@ -141,8 +143,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 def _palette_spec(args: argparse.Namespace):
     if args.colors:
-        colors = [c.strip() for c in args.colors.split(";") if c.strip()]
-        return palette.Spec(tuple(colors), strip_height=args.strip)
+        return palette.Spec(tuple(parse_colors(args.colors)), strip_height=args.strip)
     _require(args, "palette")
     return palette.Spec.from_preset(args.palette, strip_height=args.strip)
 

@@ -85,9 +85,9 @@ class Generator(ABC):
     def noisy_latents(self, cond: Conditioning, seed: int, size: int | None = None) -> tuple[torch.Tensor, float]:
         """x_t and its sigma for one training step, drawn from `seed`, without gradient.
 
-        One-step models generate x0, then re-noise it to a sampled sigma. Multi-step models run their
-        sampler (Euler on the pipeline's own schedule) down to a sampled step: that is the x_t the model
-        meets at inference there.
+        One-step models generate x0, then re-noise it to a sampled sigma. Multi-step models run an Euler
+        sampler on the pipeline's own noise levels down to a sampled step (Flux samples with Euler itself;
+        Sana's DPM-Solver reaches nearly the same x_t), then the gradient step starts there.
         """
         size = size or self.size
         rng = random.Random(seed)

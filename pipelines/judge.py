@@ -35,10 +35,10 @@ RUBRICS = {
                    "with this image overall: faithful to the request, well made and pleasant to look at."),
 }
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
-# "Score: 4", "**Score:** 4/5", "score = 3.5", "Score - 4 out of 5", "Rating: 4" ...
-_SCORE_RE = re.compile(r"(?:score|rating)\s*\**\s*[:=\-]?\s*\**\s*" + _NUMBER + r"(\s*(?:/|out of)\s*(\d+))?",
-                       re.IGNORECASE)
+# "Score: 4", "**Score:** 4/5", "score = 3.5", "Score - 4 out of 5", "Rating: 4" ...: the number, then
+# whatever scale or range follows it ("/5", "out of ten", "to 5"), judged by parse_score.
+_SCORE_RE = re.compile(r"\b(?:score|rating)\s*\**\s*[:=\-]?\s*\**\s*(-?\d+(?:\.\d+)?)(?![\d.,]\d|[eE][+-]?\d)"
+                       r"(?:\s*\**\s*(/|out\s+of|to|-|–)\s*(\S+))?", re.IGNORECASE)
 
 
 def rubric_prompt(rubric: str, prompt: str = "") -> str:
@@ -58,9 +58,12 @@ def parse_score(text: str) -> float | None:
     match = _SCORE_RE.search(text or "")
     if not match:
         return None
-    value = float(match.group(1))
-    if match.group(3) is not None and int(match.group(3)) != 5:
-        return None
+    value, joiner, scale = float(match.group(1)), match.group(2), match.group(3)
+    if joiner is not None:
+        if joiner.lower() in ("to", "-", "–"):  # "Score: 0 to 5, I pick 2": a range, not a score
+            return None
+        if re.match(r"5(?:\.0)?\b", scale) is None:  # only "/5" or "out of 5" is our scale
+            return None
     return value if 0 <= value <= 5 else None
 
 
@@ -75,21 +78,39 @@ class Verdict:
         return "no score" if self.score is None else f"{self.score:.2f} / 5"
 
 
+SCORE_PREFIX = "Score:"
+
+
 def digit_ids(vlm: VLM) -> list[int]:
-    ids = [vlm._encode(str(k)) for k in range(6)]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError("this VLM's tokenizer does not encode the digits 0-5 as single tokens")
-    return [i[0] for i in ids]
+    """The token of each digit 0-5 as the judge writes it right after "Score:" (a space and the digit may be
+    one token, as in sentencepiece, or two)."""
+    ids = []
+    for k in range(6):
+        after = vlm.tokens_after(SCORE_PREFIX, f" {k}")
+        if len(after) == 2 and vlm.tokenizer.decode(after[:1]).strip() == "":
+            after = after[1:]  # a lone space token: the digit is the token after it
+        if len(after) != 1:
+            raise ValueError(f"this VLM's tokenizer writes the score {k} as {len(after)} tokens, not one")
+        ids.append(after[0])
+    return ids
+
+
+def score_prefix(vlm: VLM) -> str:
+    """What the judge has written when the digit comes next: "Score:" plus a space unless the digit
+    tokens carry their own."""
+    return SCORE_PREFIX + (" " if len(vlm.tokens_after(SCORE_PREFIX, " 0")) == 2 else "")
 
 
 @torch.no_grad()
-def continuous_scores(vlm: VLM, images: list[Image.Image], rubric: str, prompts: list[str]) -> list[Verdict]:
-    """Expected score from the digit probabilities after 'Score: ', for a batch of images in one forward."""
-    ids = digit_ids(vlm)
-    items = [(from_pil(im), rubric_prompt(rubric, p), "Score: ") for im, p in zip(images, prompts, strict=True)]
-    probs = torch.softmax(vlm.next_token_logits(items)[:, ids], dim=-1)
+def continuous_scores(vlm: VLM, items: list[tuple[Image.Image, str, str]]) -> list[Verdict]:
+    """Expected score from the digit probabilities after "Score:", for (image, rubric, prompt) items,
+    all in one batched forward."""
+    ids, prefix = digit_ids(vlm), score_prefix(vlm)
+    rows = [(from_pil(im), rubric_prompt(rubric, p), prefix) for im, rubric, p in items]
+    probs = torch.softmax(vlm.next_token_logits(rows)[:, ids], dim=-1)
     expected = (probs * torch.arange(6, device=probs.device)).sum(-1)
-    return [Verdict(rubric, float(e), digit_probs=[float(x) for x in p]) for e, p in zip(expected, probs, strict=True)]
+    return [Verdict(rubric, float(e), digit_probs=[float(x) for x in p])
+            for (_, rubric, _), e, p in zip(items, expected, probs, strict=True)]
 
 
 def sampled_score(vlm: VLM, image: Image.Image, rubric: str, prompt: str = "", samples: int = 3,
@@ -147,9 +168,9 @@ def compare(vlm: VLM, first: Image.Image, second: Image.Image, prompt: str) -> C
     items = [(from_pil(side_by_side(first, second)), question, "Yes"),
              (from_pil(side_by_side(second, first)), question, "Yes")]
     p_left_1, p_left_2 = (float(x) for x in torch.exp(-vlm.nll_rows(items)))
-    # The evidence for "first is better" from both orders: swapping the images swaps p_left_1 and p_left_2,
-    # so the result becomes exactly 1 - itself: order-free by construction.
-    p_first = p_left_1 / (p_left_1 + p_left_2)
+    # Both orders' verdicts on "first is better", averaged: swapping the images swaps p_left_1 and
+    # p_left_2, so the result becomes exactly 1 - itself: order-free by construction.
+    p_first = (p_left_1 + (1 - p_left_2)) / 2
     # Each order on its own prefers the first image when it is on the left and liked, or on the right and not.
     return Comparison(p_first, p_left_1, p_left_2, orders_agree=(p_left_1 > 0.5) == (p_left_2 <= 0.5))
 
@@ -167,7 +188,7 @@ def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed
     if sampled:
         verdicts = {r: sampled_score(vlm, image, r, prompt, seed=seed) for r in RUBRICS}
     else:
-        verdicts = {r: continuous_scores(vlm, [image], r, [prompt])[0] for r in RUBRICS}
+        verdicts = {v.rubric: v for v in continuous_scores(vlm, [(image, r, prompt) for r in RUBRICS])}
         # The continuous mode still shows the judge's words: one greedy reply for the overall verdict.
         verdicts["preference"].explanation = vlm.generate_text(rubric_prompt("preference", prompt), image=image,
                                                                max_new_tokens=96)[0]

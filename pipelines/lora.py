@@ -91,19 +91,22 @@ def lora_metadata(path: str | Path) -> dict[str, object]:
     return out
 
 
-def check_lora_file(path: str | Path) -> Path:
+def check_lora_file(path: str | Path, name: str | None = None) -> Path:
+    """A readable .safetensors file holding LoRA weights; errors name the file (`name`: how the user knows it,
+    e.g. an upload's own file name rather than a temporary path)."""
     path = Path(path)
+    shown = repr(name or str(path))
     if not path.is_file():
-        raise FileNotFoundError(f"LoRA file {str(path)!r} does not exist")
-    if path.suffix != ".safetensors":
-        raise ValueError(f"LoRA file {str(path)!r} is not a .safetensors file")
+        raise FileNotFoundError(f"LoRA file {shown} does not exist")
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"LoRA file {shown} is not a .safetensors file")
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"LoRA file {str(path)!r} is not a readable safetensors file ({exc})") from None
+        raise ValueError(f"LoRA file {shown} is not a readable safetensors file ({exc})") from None
     if not any("lora" in k for k in keys):
-        raise ValueError(f"LoRA file {str(path)!r} holds no LoRA weights")
+        raise ValueError(f"LoRA file {shown} holds no LoRA weights")
     return path
 
 

@@ -17,12 +17,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from overlays import composite
+from overlays._common import with_suffix
 
 from . import cli, lora
 from .generator import Conditioning, Generator
 from .vlm import QA, VLM, to_pil
-
-YES_NO = " Answer with Yes or No."
 
 
 @dataclass
@@ -37,13 +36,34 @@ class Step:
 @dataclass
 class Result:
     state_dict: dict[str, torch.Tensor]
+    rank: int
+    alpha: float
     history: list[Step] = field(default_factory=list)
     cancelled: bool = False
 
 
 def with_yes_no(question: str) -> str:
-    question = question.strip()
-    return question if question.endswith(YES_NO.strip()) else question + YES_NO
+    """The question ending in "Answer with Yes or No.", as the overlays write theirs."""
+    return with_suffix(question)
+
+
+def normalise_answer(answer: str) -> str:
+    """'yes' / 'NO ' -> 'Yes' / 'No': the token the question asks for ("Answer with Yes or No.")."""
+    answer = answer.strip()
+    return answer.capitalize() if answer.lower() in ("yes", "no") else answer
+
+
+def lora_settings(preset, rank: int | None, alpha: float | None, lr: float | None) -> tuple[int, float, float]:
+    """Rank, alpha and learning rate: the preset's unless given; alpha = 5 x rank when the rank changes."""
+    rank = preset.lora_rank if rank is None else rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 512:
+        raise ValueError(f"LoRA rank {rank!r} must be an integer from 1 to 512")
+    if alpha is None:
+        alpha = preset.alpha if rank == preset.lora_rank else 5.0 * rank
+    lr = preset.learning_rate if lr is None else lr
+    if not 0 < alpha or not 0 < lr < 1:
+        raise ValueError(f"LoRA alpha {alpha} must be positive and learning rate {lr} in (0, 1)")
+    return rank, float(alpha), float(lr)
 
 
 def judged_pixels(generator: Generator, cond: Conditioning, seed: int, overlay: np.ndarray | None) -> torch.Tensor:
@@ -65,27 +85,26 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
-    preset = generator.preset
-    rank, lr = rank or preset.lora_rank, lr or preset.learning_rate
-    alpha = alpha or (preset.alpha if rank == preset.lora_rank else 5.0 * rank)
+    rank, alpha, lr = lora_settings(generator.preset, rank, alpha, lr)
     check_steps(steps)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
-    params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
     try:
+        params = lora.add_lora(generator.transformer, rank, alpha, generator.preset.lora_targets)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        result, start = Result({}), time.perf_counter()
+        result, start = Result({}, rank, alpha), time.perf_counter()
         for step in tqdm(range(1, steps + 1), desc="optimising", disable=not progress):
             if should_stop():
                 result.cancelled = True
                 break
             pixels = judged_pixels(generator, cond, seed * 100_003 + step, overlay)  # a fresh noise seed per step
-            loss = vlm.loss(pixels.to(vlm.device), qa_pairs)
+            nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
+            loss = nll.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            info = Step(step, loss.item(), float(np.exp(-loss.item())), time.perf_counter() - start)
+            info = Step(step, loss.item(), vlm.probability(nll), time.perf_counter() - start)
             if preview_every and (step % preview_every == 0 or step == steps):
                 info.preview = to_pil(pixels)
             result.history.append(info)
@@ -102,7 +121,8 @@ def held_out_loss(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: 
                   seeds: list[int], overlay: np.ndarray | None = None) -> float:
     """The training objective on fixed noise seeds never used in training: a steadier signal than
     the per-step loss."""
-    losses = [vlm.loss(judged_pixels(generator, cond, s, overlay).to(vlm.device), qa_pairs).item() for s in seeds]
+    losses = [vlm.answer_nll(judged_pixels(generator, cond, s, overlay).to(vlm.device), qa_pairs).mean().item()
+              for s in seeds]
     return float(np.mean(losses))
 
 
@@ -112,8 +132,9 @@ def check_steps(steps: int) -> int:
     return steps
 
 
-def save_result(result: Result, path: str, generator: Generator, prompt: str, qa_pairs: list[QA], rank: int,
-                alpha: float, overlay_description: str = "") -> None:
+def save_result(result: Result, path: str, generator: Generator, prompt: str, qa_pairs: list[QA],
+                overlay_description: str = "") -> None:
+    rank, alpha = result.rank, result.alpha
     lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, generator.preset.lora_targets, {
         "prompt": prompt, "questions": [list(qa) for qa in qa_pairs], "preset": generator.preset.name,
         "rank": rank, "alpha": alpha, "steps": len(result.history), "overlay": overlay_description,
@@ -139,13 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     with cli.errors_as_messages():
         preset = cli.preset_from_args(args)
         steps = check_steps(preset.steps if args.steps is None else args.steps)
+        lora_settings(preset, args.rank, None, args.lr)  # bad numbers fail before any model loads
         prompt = cli.check_prompt(args.prompt)
         if args.control and args.overlay:
             raise ValueError("give either --control or --overlay, not both")
         if not args.control and not args.question:
             raise ValueError("give at least one --question (or a --control, which brings its own)")
         own = args.question if args.control != "composition" else []  # composition's questions are its own
-        answers = args.answer or ["Yes"] * len(own or [])
+        if args.answer and args.control == "composition":
+            raise ValueError("--answer does not apply to --control composition: its questions expect Yes")
+        answers = [normalise_answer(a) for a in args.answer or ["Yes"] * len(own or [])]
         if len(answers) != len(own or []):
             raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
         questions = [with_yes_no(cli.check_text(q, "question")) for q in own or []]
@@ -170,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, seed=args.seed, callback=report)
-        rank = args.rank or preset.lora_rank
-        alpha = preset.alpha if rank == preset.lora_rank else 5.0 * rank
-        save_result(result, args.out, generator, prompt, qa_pairs, rank, alpha, description)
+        save_result(result, args.out, generator, prompt, qa_pairs, description)
         print(f"saved {args.out} ({len(result.history)} steps, final loss {bar['loss']:.4f})")
     return 0
 

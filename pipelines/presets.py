@@ -84,8 +84,11 @@ def get_preset(name: str) -> Preset:
 
 
 def is_local(source: str) -> bool:
-    """Hub ids look like 'org/name'; anything starting like a path, or existing on disk, is a folder."""
-    return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
+    """Hub ids look like 'org/name'. A source that starts like a path, exists, has more than two parts, or
+    whose first part is a folder here (a mistyped 'models/flux') is a local folder."""
+    path = Path(source).expanduser()
+    return (source.startswith(("/", ".", "~")) or path.exists() or len(path.parts) != 2
+            or Path(path.parts[0]).is_dir())
 
 
 def check_source(source: str) -> str:

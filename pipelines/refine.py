@@ -113,11 +113,11 @@ def score_all(vlm: VLM, candidates: list[Candidate], prompt: str, batch_size: in
     """Judge every candidate's image against the user's prompt, `batch_size` images per forward."""
     for i in range(0, len(candidates), batch_size):
         chunk = candidates[i:i + batch_size]
-        images = [c.image for c in chunk]
-        for rubric in RUBRICS:
-            for c, v in zip(chunk, judge.continuous_scores(vlm, images, rubric, [prompt] * len(chunk)), strict=True):
-                c.scores[rubric] = v.score
-        for c, v in zip(chunk, judge.vqa_scores(vlm, images, [prompt] * len(chunk)), strict=True):
+        items = [(c, rubric) for c in chunk for rubric in RUBRICS]  # every rubric of the chunk in one forward
+        verdicts = judge.continuous_scores(vlm, [(c.image, rubric, prompt) for c, rubric in items])
+        for (c, rubric), v in zip(items, verdicts, strict=True):
+            c.scores[rubric] = v.score
+        for c, v in zip(chunk, judge.vqa_scores(vlm, [c.image for c in chunk], [prompt] * len(chunk)), strict=True):
             c.scores["vqa"] = v
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .generator import Generator
-from .refine import REWRITE, refine
+from .refine import REWRITE, check_n, refine
 from .vlm import VLM
 
 # The language model's attention projections only: the vision tower is not asked to change.
@@ -83,20 +83,21 @@ def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3,
     """
     if not pairs:
         raise ValueError("no preference pairs: every prompt's candidates scored the same")
-    base = vlm.model
-    if init_from is not None:
-        model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
-    else:
-        model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=VLM_LORA_TARGETS,
-                                                lora_dropout=0.0))
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    log = []
-    vlm.model = model
+    if epochs < 1 or not 0 < lr < 1 or beta <= 0:
+        raise ValueError(f"epochs {epochs} must be at least 1, lr {lr} in (0, 1) and beta {beta} positive")
+    base, log = vlm.model, []
     try:
+        if init_from is not None:
+            vlm.model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
+        else:
+            vlm.model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                                        target_modules=VLM_LORA_TARGETS))
+        model = vlm.model
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         for _ in range(epochs):
             for i in range(0, len(pairs), batch_size):
                 batch = pairs[i:i + batch_size]
@@ -114,7 +115,8 @@ def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3,
                 log.append({"loss": loss.item(), "margin": margin.mean().item()})
         model.save_pretrained(str(out_dir))
     finally:
-        vlm.model = model.unload()  # the base model without LoRA layers
+        if vlm.model is not base:
+            vlm.model = vlm.model.unload()  # the base model without LoRA layers
         vlm.model.requires_grad_(False)
     return log
 
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts = read_prompts(args.prompts)
         if not 1 <= args.rounds <= 10:
             raise ValueError(f"rounds {args.rounds} must be between 1 and 10")
+        if args.epochs < 1:
+            raise ValueError(f"epochs {args.epochs} must be at least 1")
+        check_n(args.n)
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
         out, lora_dir = Path(args.out), None
         for round_ in range(1, args.rounds + 1):  # each round refines with the LoRA of the one before

@@ -27,13 +27,13 @@ import torch
 from PIL import Image
 
 import overlays
-from overlays import canvas, composition, depth, horizon, line_weight, palette
-from overlays.colors import parse_color, to_hex
+from overlays import canvas, colors, composition, depth, horizon, line_weight, palette
+from overlays.colors import to_hex
 
 from . import lora
 from .cli import check_text
 from .generator import Conditioning, Generator
-from .optimize import Result, Step, optimize, save_result, with_yes_no
+from .optimize import Result, Step, normalise_answer, optimize, save_result, with_yes_no
 from .presets import Preset
 from .vlm import QA, VLM, from_pil
 
@@ -116,6 +116,7 @@ def parse_questions(text: str | None, default_answer: str = "Yes") -> list[QA]:
             raise ValueError(f"line {n} {line!r}: the expected answer after '|' is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise ValueError(f"line {n}: the question has {len(question)} characters; at most {MAX_QUESTION_CHARS}")
+        answer = normalise_answer(answer)  # "yes" -> "Yes": the token the question asks for
         pairs.append((with_yes_no(question) if _needs_yes_no(answer) else question, answer))
     if not pairs:
         raise ValueError("there are no questions: write one per line, as 'question | expected answer'")
@@ -206,19 +207,8 @@ class Control:
 
 
 def parse_colors(text: str | None) -> list[str]:
-    """Colours from free text: "#hex", "rgb(...)" or "rgba(...)" separated by spaces, commas or semicolons."""
-    tokens = re.findall(r"rgba?\([^)]*\)|[^\s,;]+", text or "")
-    if not tokens:
-        raise ValueError("the palette is empty: pick a preset or add colours like #e63946")
-    return [to_hex(parse_color(t)) for t in tokens]
-
-
-def _point(xy: object, label: str) -> tuple[float, float]:
-    try:
-        x, y = xy  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise ValueError(f"{label} {xy!r} is not an (x, y) pair") from None
-    return check_real(x, f"{label} x", 0.0, 1.0), check_real(y, f"{label} y", 0.0, 1.0)
+    """Colours from free text (see overlays.colors.parse_colors), as "#rrggbb"."""
+    return [to_hex(c) for c in colors.parse_colors(text)]
 
 
 def max_line_px(resolution: int) -> int:
@@ -247,7 +237,8 @@ def build_control(name: str, resolution: int, *, drawing: object = None, palette
     something is painted on it: horizon -> the fitted line, depth -> the two dots (left one = Point A),
     composition -> the annotations, on top of `composition_reference` if one is given. Without a drawing,
     horizon and depth take explicit numbers (horizon_y/horizon_tilt, point_a/point_b) if given; else the
-    canvas is blank and that is an error. Palette and line weight take their own inputs.
+    canvas is blank and that is an error. Line weight measures a drawn stroke, else takes `line_px`;
+    palette takes its own inputs.
     """
     size = (resolution, resolution)
     notes: list[str] = []
@@ -258,23 +249,25 @@ def build_control(name: str, resolution: int, *, drawing: object = None, palette
             horizon_y, horizon_tilt = params_from_canvas(name, drawing, resolution).values()
         elif horizon_y is None:
             raise ValueError(f"the canvas is blank: draw {DRAWN[name]} first")
-        spec = horizon.Spec(check_real(horizon_y, "horizon height", 0.0, 1.0),
-                            check_real(horizon_tilt, "horizon tilt", -horizon.MAX_TILT, horizon.MAX_TILT))
+        spec = horizon.Spec(horizon_y, horizon_tilt)  # the Spec checks height and tilt
     elif name == line_weight.NAME:
+        if _drawn(drawing):  # a drawn stroke wins over the slider
+            line_px = params_from_canvas(name, drawing, resolution)["line_px"]
+            notes.append(f"line weight measured from your stroke: {line_px} px at {resolution} px")
         spec = line_weight.Spec(check_int(line_px, "line weight (px)", 1, max_line_px(resolution)))
     elif name == depth.NAME:
         if _drawn(drawing):
             point_a, point_b = params_from_canvas(name, drawing, resolution).values()
         elif point_a is None or point_b is None:
             raise ValueError(f"the canvas is blank: draw {DRAWN[name]} first")
-        spec = depth.Spec(_point(point_a, "Point A"), _point(point_b, "Point B"), depth_relation,
-                          bool(depth_contrast))
+        spec = depth.Spec(point_a, point_b, depth_relation, bool(depth_contrast))  # the Spec checks the points
     elif name == composition.NAME:
         layers = []
         if composition_reference is not None:
             ref = _resized_layer(composition_reference, size)
-            if getattr(composition_reference, "size", size) != size:
-                w, h = composition_reference.size
+            w, h = (composition_reference.size if isinstance(composition_reference, Image.Image)
+                    else np.asarray(composition_reference).shape[1::-1])
+            if (w, h) != size:
                 notes.append(f"reference {w}x{h} scaled to the generator's {resolution}x{resolution}")
             layers.append(np.asarray(ref))
         if _drawn(drawing):
@@ -452,8 +445,6 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     Base image for (prompt, seed) and its score -> the optimisation, step by step -> the LoRA file, the image
     for the same seed with the LoRA at scale 1, and its score. The shared pipeline never keeps the LoRA.
     """
-    preset = generator.preset
-    rank, alpha = preset.lora_rank, preset.alpha
     if overlay is not None:
         overlay = overlays.overlay_array(overlay)
     with lock:
@@ -463,12 +454,12 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
     for item in optimise_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
-                                rank=rank, alpha=alpha, seed=seed, preview_every=preview_every(steps)):
+                                seed=seed, preview_every=preview_every(steps)):
         if isinstance(item, Result):
             result = item
         else:
             yield RunEvent("step", step=item)
-    save_result(result, str(out_path), generator, prompt, list(qa_pairs), rank, alpha, overlay_description)
+    save_result(result, str(out_path), generator, prompt, list(qa_pairs), overlay_description)
     with lock:
         with lora.applied(generator.pipe, out_path, 1.0):
             after = generator.generate(cond, seed)
@@ -513,12 +504,7 @@ def check_upload(path: str | Path | None, max_bytes: int) -> Path:
     size = path.stat().st_size
     if size > max_bytes:
         raise ValueError(f"LoRA file {path.name!r} is {size / 2**20:.2f} MB; at most {max_bytes / 2**20:.3g} MB")
-    if path.suffix.lower() != ".safetensors":
-        raise ValueError(f"LoRA file {path.name!r} is not a .safetensors file")
-    try:
-        return lora.check_lora_file(path)
-    except ValueError as exc:
-        raise ValueError(str(exc).replace(str(path), path.name)) from None
+    return lora.check_lora_file(path, name=path.name)
 
 
 def check_preset_match(meta: dict[str, object], preset_name: str, filename: str) -> None:

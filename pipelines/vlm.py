@@ -91,11 +91,28 @@ class VLM(ABC):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(self, question: str, image_inputs: dict | None) -> list[int]:
-        text = self.chat_prompt(question, with_image=image_inputs is not None)
-        if image_inputs is not None:
-            text = self.expand_image_tokens(text, image_inputs)
+    def tokens_after(self, before: str, text: str, before_ids: list[int] | None = None) -> list[int]:
+        """Token ids of `text` as written right after `before`.
+
+        Encoding both together, then dropping the tokens of `before`, respects how the tokenizer joins them
+        (a sentencepiece "_Yes" after "Assistant:", a lone space token in Qwen's BPE).
+        """
+        before_ids = self._encode(before) if before_ids is None else before_ids
+        joint = self._encode(before + text)
+        if joint[:len(before_ids)] == before_ids and len(joint) > len(before_ids):
+            return joint[len(before_ids):]
         return self._encode(text)
+
+    def continuation_ids(self, prompt: list[int], prompt_text: str, answer: str) -> list[int]:
+        """Token ids of the assistant's `answer` right after the chat prompt."""
+        return self.tokens_after(prompt_text, self.ANSWER_PREFIX + answer, prompt)
+
+    def prompt_text(self, question: str, image_inputs: dict | None) -> str:
+        text = self.chat_prompt(question, with_image=image_inputs is not None)
+        return text if image_inputs is None else self.expand_image_tokens(text, image_inputs)
+
+    def prompt_ids(self, question: str, image_inputs: dict | None) -> list[int]:
+        return self._encode(self.prompt_text(question, image_inputs))
 
     def forward(self, rows: list[tuple[dict | None, list[int]]]) -> torch.Tensor:
         """Logits (B, T, V) for a batch of token rows, each with its own image inputs (or None).
@@ -126,8 +143,9 @@ class VLM(ABC):
                 if id(pixels) not in cache:
                     cache[id(pixels)] = self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
                 inputs = cache[id(pixels)]
-            prompt = self.prompt_ids(question, inputs)
-            answer_ids = self._encode(self.ANSWER_PREFIX + answer.strip())
+            text = self.prompt_text(question, inputs)
+            prompt = self._encode(text)
+            answer_ids = self.continuation_ids(prompt, text, answer.strip())
             rows.append((inputs, prompt + answer_ids))
             spans.append((len(prompt), len(answer_ids)))
         logits = self.forward(rows)
@@ -149,7 +167,9 @@ class VLM(ABC):
         rows = []
         for pixels, question, prefix in items:
             inputs = None if pixels is None else self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
-            rows.append((inputs, self.prompt_ids(question, inputs) + self._encode(self.ANSWER_PREFIX + prefix)))
+            text = self.prompt_text(question, inputs)
+            prompt = self._encode(text)
+            rows.append((inputs, prompt + self.continuation_ids(prompt, text, prefix)))
         logits = self.forward(rows)
         last = torch.tensor([len(r) - 1 for _, r in rows], device=self.device)
         return logits[torch.arange(len(rows), device=self.device), last]
@@ -162,10 +182,15 @@ class VLM(ABC):
         """-log P(answers), averaged over the pairs: the quantity the optimisation minimises."""
         return self.answer_nll(pixels, qa_pairs).mean()
 
+    @staticmethod
+    def probability(nll: torch.Tensor) -> float:
+        """The score shown everywhere: the mean over pairs of P(answer) = exp(-answer NLL)."""
+        return float(torch.exp(-nll.detach()).mean())
+
     @torch.no_grad()
     def score(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> float:
         """Mean P(answer) over the pairs, each P = exp(-mean answer-token NLL) as in VQAScore."""
-        return float(torch.exp(-self.answer_nll(pixels, qa_pairs)).mean())
+        return self.probability(self.answer_nll(pixels, qa_pairs))
 
     @torch.no_grad()
     def generate_text(self, prompt: str, image: Image.Image | None = None, max_new_tokens: int = 128,

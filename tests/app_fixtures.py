@@ -45,7 +45,8 @@ def running(tmp: Path, **build_kwargs) -> Iterator[Server]:
     import app
 
     demo = app.build_demo("tiny", output_dir=tmp, **build_kwargs)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            show_error=True)  # as app.main launches it
     try:
         yield Server(demo, url, Path(tmp))
     finally:

@@ -226,7 +226,7 @@ def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path
 
 def test_error_during_a_run_leaves_the_base(server, tmp_path, reference, monkeypatch):
     _, vlm = models()
-    real, calls = vlm.loss, []
+    real, calls = vlm.answer_nll, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -234,7 +234,7 @@ def test_error_during_a_run_leaves_the_base(server, tmp_path, reference, monkeyp
             raise RuntimeError("simulated failure in the VLM")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vlm, "loss", failing)
+    monkeypatch.setattr(vlm, "answer_nll", failing)
     client = server.client()
     with fails("went wrong while optimising.*simulated failure"):
         client.predict(**optimise_args(tmp_path, steps=10))
@@ -254,7 +254,7 @@ def test_out_of_memory_gives_a_message_and_the_app_keeps_serving(server, tmp_pat
     with fails("Out of GPU memory while generating the base image.*smaller"):
         client.predict(PROMPT, SEED, api_name="/generate")
     monkeypatch.undo()
-    real, calls = vlm.loss, []
+    real, calls = vlm.answer_nll, []
 
     def oom_later(*args, **kwargs):
         calls.append(1)
@@ -262,7 +262,7 @@ def test_out_of_memory_gives_a_message_and_the_app_keeps_serving(server, tmp_pat
             oom()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vlm, "loss", oom_later)
+    monkeypatch.setattr(vlm, "answer_nll", oom_later)
     with fails("Out of GPU memory while optimising"):
         client.predict(**optimise_args(tmp_path, steps=5))
     monkeypatch.undo()
@@ -303,7 +303,7 @@ def test_ask_anything_draft_and_optimise(server, reference):
         client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimise")
     with fails("prompt is empty"):
         client.predict("", 3, api_name="/draft_questions")
-    with fails(""):
+    with fails("0 is less than minimum value 1"):
         client.predict("an apple", 0, api_name="/draft_questions")
     assert_clean(reference, client)
 
@@ -312,7 +312,7 @@ def test_apply_without_a_lora_and_out_of_range_scale(server):
     client = server.client()
     with fails("no LoRA in this session"):
         client.predict("a desert", 5, 1.0, api_name="/apply_lora")
-    with fails(""):
+    with fails("7.5 is greater than maximum value 5"):
         client.predict("a desert", 5, 7.5, api_name="/ask_apply_lora")
 
 
@@ -487,6 +487,22 @@ def test_params_from_canvas_scales_line_weight():
     assert studio.params_from_canvas("line-weight", [layer], 112) == {"line_px": 4}
     with pytest.raises(ValueError, match="palette control is set with its own inputs"):
         studio.params_from_canvas("palette", [layer], 112)
+    # A drawn stroke wins over the slider, and the user is told what was measured.
+    ctrl = studio.build_control("line-weight", 112, drawing=[layer], line_px=2)
+    assert ctrl.spec.px == 4 and "measured from your stroke: 4 px" in ctrl.notes[0]
+    assert studio.build_control("line-weight", 112, drawing=[], line_px=2).spec.px == 2
+
+
+def test_parse_questions_normalises_yes_and_no():
+    assert studio.parse_questions("Is it red? | yes\nIs it blue? | NO") == [
+        ("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No")]
+
+
+def test_composition_reference_as_an_array_is_resized_with_a_note():
+    reference = np.full((200, 300, 4), 255, np.uint8)
+    reference[50:60, :, :3] = (255, 0, 0)
+    ctrl = studio.build_control("composition", 112, composition_reference=reference)
+    assert ctrl.overlay.size == (112, 112) and "300x200" in ctrl.notes[0]
 
 
 def test_checks_name_the_value():
@@ -580,7 +596,7 @@ def test_score_bad_input_and_huge_upload(server, tmp_path):
     with fails("prompt is empty"):
         client.predict(" ", None, None, False, api_name="/score")
     (tmp_path / "notes.png").write_text("this is not an image")
-    with pytest.raises(AppError):
+    with fails("cannot identify image file.*notes.png"):
         client.predict("a cat", handle_file(str(tmp_path / "notes.png")), None, False, api_name="/score")
     big = tmp_path / "big.png"
     Image.new("RGB", (8000, 5000), "navy").save(big)  # 40 megapixels

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import bench, generate, lora, optimize
+from pipelines import bench, generate, lora, optimize, self_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,12 @@ BAD = {
     "lora not safetensors": (generate.main, ["--prompt", "a", "--lora", "NOTES"], "notes.txt"),
     "scale out of range": (generate.main, ["--prompt", "a", "--scale", "50"], "50"),
     "bench unknown preset": (bench.main, ["--preset", "nope"], "nope"),
+    "bench steps 0": (bench.main, ["--steps", "0"], "--steps 0"),
+    "rank 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--rank", "0"], "rank 0"),
+    "lr 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--lr", "0"], "learning rate 0"),
+    "composition with answers": (optimize.main, ["--prompt", "a", "--control", "composition", "--reference",
+                                                 "NOTES", "--question", "Q?", "--answer", "No"], "--answer"),
+    "self-reward epochs 0": (self_reward.main, ["--prompts", "NOTES", "--epochs", "0"], "epochs 0"),
 }
 
 
@@ -114,7 +120,7 @@ def test_bad_input_exits_with_one_line_naming_the_problem(case, tmp_path, capsys
     argv = [str(tmp_path / "broken.png") if a == "BROKEN" else str(tmp_path / "notes.txt") if a == "NOTES" else a
             for a in argv]
     out_flag = ["--out", str(tmp_path / ("x.png" if main is generate.main else "x.safetensors"))]
-    code, _, err = run_main(main, argv + (out_flag if main is not bench.main else []), capsys)
+    code, _, err = run_main(main, argv + (out_flag if main in (optimize.main, generate.main) else []), capsys)
     assert code not in (0, None)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
     assert len(lines) == 1, err
@@ -132,3 +138,19 @@ def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
     assert result["timed_steps"] == 3 and result["s_per_step_median"] > 0
     assert result["s_per_100_steps"] == pytest.approx(100 * result["s_per_step_median"], rel=0.01)
     assert result["cpu_peak_rss_gb"] > 0 or result.get("gpu_reserved_gb", 0) > 0
+
+
+def test_lower_case_answers_are_the_answer_token(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    code, _, err = run_main(optimize.main, ["--prompt", "a beach", "--question", "Is it sunny?", "--answer", "yes",
+                                            "--steps", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert lora.lora_metadata(out)["questions"] == [["Is it sunny? Answer with Yes or No.", "Yes"]]
+
+
+def test_a_mistyped_relative_folder_lists_what_is_there(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models" / "flux-local").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(generate.main, ["--prompt", "a", "--generator", "models/flux-locl", "--out", "x.png"],
+                            capsys)
+    assert code == 2 and "models/flux-locl" in err and "flux-local" in err

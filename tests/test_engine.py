@@ -127,8 +127,7 @@ def test_optimisation_lowers_held_out_loss(fixture, request, tmp_path):
     result = optimize(generator, vlm, cond, QA, steps=20, progress=False)
     assert len(result.history) == 20 and not result.cancelled
     path = tmp_path / "lora.safetensors"
-    save_result(result, str(path), generator, "a tropical beach", QA, generator.preset.lora_rank,
-                generator.preset.alpha)
+    save_result(result, str(path), generator, "a tropical beach", QA)
     with lora.applied(generator.pipe, path, 1.0):
         after = held_out_loss(generator, vlm, cond, QA, HELD_OUT)
     assert after < before - 0.005, (before, after)
@@ -152,7 +151,7 @@ def test_progress_callback_previews_and_cancel(tiny_models):
                       callback=steps.append, should_stop=lambda: len(steps) >= 3)
     assert result.cancelled and [s.step for s in steps] == [1, 2, 3]
     assert steps[1].preview is not None and steps[1].preview.size == (112, 112) and steps[0].preview is None
-    assert all(0 < s.p_yes < 1 and s.p_yes == pytest.approx(np.exp(-s.loss)) for s in steps)
+    assert all(0 < s.p_yes < 1 and s.p_yes == pytest.approx(np.exp(-s.loss)) for s in steps)  # one question
     assert steps[0].elapsed < steps[2].elapsed
 
 
@@ -174,8 +173,9 @@ def stock_image(pipe: FluxPipeline, seed: int = 5) -> np.ndarray:
 def trained_lora(tiny_models, tmp_path_factory):
     generator, vlm = tiny_models
     result = optimize(generator, vlm, "a tropical beach", QA, steps=5, progress=False)
+    assert (result.rank, result.alpha) == (4, 20.0)  # the tiny preset's rank, alpha = 5 x rank
     path = tmp_path_factory.mktemp("lora") / "beach.safetensors"
-    save_result(result, str(path), generator, "a tropical beach", QA, 4, 20.0, "horizon at y=0.35")
+    save_result(result, str(path), generator, "a tropical beach", QA, "horizon at y=0.35")
     return path
 
 
@@ -214,15 +214,15 @@ def test_failed_run_leaves_the_shared_pipeline_as_before(tiny_models, monkeypatc
     generator, vlm = tiny_models
     base = np.asarray(generator.generate("a desert", 4))
     calls = {"n": 0}
-    real_loss = vlm.loss
+    real_nll = vlm.answer_nll
 
-    def failing_loss(pixels, qa):
+    def failing_nll(pixels, qa):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("VLM crashed")
-        return real_loss(pixels, qa)
+        return real_nll(pixels, qa)
 
-    monkeypatch.setattr(vlm, "loss", failing_loss)
+    monkeypatch.setattr(vlm, "answer_nll", failing_nll)
     with pytest.raises(RuntimeError, match="VLM crashed"):
         optimize(generator, vlm, "a beach", QA, steps=10, progress=False)
     assert not getattr(generator.transformer, "peft_config", None)

@@ -23,6 +23,9 @@ from pipelines.self_reward import Pair
     ("Score: **3**", 3.0),
     ("I would say 4, but Score: 2", 2.0),
     ("Score: 0", 0.0),
+    ("Score: 4.\nThe light is good.", 4.0),
+    ("Score: 5.0/5", 5.0),
+    ("score:3, because", 3.0),
 ])
 def test_parser_reads_the_usual_formats(text, expected):
     assert judge.parse_score(text) == expected
@@ -30,7 +33,8 @@ def test_parser_reads_the_usual_formats(text, expected):
 
 @pytest.mark.parametrize("text", [
     "", "The image is lovely.", "Score: 8/10", "Score: 7", "Score: -1", "score: high", "4/5",
-    "Scores are subjective.", "Score: 3 out of 10",
+    "Scores are subjective.", "Score: 3 out of 10", "underscore 3", "Score: 1e3", "Score: 3 out of ten",
+    "Score: 4,5", "Score: 0 to 5, I pick 2", "Score: 2-4", "Score: 4/10",
 ])
 def test_parser_returns_no_score_rather_than_a_wrong_one(text):
     assert judge.parse_score(text) is None
@@ -45,7 +49,8 @@ def image(seed: int, size: int = 112) -> Image.Image:
 
 def test_continuous_score_is_the_expected_digit(tiny_models):
     _, vlm = tiny_models
-    verdicts = judge.continuous_scores(vlm, [image(0), image(1)], "alignment", ["a cat", "a dog"])
+    verdicts = judge.continuous_scores(vlm, [(image(0), "alignment", "a cat"), (image(1), "aesthetic", "")])
+    assert [v.rubric for v in verdicts] == ["alignment", "aesthetic"]
     for v in verdicts:
         assert 0 <= v.score <= 5
         assert sum(v.digit_probs) == pytest.approx(1.0, abs=1e-5)
@@ -63,9 +68,9 @@ def test_continuous_score_follows_the_digit_probabilities(tiny_models, monkeypat
 
     for digit in (0, 4, 5):
         monkeypatch.setattr(vlm, "next_token_logits", lambda items, d=digit: confident(items, d))
-        assert judge.continuous_scores(vlm, [image(0)], "aesthetic", [""])[0].score == pytest.approx(digit, abs=1e-3)
+        assert judge.continuous_scores(vlm, [(image(0), "aesthetic", "")])[0].score == pytest.approx(digit, abs=1e-3)
     monkeypatch.setattr(vlm, "next_token_logits", lambda items: torch.zeros(len(items), len(vlm.tokenizer)))
-    assert judge.continuous_scores(vlm, [image(0)], "aesthetic", [""])[0].score == pytest.approx(2.5)
+    assert judge.continuous_scores(vlm, [(image(0), "aesthetic", "")])[0].score == pytest.approx(2.5)
 
 
 def test_sampled_mode_averages_parsed_scores_and_never_invents_one(tiny_models, monkeypatch):
@@ -216,3 +221,32 @@ def test_refine_and_judge_clis(tmp_path, capsys):
                        "--image", str(tmp_path / "b.png")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["comparison"]["p_first_better"] <= 1 and "vqa_score" in report[str(tmp_path / "a.png")]
+
+
+def sentencepiece_like_vlm():
+    """An Idefics2 adapter around a Llama-style tokenizer ("▁" word starts, digits split apart), without a
+    model: enough to check how answers and score digits are tokenised."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.idefics2 import Idefics2ImageProcessorPil
+
+    from pipelines.vlm import Idefics2
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(["User: Is it red? Assistant: Yes No Score: 0 1 2 3 4 5 yes no"] * 20,
+                            trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+    return Idefics2(torch.nn.Linear(1, 1), tokenizer, Idefics2ImageProcessorPil())
+
+
+def test_answers_and_digits_are_tokenised_as_the_model_writes_them():
+    vlm = sentencepiece_like_vlm()
+    prompt_text = "User: Is it red?\nAssistant:"
+    answer = vlm.continuation_ids(vlm._encode(prompt_text), prompt_text, "Yes")
+    assert vlm.tokenizer.decode(answer).strip() == "Yes"
+    ids = judge.digit_ids(vlm)
+    assert [vlm.tokenizer.decode([i]).strip() for i in ids] == [str(k) for k in range(6)]
+    assert len(set(ids)) == 6
