@@ -522,6 +522,9 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                                 add_button = gr.Button("Add swatch", size="sm")
                                 n_colours = gr.Number(value=5, precision=0, minimum=2, maximum=8, label="Colours")
                                 from_base = gr.Button("Take from base image", size="sm")
+                            palette_image = gr.Image(label="Or take the colours of a picture", type="pil",
+                                                     sources=["upload"], format="png", height=140,
+                                                     elem_id="palette-image")
                         with gr.Group(visible=False) as g_line:
                             line_px = gr.Slider(1, studio.max_line_px(res), value=min(4, studio.max_line_px(res)),
                                                 step=1, label=f"Line weight (px at {res} px)", elem_id="line-px")
@@ -706,6 +709,8 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                              **light).then(**show, **light)
         add_button.click(add_swatch, [palette_colors, swatch], palette_colors, **light).then(**show, **light)
         from_base.click(palette_from_base, [base, n_colours], palette_colors, **light).then(**show, **light)
+        palette_image.upload(palette_from_base, [palette_image, n_colours], palette_colors,
+                             **light).then(**show, **light)
 
         run_event = opt_button.click(
             optimise, [prompt, seed, control, editor, questions, steps, *params, session],

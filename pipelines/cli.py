@@ -126,6 +126,8 @@ def add_control_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--palette", help=f"palette preset: {', '.join(palette.load_presets())}")
     g.add_argument("--colors", help="palette: colours separated by spaces, commas or ';', e.g. "
                                     "'#2b1d0e #8c6d46 rgb(200, 180, 150)'")
+    g.add_argument("--palette-image", help="palette: take the dominant colours of this picture")
+    g.add_argument("--swatches", type=int, default=5, help="palette: how many colours --palette-image gives")
     g.add_argument("--strip", type=float, default=0.1, help="palette: strip height as a fraction")
     g.add_argument("--a", help="depth: point A as 'x,y' fractions")
     g.add_argument("--b", help="depth: point B as 'x,y' fractions")
@@ -142,6 +144,12 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def _palette_spec(args: argparse.Namespace):
+    if args.palette_image:
+        if not palette.MIN_SWATCHES <= args.swatches <= palette.MAX_SWATCHES:
+            raise ValueError(f"--swatches {args.swatches} must be between {palette.MIN_SWATCHES} and "
+                             f"{palette.MAX_SWATCHES}")
+        colors = palette.extract_palette(load_upload(args.palette_image), args.swatches)
+        return palette.Spec(tuple(colors), strip_height=args.strip)
     if args.colors:
         return palette.Spec(tuple(parse_colors(args.colors)), strip_height=args.strip)
     _require(args, "palette")

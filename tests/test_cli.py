@@ -59,6 +59,7 @@ CONTROL_ARGS = {
                 "--offload-text-encoders"],
     "palette": ["--control", "palette", "--palette", "pastel"],
     "palette-colors": ["--control", "palette", "--colors", "#2b1d0e;#8c6d46;rgb(200, 180, 150)"],
+    "palette-image": ["--control", "palette", "--palette-image", "REF", "--swatches", "3"],
     "depth": ["--control", "depth", "--a", "0.3,0.6", "--b", "0.7,0.4", "--relation", "closer"],
     "line-weight": ["--control", "line-weight", "--px", "3"],
     "composition": ["--control", "composition", "--reference", "REF", "--question",
@@ -76,6 +77,8 @@ def test_each_control_optimises_through_the_cli(name, tmp_path, capsys):
     meta = lora.lora_metadata(out)
     assert meta["steps"] == 2 and meta["overlay"]
     assert all(q.endswith("Answer with Yes or No.") for q, _ in meta["questions"])
+    if name == "palette-image":
+        assert meta["overlay"].count("#") == 3  # the three dominant colours of the reference
     if name == "composition":
         assert "resized" in err  # the 80x80 reference was fitted to 112x112, and the user is told
         assert meta["questions"][0][0].startswith("Is the red line a vertical object")
