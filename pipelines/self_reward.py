@@ -53,8 +53,7 @@ def response_logprob(vlm: VLM, prompts: list[str], responses: list[str]) -> torc
     """Sum of log P(response tokens | the refiner's instruction), one value per row, text only."""
     rows, spans = [], []
     for prompt, response in zip(prompts, responses, strict=True):
-        context = vlm.prompt_ids(REWRITE.format(prompt=prompt), None)
-        answer = vlm._encode(vlm.ANSWER_PREFIX + response)
+        context, answer = vlm.encode_turn(REWRITE.format(prompt=prompt), None, response)
         rows.append((None, context + answer))
         spans.append((len(context), len(answer)))
     logits = vlm.forward(rows)

@@ -103,16 +103,26 @@ class VLM(ABC):
             return joint[len(before_ids):]
         return self._encode(text)
 
-    def continuation_ids(self, prompt: list[int], prompt_text: str, answer: str) -> list[int]:
-        """Token ids of the assistant's `answer` right after the chat prompt."""
-        return self.tokens_after(prompt_text, self.ANSWER_PREFIX + answer, prompt)
+    def bos(self, text: str) -> list[int]:
+        """[BOS] when the tokenizer has one and the template did not write it (as the HF processors do)."""
+        tok = self.tokenizer
+        if tok.bos_token_id is None or (tok.bos_token and text.startswith(tok.bos_token)):
+            return []
+        return [tok.bos_token_id]
 
     def prompt_text(self, question: str, image_inputs: dict | None) -> str:
         text = self.chat_prompt(question, with_image=image_inputs is not None)
         return text if image_inputs is None else self.expand_image_tokens(text, image_inputs)
 
     def prompt_ids(self, question: str, image_inputs: dict | None) -> list[int]:
-        return self._encode(self.prompt_text(question, image_inputs))
+        text = self.prompt_text(question, image_inputs)
+        return self.bos(text) + self._encode(text)
+
+    def encode_turn(self, question: str, image_inputs: dict | None, answer: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, ids of the assistant's `answer` as the model would write it after that prompt)."""
+        text = self.prompt_text(question, image_inputs)
+        body = self._encode(text)
+        return self.bos(text) + body, self.tokens_after(text, self.ANSWER_PREFIX + answer, body)
 
     def forward(self, rows: list[tuple[dict | None, list[int]]]) -> torch.Tensor:
         """Logits (B, T, V) for a batch of token rows, each with its own image inputs (or None).
@@ -143,9 +153,7 @@ class VLM(ABC):
                 if id(pixels) not in cache:
                     cache[id(pixels)] = self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
                 inputs = cache[id(pixels)]
-            text = self.prompt_text(question, inputs)
-            prompt = self._encode(text)
-            answer_ids = self.continuation_ids(prompt, text, answer.strip())
+            prompt, answer_ids = self.encode_turn(question, inputs, answer.strip())
             rows.append((inputs, prompt + answer_ids))
             spans.append((len(prompt), len(answer_ids)))
         logits = self.forward(rows)
@@ -167,9 +175,8 @@ class VLM(ABC):
         rows = []
         for pixels, question, prefix in items:
             inputs = None if pixels is None else self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])
-            text = self.prompt_text(question, inputs)
-            prompt = self._encode(text)
-            rows.append((inputs, prompt + self.continuation_ids(prompt, text, prefix)))
+            prompt, written = self.encode_turn(question, inputs, prefix)
+            rows.append((inputs, prompt + written))
         logits = self.forward(rows)
         last = torch.tensor([len(r) - 1 for _, r in rows], device=self.device)
         return logits[torch.arange(len(rows), device=self.device), last]

@@ -237,16 +237,18 @@ def sentencepiece_like_vlm():
                                                  pre_tokenizers.Digits(individual_digits=True)])
     tok.decoder = decoders.Metaspace()
     tok.train_from_iterator(["User: Is it red? Assistant: Yes No Score: 0 1 2 3 4 5 yes no"] * 20,
-                            trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+                            trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     return Idefics2(torch.nn.Linear(1, 1), tokenizer, Idefics2ImageProcessorPil())
 
 
 def test_answers_and_digits_are_tokenised_as_the_model_writes_them():
     vlm = sentencepiece_like_vlm()
-    prompt_text = "User: Is it red?\nAssistant:"
-    answer = vlm.continuation_ids(vlm._encode(prompt_text), prompt_text, "Yes")
-    assert vlm.tokenizer.decode(answer).strip() == "Yes"
+    vlm.tokenizer.chat_template = ("{% for m in messages %}User: {{ m['content'][0]['text'] }}\n{% endfor %}"
+                                   "{% if add_generation_prompt %}Assistant:{% endif %}")
+    prompt, answer = vlm.encode_turn("Is it red?", None, "Yes")
+    assert vlm.tokenizer.convert_ids_to_tokens(answer) == ["▁Yes"]  # one token, as the model writes it
+    assert prompt[0] == vlm.tokenizer.bos_token_id  # the template has no BOS; the processor would add it
     ids = judge.digit_ids(vlm)
     assert [vlm.tokenizer.decode([i]).strip() for i in ids] == [str(k) for k in range(6)]
     assert len(set(ids)) == 6
