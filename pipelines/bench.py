@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--generations", type=int, default=3, help="timed generations")
     parser.add_argument("--random-weights", action="store_true", help="full-size architectures, random weights")
+    parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
+                        help="gradient checkpointing of the transformer and VAE decoder (default: the preset's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
@@ -82,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
 
         sync()
         start = time.perf_counter()
-        optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False)
+        checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
+        optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False,
+                 gradient_checkpointing=checkpointing)
         step_times = [b - a for a, b in zip([start] + marks[:-1], marks, strict=False)][args.warmup:]
         s_per_step = statistics.median(step_times)
         result = {
             "preset": preset.name, "size": preset.resolution, "random_weights": args.random_weights,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
             "torch": torch.__version__, "dtype": str(generator.transformer.dtype),
+            "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
             "load_s": round(load_s, 2),
             "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 1),
             "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),

@@ -132,6 +132,12 @@ class Generator(ABC):
         """The tokenizer whose length limit cuts prompts (T5 for Flux, Gemma for Sana)."""
         return getattr(self.pipe, "tokenizer_2", None) or self.pipe.tokenizer
 
+    def checkpointing(self, on: bool) -> None:
+        """Gradient checkpointing of the transformer and the VAE decoder (where the model supports it)."""
+        for model in (self.transformer, self.vae):
+            if getattr(model, "_supports_gradient_checkpointing", False):
+                model.enable_gradient_checkpointing() if on else model.disable_gradient_checkpointing()
+
     def text_encoders_to(self, device: str | torch.device) -> None:
         """Free accelerator memory once the prompt is encoded: the text encoders are not used again."""
         for name in ("text_encoder", "text_encoder_2"):

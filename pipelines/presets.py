@@ -35,6 +35,8 @@ class Preset:
     learning_rate: float = 5e-5
     steps: int = 100
     random_vlm_size: str = "full-7b"  # which full-size Qwen a `random:full` benchmark builds
+    # Recompute activations in the backward pass (transformer and VAE decoder): less memory, more time.
+    gradient_checkpointing: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -49,6 +51,7 @@ class Preset:
 
 _TINY = dict(generator_source="random:tiny", vlm="qwen2_5_vl", vlm_source="random:tiny", dtype="float32",
              resolution=112, max_sequence_length=32, lora_rank=4, learning_rate=1e-2, steps=20,
+             gradient_checkpointing=False,
              notes=("random weights: images are noise; the code path is the real one",))
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [

@@ -339,3 +339,16 @@ def test_same_seed_gives_the_same_lora(tiny_models):
     second = optimize(generator, vlm, "a beach", QA, steps=2, seed=7, progress=False)
     assert first.state_dict.keys() == second.state_dict.keys()
     assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tiny_models):
+    generator, vlm = tiny_models
+    plain = optimize(generator, vlm, "a beach", QA, steps=2, seed=3, progress=False, gradient_checkpointing=False)
+    during = []
+    saved = optimize(generator, vlm, "a beach", QA, steps=2, seed=3, progress=False, gradient_checkpointing=True,
+                     callback=lambda step: during.append(generator.transformer.gradient_checkpointing))
+    assert during == [True, True]
+    for k in plain.state_dict:
+        torch.testing.assert_close(plain.state_dict[k], saved.state_dict[k], rtol=1e-4, atol=1e-6)
+    assert not generator.transformer.gradient_checkpointing  # the shared pipeline is left as it was
+    assert get_preset("flux-schnell").gradient_checkpointing and not get_preset("tiny").gradient_checkpointing
