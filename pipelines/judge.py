@@ -158,7 +158,9 @@ class Comparison:
 
     @property
     def winner(self) -> str:
-        return "first" if self.p_first_better > 0.5 else "second" if self.p_first_better < 0.5 else "tie"
+        """"tie" within 0.01 of an even call: closer than that is not a preference worth reporting."""
+        margin = self.p_first_better - 0.5
+        return "tie" if abs(margin) < 0.01 else "first" if margin > 0 else "second"
 
 
 @torch.no_grad()
