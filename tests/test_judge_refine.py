@@ -252,3 +252,10 @@ def test_answers_and_digits_are_tokenised_as_the_model_writes_them():
     ids = judge.digit_ids(vlm)
     assert [vlm.tokenizer.decode([i]).strip() for i in ids] == [str(k) for k in range(6)]
     assert len(set(ids)) == 6
+
+
+def test_near_even_comparisons_are_ties():
+    assert judge.Comparison(0.505, 0.1, 0.1, False).winner == "tie"
+    assert judge.Comparison(0.6, 0.7, 0.5, True).winner == "first"
+    assert judge.Comparison(0.3, 0.2, 0.6, True).winner == "second"
+    assert "neither (a tie)" in judge.comparison_markdown(judge.Comparison(0.5, 0.1, 0.1, False))
