@@ -298,7 +298,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
 
     def on_control(control, relation, contrast, base):
         return (*groups_for(control), studio.default_questions(control, relation, contrast),
-                studio.editor_value(base or studio.placeholder(res)), canvas_hint(control))
+                studio.editor_value(base or studio.checkerboard(res)), canvas_hint(control))
 
     def on_example(*values):
         return (*groups_for(values[2]), canvas_hint(values[2]))
@@ -549,7 +549,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                     with gr.Column(scale=3):
                         hint = gr.Markdown(canvas_hint(start_control), elem_id="canvas-hint")
                         editor = gr.ImageEditor(
-                            value=studio.editor_value(studio.placeholder(res)), type="numpy", image_mode="RGBA",
+                            value=studio.editor_value(studio.checkerboard(res)), type="numpy", image_mode="RGBA",
                             label="Canvas", canvas_size=(studio.DISPLAY, studio.DISPLAY), fixed_canvas=True,
                             sources=(), transforms=(),
                             brush=gr.Brush(colors=["#ff0000"], default_size=10, color_mode="fixed"),

@@ -329,7 +329,7 @@ def editor_value(base: Image.Image | None, size: int = DISPLAY) -> dict[str, obj
             "composite": None}
 
 
-def placeholder(resolution: int) -> Image.Image:
+def checkerboard(resolution: int) -> Image.Image:
     """A neutral checkerboard standing in for the base image before one is generated."""
     cells = (np.indices((resolution, resolution)) // max(1, resolution // 8)).sum(0) % 2
     grey = np.where(cells[..., None] == 1, 200, 170).astype(np.uint8)
@@ -338,7 +338,7 @@ def placeholder(resolution: int) -> Image.Image:
 
 def overlaid(base: Image.Image | None, overlay: Image.Image | None, resolution: int) -> Image.Image:
     """The base image with the overlay on top, as the VLM sees it (same formula as overlays.composite)."""
-    base = placeholder(resolution) if base is None else base.convert("RGB")
+    base = checkerboard(resolution) if base is None else base.convert("RGB")
     if base.size != (resolution, resolution):
         base = base.resize((resolution, resolution), Image.LANCZOS)
     if overlay is None:
