@@ -212,6 +212,8 @@ class Results:
             with gr.Column():
                 self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
                 self.download = gr.DownloadButton("Download the LoRA (.safetensors)", elem_id=f"{prefix}-download")
+        self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
+                                 columns=4, height=300, elem_id=f"{prefix}-unseen")
         with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
             with gr.Row():
                 self.apply_prompt = gr.Textbox(label="Prompt", value="a desert at noon", scale=3)
@@ -223,7 +225,7 @@ class Results:
 
     @property
     def outputs(self) -> list:
-        return [self.status, self.live, self.loss, self.p, self.slider, self.scores, self.download]
+        return [self.status, self.live, self.loss, self.p, self.slider, self.scores, self.download, self.unseen]
 
 
 def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upload_mb: float = MAX_UPLOAD_MB,
@@ -311,11 +313,11 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
         empty = studio.history_frame([])
         start, last = time.monotonic(), 0.0
         asked = "\n".join(f"- {q} -> expected **{a}**" for q, a in qa)
-        yield ("Generating the base image and asking the VLM...", None, empty, empty, None, "", None, session)
+        yield ("Generating the base image and asking the VLM...", None, empty, empty, None, "", None, [], session)
         for event in gpu_run(preset_name, prompt, seed, qa, steps, str(out_path), overlay, description):
             if event.kind == "start":
                 yield (f"Optimising: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
-                       studio.for_display(event.before), skip, skip, skip, skip, skip, session)
+                       studio.for_display(event.before), skip, skip, skip, skip, skip, skip, session)
             elif event.kind == "step":
                 step = event.step
                 history.append(step)
@@ -327,18 +329,19 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                 frame = studio.history_frame(history)
                 yield (f"Optimising: step {step.step}/{steps}, loss {step.loss:.4f}, P {step.p_yes:.4f}, "
                        f"{step.elapsed:.1f} s", studio.for_display(step.preview) if step.preview else skip,
-                       frame, frame, skip, skip, skip, session)
+                       frame, frame, skip, skip, skip, skip, session)
             else:
                 session["lora"][tab] = event.path
                 frame = studio.history_frame(event.history)
                 scores = (f"**P(expected answers)** for seed {seed}, as the VLM sees it: before "
                           f"**{event.p_before:.4f}**, after **{event.p_after:.4f}** (LoRA scale 1)\n\n{asked}\n\n"
-                          f"LoRA `{Path(event.path).name}`: {len(event.history)} steps, rank {preset.lora_rank}")
+                          f"LoRA `{Path(event.path).name}`: {len(event.history)} steps, rank {preset.lora_rank}\n\n"
+                          f"{studio.unseen_markdown(event.unseen)}")
                 yield (f"Done: {len(event.history)} steps in {time.monotonic() - start:.1f} s, final loss "
                        f"{event.history[-1].loss:.4f}.", studio.for_display(studio.overlaid(event.after, overlay, res)),
                        frame, frame,
                        (studio.for_display(event.before), studio.for_display(event.after)), scores, event.path,
-                       session)
+                       studio.unseen_gallery(event.unseen, overlay, res), session)
 
     @user_errors("optimising")
     def optimise(prompt, seed, control, canvas, questions, steps, palette_colors=None, line_px=4,

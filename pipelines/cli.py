@@ -109,12 +109,12 @@ def read_overlay(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def pair(text: str) -> tuple[float, float]:
-    """'0.3,0.6' -> (0.3, 0.6)."""
+def pair(text: str, what: str = "point") -> tuple[float, float]:
+    """'0.3,0.6' -> (0.3, 0.6); `what` names the value in the error."""
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"point {text!r} must be two numbers 'x,y' as fractions of the image") from None
+        raise ValueError(f"{what} {text!r} must be two numbers separated by a comma, e.g. 0.3,0.6") from None
     return x, y
 
 

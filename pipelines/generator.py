@@ -3,7 +3,8 @@
 Two paths through the same weights:
 - `generate(...)`: the stock diffusers pipeline, no gradient: what a user sees.
 - the gradient pass used by the optimisation, written out here because the pipelines run under
-  `torch.no_grad`: `noisy_latents` (no gradient) gives x_t at a sampled sigma, `velocity` is ONE
+  `torch.no_grad`: `noisy_latents` (no gradient) gives x_t (for one-step models the initial noise at
+  sigma = 1, so the training sample IS the user's image), `velocity` is ONE
   transformer step with gradient, `decode` turns the clean estimate x0_hat = x_t - sigma * v
   into pixels in [0, 1] with gradient.
 
@@ -85,17 +86,22 @@ class Generator(ABC):
     def noisy_latents(self, cond: Conditioning, seed: int, size: int | None = None) -> tuple[torch.Tensor, float]:
         """x_t and its sigma for one training step, drawn from `seed`, without gradient.
 
-        One-step models generate x0, then re-noise it to a sampled sigma. Multi-step models run an Euler
-        sampler on the pipeline's own noise levels down to a sampled step (Flux samples with Euler itself;
-        Sana's DPM-Solver reaches nearly the same x_t), then the gradient step starts there.
+        One-step models (the default): x_t is the initial noise of `seed` and sigma = 1, so the gradient step's
+        clean estimate is exactly the image `generate(prompt, seed)` gives. With `preset.renoise = (lo, hi)` they
+        generate x0 first and re-noise it to a sigma drawn from (lo, hi) (one more transformer pass).
+        Multi-step models run an Euler sampler on the pipeline's own noise levels, with whatever LoRA is active,
+        down to a step drawn uniformly (Flux samples with Euler itself; Sana's DPM-Solver reaches nearly the same
+        x_t); the gradient step starts there.
         """
         size = size or self.size
         rng = random.Random(seed)
         x = self.initial_noise(seed, size)
         sigmas = self.sigmas(self.preset.inference_steps, size)
         if self.preset.inference_steps == 1:
+            if self.preset.renoise is None:
+                return x, sigmas[0]
             x0 = x - sigmas[0] * self.velocity(x, sigmas[0], cond)
-            sigma = rng.uniform(*self.preset.sigma_range)
+            sigma = rng.uniform(*self.preset.renoise)
             noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1)).to(x)
             return (1 - sigma) * x0 + sigma * noise, sigma
         stop = rng.randrange(len(sigmas) - 1)

@@ -21,6 +21,8 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .files import replacing
+
 TRAINING_ADAPTER = "vlm_guidance"
 META_PREFIX = "dual_process."
 MAX_SCALE = 10.0
@@ -66,8 +68,8 @@ def save_lora(path: str | Path, state_dict: dict[str, torch.Tensor], pipeline_cl
                                        transformer_lora_adapter_metadata=config, weight_name="lora.safetensors")
         tensors, header = read_lora(Path(tmp) / "lora.safetensors")
     header |= {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=header)
+    with replacing(path) as tmp:  # a failed write never leaves half a file where a good one was
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 import overlays
@@ -33,7 +32,7 @@ from overlays.colors import to_hex
 from . import lora
 from .cli import check_text
 from .generator import Conditioning, Generator
-from .optimize import Result, Step, normalise_answer, optimize, save_result, with_yes_no
+from .optimize import Evaluation, Result, Step, normalise_answer, optimize, save_result, score_image, with_yes_no
 from .presets import Preset
 from .vlm import QA, VLM, from_pil
 
@@ -366,15 +365,6 @@ def history_frame(history: Sequence[Step]):
 # ---------- scoring and the streamed run -----------------------------------------------------------
 
 
-@torch.no_grad()
-def judge(vlm: VLM, image: Image.Image, overlay: Image.Image | np.ndarray | None, qa_pairs: Sequence[QA]) -> float:
-    """P(expected answers) for a generated image with the overlay on top: the score the loop optimises."""
-    pixels = from_pil(image)
-    if overlay is not None:
-        pixels = overlays.composite(pixels, overlay)
-    return vlm.score(pixels.to(vlm.device), list(qa_pairs))
-
-
 class _Failure:
     def __init__(self, exc: BaseException):
         self.exc = exc
@@ -430,6 +420,27 @@ class RunEvent:
     p_after: float | None = None
     path: str | None = None
     history: list[Step] = field(default_factory=list)
+    unseen: Evaluation | None = None  # the LoRA judged on unseen seeds at scale 0 and 1
+
+
+def unseen_markdown(unseen: Evaluation | None) -> str:
+    """The end-of-run evaluation on unseen seeds: means, then each seed's P before and after."""
+    if unseen is None or unseen.skipped:
+        return f"**Unseen seeds:** not evaluated ({unseen.skipped if unseen else 'no evaluation'})."
+    rows = ", ".join(f"seed {s}: {a:.2f} -> {b:.2f}" for s, a, b in zip(unseen.seeds, unseen.p_base, unseen.p_lora,
+                                                                     strict=True))
+    return (f"**Unseen seeds** ({len(unseen.seeds)}, never trained on): mean P(expected answers) "
+            f"**{unseen.mean_base:.3f}** at LoRA scale 0 -> **{unseen.mean_lora:.3f}** at scale 1 ({rows}).")
+
+
+def unseen_gallery(unseen: Evaluation | None, overlay: Image.Image | np.ndarray | None,
+                   resolution: int) -> list[tuple[Image.Image, str]]:
+    """(image, caption) pairs for a gallery: every unseen seed at scale 0, then at scale 1, overlay on top."""
+    if unseen is None or unseen.skipped:
+        return []
+    rows = [(unseen.images_base, unseen.p_base, "scale 0"), (unseen.images_lora, unseen.p_lora, "scale 1")]
+    return [(for_display(overlaid(image, overlay, resolution), DISPLAY // 2), f"seed {seed}, {label}: P {p:.2f}")
+            for images, ps, label in rows for image, p, seed in zip(images, ps, unseen.seeds, strict=True)]
 
 
 def preview_every(steps: int) -> int:
@@ -450,7 +461,7 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     with lock:
         cond = generator.encode(prompt)
         before = generator.generate(cond, seed)
-        p_before = judge(vlm, before, overlay, qa_pairs)
+        p_before = score_image(vlm, before, overlay, list(qa_pairs))
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
     for item in optimise_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
@@ -463,9 +474,9 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     with lock:
         with lora.applied(generator.pipe, out_path, 1.0):
             after = generator.generate(cond, seed)
-        p_after = judge(vlm, after, overlay, qa_pairs)
+        p_after = score_image(vlm, after, overlay, list(qa_pairs))
     yield RunEvent("done", before=before, p_before=p_before, after=after, p_after=p_after, path=str(out_path),
-                   history=result.history)
+                   history=result.history, unseen=result.unseen)
 
 
 def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:

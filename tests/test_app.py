@@ -40,7 +40,7 @@ from pipelines.optimize import Step
 
 ROOT = Path(__file__).resolve().parent.parent
 # outputs of /optimise and /ask_optimise, in order
-STATUS, LIVE, LOSS, P, SLIDER, SCORES, DOWNLOAD = range(7)
+STATUS, LIVE, LOSS, P, SLIDER, SCORES, DOWNLOAD, UNSEEN = range(8)
 
 
 def fails(message: str):
@@ -151,6 +151,13 @@ def test_optimise_streams_and_returns_lora(server, tmp_path, reference):
     assert "before **0." in final[SCORES] and "after **0." in final[SCORES]
     assert [row[0] for row in final[LOSS]["data"]] == list(range(1, 9))
     meta = lora_metadata(final[DOWNLOAD])
+    # The end-of-run evaluation on unseen seeds: a grid of 4 seeds at scale 0 then scale 1, with each P.
+    unseen = meta["unseen_seeds"]
+    captions = [item["caption"] for item in final[UNSEEN]]
+    assert captions == [f"seed {s}, scale {k}: P {p:.2f}" for k, ps in ((0, unseen["p_scale0"]),
+                                                                       (1, unseen["p_scale1"]))
+                        for s, p in zip(unseen["seeds"], ps, strict=True)]
+    assert f"**{unseen['mean_scale0']:.3f}** at LoRA scale 0 -> **{unseen['mean_scale1']:.3f}**" in final[SCORES]
     assert meta["prompt"] == PROMPT and meta["steps"] == 8 and meta["preset"] == "tiny"
     assert meta["questions"][0][0].startswith("Is the horizon of the scene aligned with the red line?")
     assert "tilt" in meta["overlay"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -157,3 +158,31 @@ def test_a_mistyped_relative_folder_lists_what_is_there(tmp_path, monkeypatch, c
     code, _, err = run_main(generate.main, ["--prompt", "a", "--generator", "models/flux-locl", "--out", "x.png"],
                             capsys)
     assert code == 2 and "models/flux-locl" in err and "flux-local" in err
+
+
+def test_optimise_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+                                                 "--y", "0.4", "--steps", "2", "--alpha", "10", "--eval-seeds", "3",
+                                                 "--out", str(out)], capsys)
+    assert code in (0, None), err
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("unseen seeds:"))
+    side = json.loads((tmp_path / "x.safetensors.json").read_text())
+    unseen = side["unseen_seeds"]
+    assert line == f"unseen seeds: P {unseen['mean_scale0']:.2f} -> {unseen['mean_scale1']:.2f} (3 seeds)"
+    assert len(unseen["p_scale0"]) == 3 and len(side["history"]) == 2
+    meta = lora.lora_metadata(out)
+    assert meta["unseen_seeds"] == unseen and meta["alpha"] == 10.0
+    assert json.loads(lora.read_lora(out)[1]["lora_adapter_metadata"])["transformer.lora_alpha"] == 10.0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--renoise", "0.8,0.2"], "re-noising range 0.8,0.2 must satisfy 0 < LO <= HI <= 1"),
+    (["--renoise", "half"], "--renoise 'half' must be two numbers"),
+    (["--alpha", "-1"], "LoRA alpha -1.0 must be positive"),
+    (["--eval-seeds", "100"], "--eval-seeds 100 must be from 0 to 64"),
+])
+def test_fidelity_flags_refuse_bad_values_in_one_line(argv, message, tmp_path, capsys):
+    code, _, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--question", "Is it?",
+                                            "--out", str(tmp_path / "x.safetensors"), *argv], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
