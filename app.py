@@ -374,7 +374,8 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
 
     def stopped():
         time.sleep(0.3)  # let the cancelled run's last update land first
-        return "Stopped. The base model is unchanged; press Optimise to start again."
+        return ("Stopped. The base model is unchanged; the evaluation on unseen seeds was skipped because the run was "
+                "stopped. Press Optimise to start again.")
 
     def make_apply(tab):
         @user_errors("applying the LoRA")

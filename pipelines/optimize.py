@@ -31,6 +31,7 @@ from .vlm import QA, VLM, from_pil, to_pil
 TRAIN_SEED_STRIDE = 100_003  # step k of a run with seed s draws its noise from seed s * stride + k
 UNSEEN_SEED_OFFSET = 50_000  # evaluation seeds s * stride + offset + i: past any step count, never trained on
 EVAL_SEEDS = 4  # unseen seeds judged at the end of every run
+TARGET_WINDOW = 5  # early stopping looks at the running mean P over this many last steps
 
 
 def train_seed(seed: int, step: int) -> int:
@@ -91,6 +92,7 @@ class Result:
     alpha: float
     history: list[Step] = field(default_factory=list)
     cancelled: bool = False
+    reached_target: bool = False  # stopped early: the running mean P passed `target_p`
     unseen: Evaluation = field(default_factory=lambda: Evaluation(skipped="no unseen seeds asked for"))
 
 
@@ -102,6 +104,19 @@ def with_yes_no(question: str) -> str:
 def prompt_question(prompt: str) -> str:
     """The prompt's own alignment question: the `--keep-prompt` guard, and what the toy VLM is trained on."""
     return with_yes_no(f"Does this image show {' '.join(prompt.split()).rstrip('.?!')}?")
+
+
+def with_prompt_guard(qa_pairs: list[QA], prompt: str) -> list[QA]:
+    """The pairs plus the prompt's own alignment question expecting Yes (`--keep-prompt`): a guard against the
+    image drifting away from the prompt while the visual prompt's question is optimised."""
+    guard = (prompt_question(prompt), "Yes")
+    return list(qa_pairs) if guard in qa_pairs else [*qa_pairs, guard]
+
+
+def check_target_p(target_p: float | None) -> float | None:
+    if target_p is not None and not 0 < target_p < 1:
+        raise ValueError(f"target P {target_p!r} must be between 0 and 1 (exclusive)")
+    return target_p
 
 
 def normalise_answer(answer: str) -> str:
@@ -163,7 +178,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              rank: int | None = None, alpha: float | None = None, seed: int = 0, preview_every: int = 0,
              callback: Callable[[Step], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
              progress: bool = True, gradient_checkpointing: bool | None = None,
-             eval_seeds: int = EVAL_SEEDS) -> Result:
+             target_p: float | None = None, eval_seeds: int = EVAL_SEEDS) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -176,12 +191,15 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         preview_every: keep the judged image on every n-th `Step` (0: never).
         callback: called with each `Step`; `should_stop`: checked before each step (a UI's Stop).
         gradient_checkpointing: recompute activations in the backward pass (None: the preset's).
+        target_p: stop early once the mean P(expected answers) of the last `TARGET_WINDOW` steps reaches it
+            (None: run every step; the CLI and the app pass the preset's `target_p`).
         eval_seeds: at the end, judge this many unseen seeds at LoRA scale 0 and 1 (`Result.unseen`).
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
     rank, alpha, lr = lora_settings(generator.preset, rank, alpha, lr)
     check_steps(steps)
+    check_target_p(target_p)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
     if gradient_checkpointing is None:
@@ -208,6 +226,10 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             result.history.append(info)
             if callback:
                 callback(info)
+            recent = [s.p_yes for s in result.history[-TARGET_WINDOW:]]
+            if target_p is not None and len(recent) == TARGET_WINDOW and np.mean(recent) >= target_p:
+                result.reached_target = True
+                break
         result.state_dict = lora.lora_state_dict(generator.transformer)
         generator.checkpointing(False)
         if result.cancelled:
@@ -252,6 +274,7 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
         "prompt": prompt, "questions": [list(qa) for qa in qa_pairs], "preset": generator.preset.name,
         "rank": rank, "alpha": alpha, "steps": len(result.history), "overlay": overlay_description,
         "final_loss": result.history[-1].loss if result.history else None,
+        "reached_target": result.reached_target,
         "unseen_seeds": result.unseen.as_dict(),
     }
     lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, generator.preset.lora_targets, meta)
@@ -259,6 +282,19 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
                for s in result.history]
     write_text(sidecar_path(path), json.dumps(meta | {"history": history}, indent=1) + "\n")
     return Path(path)
+
+
+def parse_target_p(text: str | None, preset) -> float | None:
+    """--target-p: a number, 'off', or absent (the preset's)."""
+    if text is None:
+        return preset.target_p
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--target-p {text!r} must be a number between 0 and 1, or 'off'") from None
+    return check_target_p(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
                                                     "runs are alpha = 2.5 x rank)")
     parser.add_argument("--renoise", help="one-step models: re-noise the generated image to a sigma drawn from LO,HI "
                                           "(default: train at sigma = 1 on the initial noise, as inference runs)")
+    parser.add_argument("--target-p", help="stop early once the mean P(expected answers) of the last "
+                                           f"{TARGET_WINDOW} steps reaches this; 'off' runs every step "
+                                           "(default: the preset's)")
+    parser.add_argument("--keep-prompt", action="store_true",
+                        help="also ask 'Does this image show {prompt}?' (expected Yes): a guard against drift")
     parser.add_argument("--eval-seeds", type=int, default=EVAL_SEEDS,
                         help="unseen seeds judged at LoRA scale 0 and 1 at the end (0: none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -290,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         lora_settings(preset, args.rank, args.alpha, args.lr)  # bad numbers fail before any model loads
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
+        target_p = parse_target_p(args.target_p, preset)
         if not 0 <= args.eval_seeds <= 64:
             raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to 64")
         prompt = cli.check_prompt(args.prompt)
@@ -311,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.control:
             overlay, control_qa, description = cli.control_from_args(args, preset.resolution)
             qa_pairs = control_qa + qa_pairs
+        if args.keep_prompt:
+            qa_pairs = with_prompt_guard(qa_pairs, prompt)
         if not args.out.endswith(".safetensors"):
             raise ValueError(f"--out {args.out!r} must end in .safetensors")
         generator, vlm = cli.load_models(args, preset)
@@ -325,9 +369,12 @@ def main(argv: list[str] | None = None) -> int:
 
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, alpha=args.alpha, seed=args.seed, callback=report,
-                          eval_seeds=args.eval_seeds,
+                          eval_seeds=args.eval_seeds, target_p=target_p,
                           gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
         save_result(result, args.out, generator, prompt, qa_pairs, description)
+        if result.reached_target:
+            print(f"stopped early at step {len(result.history)}: the mean P of the last {TARGET_WINDOW} steps "
+                  f"reached {target_p:g}")
         print(result.unseen.line())
         print(f"saved {args.out} and {sidecar_path(args.out)} ({len(result.history)} steps, "
               f"final loss {bar['loss']:.4f})")

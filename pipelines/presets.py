@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import toy_world
+
 FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                 "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
 # The official code also targets the feed-forward convolutions. `ff.conv_depth` is left out: it is a depthwise
@@ -42,6 +44,12 @@ class Preset:
     random_vlm_size: str = "full-7b"  # which full-size Qwen a `random:full` benchmark builds
     # Recompute activations in the backward pass (transformer and VAE decoder): less memory, more time.
     gradient_checkpointing: bool = True
+    # Early stopping: end the run once the running mean P(expected answers) passes this (None: run every step).
+    target_p: float | None = None
+    # Whether the VLM understands "Does this image show {prompt}?" (the app's keep-prompt tick box starts on).
+    keep_prompt: bool = True
+    known_prompts: tuple[str, ...] = ()  # the prompts the generator was trained on (empty: any prompt)
+    trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -56,10 +64,19 @@ class Preset:
 
 _TINY = dict(generator_source="random:tiny", vlm="qwen2_5_vl", vlm_source="random:tiny", dtype="float32",
              resolution=112, max_sequence_length=32, lora_rank=4, learning_rate=1e-2, steps=20,
-             gradient_checkpointing=False,
+             gradient_checkpointing=False, keep_prompt=False,
              notes=("random weights: images are noise; the code path is the real one",))
+TOY_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-world"
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset(name="toy", description="Offline CPU: the trained toy world (tiny Flux-shaped one-step generator of "
+                                   "landscapes, tiny Qwen2.5-VL-shaped judge)",
+           generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
+           vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
+           learning_rate=5e-4, steps=60, gradient_checkpointing=False, target_p=0.95,
+           known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
+           notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
+                  "'Does this image show {prompt}?' questions only",)),
     Preset(name="tiny", description="Offline CPU demo: tiny Flux-shaped generator and Qwen-shaped VLM",
            generator="flux", **_TINY),
     Preset(name="tiny-dev", description="Offline CPU: tiny multi-step Flux (guidance embedding)",

@@ -1,0 +1,330 @@
+"""Measure the method with an independent judge: the paper's Table 6 protocol, and its palette analogue.
+
+    python -m pipelines.evaluate horizon --preset toy --keep-prompt --out-dir eval/horizon
+    python -m pipelines.evaluate palette --preset toy --out-dir eval/palette
+    accelerate launch --num_processes 2 --cpu -m pipelines.evaluate horizon --preset toy --out-dir eval/horizon
+
+Horizon (Table 6 of the paper): 3 prompts x 5 lines evenly spaced from 0.2 to 0.8; one LoRA per (prompt, line);
+each LoRA and the base model generate the same 5 unseen seeds; an estimator reads each image's horizon and the
+distance |estimated - line| (a fraction of the height) is averaged. "No control" is the base model on those seeds.
+Palette: 3 prompts x palette presets; the distance is the mean CIEDE2000 from the image's dominant colours to the
+palette's nearest swatch.
+
+The VLM's own P(expected answers) is what the loop optimises and can be fooled; the estimator is the truth. Each
+run also reports the alignment score (P(Yes) to "Does this image show {prompt}?"), whether the image kept the
+prompt's colour scheme (toy world), and whether the judge was fooled (P above 0.9 while the analytic distance
+stays above its threshold).
+
+The estimator is pluggable: `--estimator analytic` (the toy world's `horizon_of`) or `--estimator module:function`
+for any callable taking a PIL RGB image and returning the horizon height as a fraction of the image height from the
+top (e.g. a Perspective Fields wrapper on a GPU machine). Runs are sharded over `accelerate` processes (GPUs where
+present, `--cpu` processes here); the table is the same as with one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from overlays import composite, horizon, palette
+
+from . import cli, toy_world
+from .files import replacing, write_text
+from .optimize import optimize, prompt_question, score_image, with_prompt_guard
+from .vlm import from_pil
+
+LINES = (0.2, 0.35, 0.5, 0.65, 0.8)  # Table 6: five lines about equally spaced over the height
+SEEDS = 5  # unseen seeds per LoRA
+TOY_PROMPTS = ("a beach at noon", "a green field", "a snowy plain")
+PAPER_PROMPTS = ("A teddy bear riding a skateboard in Times Square", "A dutch landscape painting", "A tropical beach")
+PALETTES = ("ocean", "autumn", "desert", "pastel")
+FOOLED_P = 0.9  # a judge is fooled when its P passes this ...
+FOOLED_HORIZON = 0.1  # ... while the analytic horizon distance stays above this
+FOOLED_PALETTE = toy_world.PALETTE_THRESHOLD  # ... or the palette distance above the judge's own match threshold
+
+HorizonEstimator = Callable[[Image.Image], float]
+
+
+def analytic_horizon(image: Image.Image) -> float:
+    """The toy world's estimator: horizon height from pixels (error <= 0.02 on its scenes)."""
+    return toy_world.horizon_of(image)[0]
+
+
+def load_estimator(name: str) -> HorizonEstimator:
+    """`analytic`, or `module:function` naming any callable image -> horizon height fraction."""
+    if name == "analytic":
+        return analytic_horizon
+    module, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"estimator {name!r} must be 'analytic' or 'module:function'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"estimator {name!r} cannot be loaded ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One LoRA of the protocol: a prompt, a target (horizon line or palette preset) and a variant."""
+
+    index: int  # position in the plan
+    task: str  # "horizon" | "palette"
+    prompt: str
+    target: float | str
+    keep_prompt: bool = False
+    seed: int = 0  # LoRA initialisation, training noise and unseen seeds: the same for both variants (paired)
+
+    @property
+    def variant(self) -> str:
+        return "method + keep-prompt" if self.keep_prompt else "method"
+
+
+def plan(task: str, prompts: Sequence[str], targets: Sequence[float | str], keep_prompt: bool) -> list[Run]:
+    """Every run of the protocol in a fixed order; each run's seed depends on its (prompt, target) alone, so shards
+    reproduce one process and the two variants see the same noise and the same unseen seeds."""
+    variants = (False, True) if keep_prompt else (False,)
+    pairs = [(p, t) for p in prompts for t in targets]
+    return [Run(v * len(pairs) + i, task, p, t, k, seed=i) for v, k in enumerate(variants)
+            for i, (p, t) in enumerate(pairs)]
+
+
+def control_for(run: Run, size: int) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[int, int, int]]]:
+    """(overlay, questions, palette colours or []) of a run's visual prompt."""
+    if run.task == "horizon":
+        spec = horizon.Spec(float(run.target))
+        return np.asarray(horizon.render(spec, (size, size))), horizon.questions(spec), []
+    spec = palette.Spec.from_preset(str(run.target))
+    return np.asarray(palette.render(spec, (size, size))), palette.questions(spec), list(spec.colors)
+
+
+@dataclass
+class Measured:
+    """What one run gives, on its unseen seeds, before (LoRA scale 0 = no control) and after (scale 1)."""
+
+    run: Run
+    steps: int
+    seconds: float
+    seeds: list[int]
+    distance_before: list[float]  # analytic: horizon distance, or palette CIEDE2000
+    distance_after: list[float]
+    p_before: list[float]  # the VLM's P(expected answers) of the control's questions
+    p_after: list[float]
+    alignment_before: float  # mean P(Yes) to "Does this image show {prompt}?"
+    alignment_after: float
+    scheme_before: list[str] = field(default_factory=list)  # toy world: the colour scheme each image has
+    scheme_after: list[str] = field(default_factory=list)
+    fooled: bool = False
+
+    @property
+    def kept_scheme(self) -> bool | None:
+        """Toy world: at least half of the after-images still have the prompt's colour scheme."""
+        if not self.scheme_after:
+            return None
+        return sum(s == self.run.prompt for s in self.scheme_after) * 2 >= len(self.scheme_after)
+
+
+def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int, seeds: int,
+            target_p: float | None) -> tuple[Measured, tuple[Image.Image, Image.Image]]:
+    """Train the run's LoRA, judge its unseen seeds; return the figures and (before, after) of the first seed."""
+    size = generator.size
+    overlay, questions, colors = control_for(run, size)
+    asked = with_prompt_guard(questions, run.prompt) if run.keep_prompt else questions
+    result = optimize(generator, vlm, run.prompt, asked, overlay=overlay, steps=steps, seed=run.seed,
+                      progress=False, target_p=target_p, eval_seeds=seeds)
+    unseen = result.unseen
+
+    def distance(image: Image.Image) -> float:
+        if run.task == "horizon":
+            return abs(estimator(image) - float(run.target))
+        return toy_world.palette_distance(image, colors)
+
+    def control_p(image: Image.Image) -> float:  # the control's own questions only, without the guard
+        return score_image(vlm, image, overlay, questions)
+
+    def alignment(images: list[Image.Image]) -> float:
+        guard = [(prompt_question(run.prompt), "Yes")]
+        return float(np.mean([vlm.score(from_pil(im).to(vlm.device), guard) for im in images]))
+
+    before, after = unseen.images_base, unseen.images_lora
+    known = run.prompt in toy_world.PROMPTS
+    m = Measured(run, len(result.history), result.history[-1].elapsed if result.history else 0.0, unseen.seeds,
+                 [distance(im) for im in before], [distance(im) for im in after],
+                 [control_p(im) for im in before], [control_p(im) for im in after],
+                 alignment(before), alignment(after),
+                 [toy_world.scheme_of(im)[0] for im in before] if known else [],
+                 [toy_world.scheme_of(im)[0] for im in after] if known else [])
+    threshold = FOOLED_HORIZON if run.task == "horizon" else FOOLED_PALETTE
+    m.fooled = bool(np.mean(m.p_after) > FOOLED_P and np.mean(m.distance_after) > threshold)
+    return m, (before[0], after[0])
+
+
+# ---------- tables and pictures --------------------------------------------------------------------------------------
+
+
+def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
+    """Rows "no control", "method" (and "method + keep-prompt"): mean distance overall and per target, P, alignment,
+    scheme kept and fooled counts."""
+    targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
+    rows: dict[str, dict[str, object]] = {}
+    variants = sorted({m.run.variant for m in measured}, key=len)
+    for name in ["no control", *variants]:
+        ms = [m for m in measured if m.run.variant == (variants[0] if name == "no control" else name)]
+        after = name != "no control"
+
+        def d(m: Measured, after: bool = after) -> list[float]:
+            return m.distance_after if after else m.distance_before
+
+        row: dict[str, object] = {
+            "distance": float(np.mean([x for m in ms for x in d(m)])),
+            "per_target": {str(t): float(np.mean([x for m in ms if m.run.target == t for x in d(m)])) for t in targets},
+            "p": float(np.mean([x for m in ms for x in (m.p_after if after else m.p_before)])),
+            "alignment": float(np.mean([m.alignment_after if after else m.alignment_before for m in ms])),
+            "runs": len(ms),
+        }
+        schemes = [(m.scheme_after if after else m.scheme_before, m.run.prompt) for m in ms if m.scheme_after]
+        if schemes:
+            row["scheme_kept"] = sum(sum(s == p for s in ss) * 2 >= len(ss) for ss, p in schemes)
+            row["scheme_kept_per_target"] = {
+                str(t): sum(sum(s == m.run.prompt for s in (m.scheme_after if after else m.scheme_before)) * 2
+                            >= len(m.scheme_after) for m in ms if m.run.target == t and m.scheme_after)
+                for t in targets}
+        if after:
+            row["fooled"] = sum(m.fooled for m in ms)
+            row["steps_mean"] = float(np.mean([m.steps for m in ms]))
+        rows[name] = row
+    return {"task": task, "targets": [str(t) for t in targets], "rows": rows}
+
+
+def markdown(summary: dict[str, object]) -> str:
+    """The summary as a Markdown table (distances to 3 decimals; counts out of the runs)."""
+    task, targets, rows = summary["task"], summary["targets"], summary["rows"]
+    unit = "horizon distance (fraction of H)" if task == "horizon" else "palette distance (CIEDE2000)"
+    label = "line" if task == "horizon" else "palette"
+    head = ["", f"mean {unit}", *[f"{label} {t}" for t in targets], "P(expected answers)", "alignment P",
+            "kept the prompt's colours", "judge fooled", "steps (mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, row in rows.items():
+        kept = f"{row['scheme_kept']}/{row['runs']}" if "scheme_kept" in row else "-"
+        cells = [name, f"{row['distance']:.3f}", *[f"{row['per_target'][t]:.3f}" for t in targets], f"{row['p']:.3f}",
+                 f"{row['alignment']:.3f}", kept, f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
+                 f"{row['steps_mean']:.0f}" if "steps_mean" in row else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(task: str, measured: Sequence[Measured], pairs: Sequence[tuple[Image.Image, Image.Image]],
+                  cell: int = 168) -> Image.Image:
+    """Per prompt (and variant) two rows, before and after, one column per target; the visual prompt on top."""
+    groups = sorted({(m.run.variant, m.run.prompt) for m in measured}, key=lambda g: (len(g[0]), g[1]))
+    targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
+    label_w, gap = 170, 4
+    sheet = Image.new("RGB", (label_w + len(targets) * (cell + gap), len(groups) * 2 * (cell + gap) + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, t in enumerate(targets):
+        draw.text((label_w + j * (cell + gap) + 4, 4), f"{'line' if task == 'horizon' else ''} {t}", fill="black")
+    by_key = {(m.run.variant, m.run.prompt, m.run.target): (m, pair) for m, pair in zip(measured, pairs, strict=True)}
+    for i, (variant, prompt) in enumerate(groups):
+        for r, (name, k) in enumerate((("no control", 0), (variant, 1))):
+            y = 20 + (2 * i + r) * (cell + gap)
+            draw.text((4, y + cell // 2 - 12), f"{prompt}\n{name}", fill="black")
+            for j, t in enumerate(targets):
+                if (variant, prompt, t) not in by_key:
+                    continue
+                m, pair = by_key[(variant, prompt, t)]
+                overlay, _, _ = control_for(m.run, pair[k].width)
+                shown = composite(from_pil(pair[k]), overlay)[0].clamp(0, 1)
+                tile = Image.fromarray((shown.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+                sheet.paste(tile.resize((cell, cell), Image.NEAREST), (label_w + j * (cell + gap), y))
+                dist = (m.distance_after if k else m.distance_before)[0]
+                draw.text((label_w + j * (cell + gap) + 3, y + cell - 12), f"d={dist:.2f}", fill="white")
+    return sheet
+
+
+# ---------- command line ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser("Evaluate the method with an independent measure (horizon: the paper's Table 6 protocol).")
+    parser.add_argument("task", choices=["horizon", "palette"])
+    cli.add_model_args(parser)
+    parser.add_argument("--prompts", help="prompts separated by ';' (default: three of the toy world's, or the "
+                                          "paper's three on a real preset)")
+    parser.add_argument("--lines", type=int, default=len(LINES), help="horizon: lines evenly spaced 0.2..0.8")
+    parser.add_argument("--palettes", default=",".join(PALETTES), help="palette: presets separated by ','")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="unseen seeds per LoRA")
+    parser.add_argument("--steps", type=int, help="optimisation steps per LoRA (default: the preset's)")
+    parser.add_argument("--target-p", help="early stopping (default: the preset's; 'off' runs every step)")
+    parser.add_argument("--keep-prompt", action="store_true",
+                        help="also run every LoRA with the prompt's own question as a guard (a third row)")
+    parser.add_argument("--estimator", default="analytic", help="horizon estimator: analytic or module:function")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    parser.add_argument("--out-dir", required=True, help="folder for results.json, table.md and contact-sheet.png")
+    args = parser.parse_args(argv)
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from .optimize import check_steps, parse_target_p
+
+    with cli.errors_as_messages():
+        preset = cli.preset_from_args(args)
+        steps = check_steps(preset.steps if args.steps is None else args.steps)
+        target_p = parse_target_p(args.target_p, preset)
+        estimator = load_estimator(args.estimator)
+        if not 1 <= args.seeds <= 64 or not 1 <= args.lines <= 20:
+            raise ValueError(f"--seeds {args.seeds} must be 1..64 and --lines {args.lines} 1..20")
+        default_prompts = TOY_PROMPTS if preset.known_prompts else PAPER_PROMPTS
+        prompts = [cli.check_prompt(p) for p in args.prompts.split(";")] if args.prompts else list(default_prompts)
+        if args.task == "horizon":
+            targets: list[float | str] = [round(float(x), 3) for x in np.linspace(0.2, 0.8, args.lines)]
+        else:
+            names = [" ".join(name.split()).lower() for name in args.palettes.split(",")]
+            for name in names:
+                palette.Spec.from_preset(name)  # an unknown name fails here, listing the presets
+            targets = list(names)
+        out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out-dir {str(out_dir)!r} is a file, not a folder")
+        state = PartialState(cpu=not torch.cuda.is_available())  # no GPU: CPU processes over gloo
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
+        runs = plan(args.task, prompts, targets, args.keep_prompt)
+        args.gen_device = args.gen_device or str(state.device)  # one device per process where there are several
+        generator, vlm = cli.load_models(args, preset)
+        mine: list[tuple[Measured, tuple[Image.Image, Image.Image]]] = []
+        with state.split_between_processes(runs) as shard:
+            for run in shard:
+                mine.append(measure(run, generator, vlm, estimator, steps=steps, seeds=args.seeds, target_p=target_p))
+                m = mine[-1][0]
+                print(f"[{state.process_index}] run {run.index} {run.variant} {run.prompt!r} {run.target}: distance "
+                      f"{np.mean(m.distance_before):.3f} -> {np.mean(m.distance_after):.3f}, P "
+                      f"{np.mean(m.p_before):.2f} -> {np.mean(m.p_after):.2f} ({m.steps} steps)", flush=True)
+        gathered = gather_object(mine) if state.num_processes > 1 else mine
+        if state.is_main_process:
+            gathered = sorted(gathered, key=lambda item: item[0].run.index)
+            measured = [m for m, _ in gathered]
+            summary = summarise(args.task, measured)
+            command = "python -m pipelines.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+            record = summary | {"preset": preset.name, "steps": steps, "target_p": target_p, "seeds": args.seeds,
+                                "estimator": args.estimator, "processes": state.num_processes, "command": command,
+                                "runs": [asdict(m) | {"kept_scheme": m.kept_scheme} for m in measured]}
+            write_text(out_dir / "results.json", json.dumps(record, indent=1) + "\n")
+            table = markdown(summary)
+            write_text(out_dir / "table.md", table)
+            with replacing(out_dir / "contact-sheet.png") as tmp:
+                contact_sheet(args.task, measured, [pair for _, pair in gathered]).save(tmp, format="PNG")
+            print(table)
+            print(f"wrote {out_dir / 'results.json'}, table.md and contact-sheet.png")
+        state.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
