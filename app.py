@@ -1,6 +1,6 @@
 """Dual-process studio in the browser: steer a text-to-image model with a vision-language model.
 
-    python app.py                         # no GPU: the offline `tiny` preset on the CPU (images are noise)
+    python app.py                         # no GPU: the offline `toy` preset on the CPU (the trained toy world)
     python app.py --preset flux-schnell   # with a GPU; or PRESET=flux-schnell python app.py
 
 The Gradio layer is thin: checks, parsing and the streamed run live in pipelines/studio.py, canvas geometry in
@@ -40,6 +40,7 @@ from pipelines.generate import generate
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
 from pipelines.lora import lora_metadata
+from pipelines.optimize import with_prompt_guard
 from pipelines.presets import get_preset
 from pipelines.vlm import VLM
 
@@ -47,6 +48,8 @@ log = logging.getLogger("studio")
 
 MAX_QUEUE = 16
 MAX_UPLOAD_MB = 512
+KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
+              "away from the prompt)")
 GPU = "gpu"  # concurrency id shared by every event that runs the models: one such job at a time
 OOM_MESSAGE = ("Out of GPU memory while {what}. Try a smaller resolution or a smaller preset (e.g. PRESET=sana, or "
                "tiny); your inputs are kept and the app keeps serving.")
@@ -106,7 +109,8 @@ def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int
             overlay_description: str = ""):
     generator, vlm = models(preset_name)
     yield from studio.run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
-                          overlay=overlay, overlay_description=overlay_description)
+                          overlay=overlay, overlay_description=overlay_description,
+                          target_p=generator.preset.target_p)
 
 
 def _score_seconds(preset_name: str, prompt: str, images: list, sampled: bool) -> int:
@@ -239,7 +243,6 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
     max_upload = int(max_upload_mb * 2**20)
     palettes = palette.load_presets()
     examples = studio.load_examples()
-    offline = preset.generator_source.startswith("random:")
 
     # ----- per-user state: a folder for the session's LoRA files, and its latest LoRA per tab -----
     def new_session(request: gr.Request | None) -> dict:
@@ -257,7 +260,9 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
     def generate_base(prompt, seed):
         prompt, seed = studio.check_prompt(prompt), studio.check_seed(seed)
         image = gpu_generate(preset_name, prompt, seed)
-        return image, studio.editor_value(image), f"Base image for seed {seed}: draw on it on the right."
+        note = preset.prompt_note(prompt)
+        return (image, studio.editor_value(image),
+                f"Base image for seed {seed}: draw on it on the right." + (f"\n\n_{note}_" if note else ""))
 
     def build(control, drawing, questions_box, palette_colors, line_px, relation, contrast, reference, mode):
         qs = []
@@ -291,6 +296,10 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                                                                  composition.NAME)]
 
     def canvas_hint(control) -> str:
+        untrained = preset.control_note(control)
+        return _canvas_hint(control) + (f"\n\n_{untrained}_" if untrained else "")
+
+    def _canvas_hint(control) -> str:
         if control == "line-weight":
             return (f"**Draw {studio.DRAWN[control]}** on the canvas (red brush), or set the line weight on the "
                     "left; a drawn stroke wins.")
@@ -346,7 +355,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
     @user_errors("optimising")
     def optimise(prompt, seed, control, canvas, questions, steps, palette_colors=None, line_px=4,
                  depth_relation="foreground", depth_contrast=False, composition_reference=None,
-                 composition_mode="transparent", session=None, request: gr.Request = None,
+                 composition_mode="transparent", keep_prompt=False, session=None, request: gr.Request = None,
                  progress=gr.Progress()):  # noqa: B008
         prompt, seed = studio.check_prompt(prompt), studio.check_seed(seed)
         steps = studio.check_steps(steps)
@@ -354,15 +363,19 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                      composition_reference, composition_mode)
         box = (questions or "").strip()
         qa = studio.parse_questions(box) if box else ctrl.questions
+        if keep_prompt:
+            qa = with_prompt_guard(qa, prompt)
         yield from stream("visual", session, request, progress, prompt, seed, qa, steps, ctrl.overlay,
                           ctrl.description)
 
     @user_errors("optimising")
-    def ask_optimise(prompt, seed, questions, steps, session=None, request: gr.Request = None,
+    def ask_optimise(prompt, seed, questions, steps, keep_prompt=False, session=None, request: gr.Request = None,
                      progress=gr.Progress()):  # noqa: B008
         prompt, seed = studio.check_prompt(prompt), studio.check_seed(seed)
         steps = studio.check_steps(steps)
         qa = studio.parse_questions(questions)
+        if keep_prompt:
+            qa = with_prompt_guard(qa, prompt)
         yield from stream("ask", session, request, progress, prompt, seed, qa, steps)
 
     @user_errors("drafting questions")
@@ -491,7 +504,15 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
               "judges the generator's images, and a LoRA of the generator learns to make it answer as you expect "
               "(Luo et al. 2025, \"Dual-Process Image Generation\").",
               f"Preset `{preset.name}`: {preset.description}."]
-    if offline:
+    if preset.known_prompts:
+        header.append(
+            f"**The toy world (preset `{preset.name}`, on the CPU).** A tiny generator trained here on synthetic "
+            f"landscapes of {len(preset.known_prompts)} prompts ({', '.join(preset.known_prompts)}), and a tiny VLM "
+            "trained to answer the horizon and palette questions and 'Does this image show {prompt}?'. It is "
+            "small enough to train in minutes and to show the method steering a real picture offline; "
+            f"the other controls ({', '.join(c for c in studio.CONTROL_NAMES if preset.control_note(c))}) are "
+            "untrained there and say so. Start the app on a GPU with `--preset flux-schnell` for real models.")
+    elif preset.random_weights:
         header.append(f"**Offline demo: preset `{preset.name}` has random weights, so its images are noise.** "
                       "Every code path is the real one; start the app on a GPU with `--preset flux-schnell` for "
                       "real pictures.")
@@ -500,6 +521,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
     header.append(f"One job runs at a time and up to {max_queue} wait in line; when the line is full the page "
                   "says the app is busy: try again a little later.")
     start_control = "horizon"
+    first_prompt = preset.known_prompts[0] if preset.known_prompts else "a tropical beach at sunset"
     with gr.Blocks(title="Dual-process studio") as demo:
         gr.Markdown("\n\n".join(header), elem_id="header")
         session = gr.State(None, delete_callback=drop_session)
@@ -507,7 +529,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
             with gr.Tab("Visual prompts", id="visual"):
                 with gr.Row():
                     with gr.Column(scale=2):
-                        prompt = gr.Textbox(label="Prompt", value="a tropical beach at sunset", elem_id="prompt")
+                        prompt = gr.Textbox(label="Prompt", value=first_prompt, elem_id="prompt")
                         with gr.Row():
                             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=studio.MAX_SEED,
                                              elem_id="seed")
@@ -547,6 +569,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                                                elem_id="questions")
                         steps = gr.Slider(1, studio.MAX_STEPS, value=preset.steps, step=1, label="Steps",
                                           elem_id="steps")
+                        keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL, elem_id="keep-prompt")
                         with gr.Row():
                             opt_button = gr.Button("Optimise", variant="primary", elem_id="optimise")
                             stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -604,6 +627,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                             elem_id="ask-questions")
                         draft_note = gr.Markdown()
                         ask_steps = gr.Slider(1, studio.MAX_STEPS, value=preset.steps, step=1, label="Steps")
+                        ask_keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL)
                         with gr.Row():
                             ask_button = gr.Button("Optimise", variant="primary", elem_id="ask-optimise")
                             ask_stop = gr.Button("Stop", variant="stop", elem_id="ask-stop")
@@ -717,7 +741,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
                              **light).then(**show, **light)
 
         run_event = opt_button.click(
-            optimise, [prompt, seed, control, editor, questions, steps, *params, session],
+            optimise, [prompt, seed, control, editor, questions, steps, *params, keep, session],
             [*results.outputs, session], api_name="optimise", show_progress_on=[results.status], **gpu)
         stop_button.click(None, None, None, cancels=[run_event], api_visibility="private").then(
             stopped, None, results.status, **light)
@@ -727,7 +751,7 @@ def build_demo(preset_name: str = "tiny", *, max_queue: int = MAX_QUEUE, max_upl
 
         draft_button.click(draft_questions, [ask_prompt, n_questions], [ask_questions, draft_note],
                            api_name="draft_questions", **gpu)
-        ask_event = ask_button.click(ask_optimise, [ask_prompt, ask_seed, ask_questions, ask_steps, session],
+        ask_event = ask_button.click(ask_optimise, [ask_prompt, ask_seed, ask_questions, ask_steps, ask_keep, session],
                                      [*ask_results.outputs, session], api_name="ask_optimise",
                                      show_progress_on=[ask_results.status], **gpu)
         ask_stop.click(None, None, None, cancels=[ask_event], api_visibility="private").then(

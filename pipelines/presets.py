@@ -56,6 +56,30 @@ class Preset:
     def alpha(self) -> float:
         return self.lora_alpha if self.lora_alpha is not None else 5.0 * self.lora_rank
 
+    @property
+    def offline(self) -> bool:
+        """Runs on a CPU without the hub: tiny random builds or weights in local folders (the toy world)."""
+        return all(src == "random:tiny" or (not src.startswith("random:") and is_local(src))
+                   for src in (self.generator_source, self.vlm_source))
+
+    @property
+    def random_weights(self) -> bool:
+        return self.generator_source.startswith("random:")
+
+    def prompt_note(self, prompt: str) -> str | None:
+        """A note when the generator was trained on a few prompts only and this is not one of them."""
+        if not self.known_prompts or " ".join(prompt.split()).lower() in self.known_prompts:
+            return None
+        return (f"The `{self.name}` generator knows only these prompts: {', '.join(self.known_prompts)}. Yours "
+                "still generates, but expect a landscape of the nearest one.")
+
+    def control_note(self, control: str) -> str | None:
+        """A note when the VLM was not trained on this visual prompt (its answers then mean little)."""
+        if self.trained_controls is None or control in self.trained_controls:
+            return None
+        return (f"The `{self.name}` judge was not trained on the {control} control: its answers are untrained "
+                f"there (it knows {', '.join(self.trained_controls)} and the prompt's own question).")
+
     def with_sources(self, generator: str | None = None, vlm: str | None = None) -> Preset:
         """The same preset with other weights (local folders, random full-size builds)."""
         return dataclasses.replace(self, generator_source=generator or self.generator_source,

@@ -450,7 +450,7 @@ def preview_every(steps: int) -> int:
 
 def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequence[QA], *, steps: int,
         out_path: str | Path, lock: threading.Lock, overlay: Image.Image | np.ndarray | None = None,
-        overlay_description: str = "") -> Iterator[RunEvent]:
+        overlay_description: str = "", target_p: float | None = None) -> Iterator[RunEvent]:
     """The whole job behind the Optimise button, as a stream of events.
 
     Base image for (prompt, seed) and its score -> the optimisation, step by step -> the LoRA file, the image
@@ -465,7 +465,7 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
     for item in optimise_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
-                                seed=seed, preview_every=preview_every(steps)):
+                                seed=seed, preview_every=preview_every(steps), target_p=target_p):
         if isinstance(item, Result):
             result = item
         else:
@@ -494,14 +494,14 @@ def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:
 
 
 def choose_preset(requested: str | None, env: str | None, has_gpu: bool,
-                  gpu_default: str = "flux-schnell") -> tuple[str, str | None]:
-    """(preset to serve, note for the user). Without a GPU only the offline presets (random weights) run."""
+                  gpu_default: str = "flux-schnell", offline_default: str = "toy") -> tuple[str, str | None]:
+    """(preset to serve, note for the user). Without a GPU only the offline presets run (toy world, tiny)."""
     from .presets import get_preset
 
-    name = requested or env or (gpu_default if has_gpu else "tiny")
+    name = requested or env or (gpu_default if has_gpu else offline_default)
     preset = get_preset(name)
-    if not has_gpu and not preset.generator_source.startswith("random:"):
-        return "tiny", f"No GPU found: serving the offline `tiny` preset instead of `{name}`."
+    if not has_gpu and not preset.offline:
+        return offline_default, f"No GPU found: serving the offline `{offline_default}` preset instead of `{name}`."
     return name, None
 
 

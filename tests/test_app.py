@@ -305,6 +305,11 @@ def test_ask_anything_draft_and_optimise(server, reference):
     final = client.predict("a red apple on a table", 4, text, 3, api_name="/ask_optimise")
     meta = lora_metadata(final[DOWNLOAD])
     assert len(meta["questions"]) == 3 and meta["overlay"] == ""
+    # The keep-prompt tick box adds the prompt's own question (expected Yes) to what is asked.
+    guarded = client.predict("a red apple on a table", 4, text, 2, True, api_name="/ask_optimise")
+    asked = lora_metadata(guarded[DOWNLOAD])["questions"]
+    assert len(asked) == 4 and asked[-1] == ["Does this image show a red apple on a table? Answer with Yes or No.",
+                                             "Yes"]
     assert client.predict("a pear", 1, 1.0, api_name="/ask_apply_lora")
     with fails("there are no questions"):
         client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimise")
@@ -523,9 +528,9 @@ def test_checks_name_the_value():
 
 
 def test_choose_preset():
-    assert studio.choose_preset(None, None, has_gpu=False) == ("tiny", None)
+    assert studio.choose_preset(None, None, has_gpu=False) == ("toy", None)
     name, note = studio.choose_preset("flux-schnell", None, has_gpu=False)
-    assert name == "tiny" and "No GPU" in note and "flux-schnell" in note
+    assert name == "toy" and "No GPU" in note and "flux-schnell" in note
     assert studio.choose_preset(None, "tiny-dev", has_gpu=False) == ("tiny-dev", None)
     assert studio.choose_preset(None, None, has_gpu=True) == ("flux-schnell", None)
     assert studio.choose_preset("sana", "flux-dev", has_gpu=True) == ("sana", None)
