@@ -1,21 +1,24 @@
-"""Visual prompts drawn over generated images, one module per control, all with the same interface.
+"""Visual prompts drawn over generated images, one module per control, all behind one interface.
 
-Each module in CONTROLS has NAME, a frozen validating ``Spec``, ``render(spec, (W, H)) -> RGBA image``
-(alpha 0 where nothing is drawn), ``questions(spec) -> [(question, answer)]`` and ``describe(spec)``.
-``composite`` lays a rendered overlay over differentiable pixels so the VLM loss reaches the generator.
+Each module has a frozen validating ``Spec``, ``render(spec, (W, H)) -> RGBA image`` (alpha 0 where nothing is
+drawn), ``questions(spec) -> [(question, answer)]``, ``describe(spec)`` and ``CONTROL``, its `base.Control`: how
+a Spec comes from settings, flags or the canvas, and its example. ``CONTROLS`` is the registry the CLI, the app
+and the examples read. ``composite`` lays a rendered overlay over differentiable pixels so the VLM loss reaches
+the generator.
 """
 
 from __future__ import annotations
-
-from types import ModuleType
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import composition, depth, horizon, line_weight, palette
+from .base import Control
 
-CONTROLS: dict[str, ModuleType] = {m.NAME: m for m in (palette, horizon, line_weight, depth, composition)}
+# The registry: adding a control is one module plus one entry here.
+CONTROLS: dict[str, Control] = {c.name: c for c in (palette.CONTROL, horizon.CONTROL, line_weight.CONTROL,
+                                                    depth.CONTROL, composition.CONTROL)}
 
 
 def overlay_array(overlay: Image.Image | np.ndarray) -> np.ndarray:
@@ -52,6 +55,7 @@ def composite(pixels: torch.Tensor, overlay: Image.Image | np.ndarray) -> torch.
 
 __all__ = [
     "CONTROLS",
+    "Control",
     "composite",
     "composition",
     "depth",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ._common import RED, SUFFIX, check_size, real
+from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .canvas import points_from_layer
 
 NAME = "depth"
 MIN_DISTANCE = 0.05  # of the image diagonal (taken as a square's): closer dots and labels collide
@@ -172,3 +174,46 @@ def describe(spec: Spec) -> str:
     """One line for file metadata."""
     (ax, ay), (bx, by) = spec.a, spec.b
     return f"depth: A=({ax:.2f}, {ay:.2f}) {spec.relation} vs B=({bx:.2f}, {by:.2f})"
+
+
+class Depth(Control):
+    """The depth control: two dots (left = Point A) or two points, labelled, and a question about which is closer."""
+
+    name = NAME
+    question = f"{RELATIONS['foreground'].format(p=LABELS[0], q=LABELS[1])} {SUFFIX}"
+    drawn = "two dots (the left one is Point A)"
+    settings = (Setting("depth_relation", "dropdown", "Point A (the left dot) is ... relative to Point B",
+                        default="foreground", choices=tuple(RELATIONS), sets_questions=True),
+                Setting("depth_contrast", "checkbox", "Also ask the swapped question (expects No)", default=False,
+                        sets_questions=True))
+    flags = (Flag("a", "point_a", "point", "depth: point A as 'x,y' fractions"),
+             Flag("b", "point_b", "point", "depth: point B as 'x,y' fractions"),
+             Flag("relation", "depth_relation", "text", "depth: foreground, background, closer or further",
+                  "foreground"))
+    render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
+
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
+        if not blank(layer):
+            a, b = points_from_layer(layer, 2)
+            a, b = (round(a[0], 3), round(a[1], 3)), (round(b[0], 3), round(b[1], 3))
+        else:
+            a, b = values.get("point_a"), values.get("point_b")
+            missing = [k for k, v in (("point_a", a), ("point_b", b)) if v is None]
+            if missing:
+                raise MissingValues(self.name, missing, f"the canvas is blank: draw {self.drawn} first")
+        return Spec(a, b, values.get("depth_relation") or "foreground", bool(values.get("depth_contrast")))
+
+    def default_questions(self, values: Mapping[str, object]) -> list[tuple[str, str]]:
+        spec = Spec((0.25, 0.5), (0.75, 0.5), values.get("depth_relation") or "foreground",
+                    bool(values.get("depth_contrast")))
+        return questions(spec)
+
+    def example(self) -> Example:
+        layer = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+        draw, r = ImageDraw.Draw(layer), 10
+        for x, y in ((0.25, 0.8), (0.7, 0.45)):
+            draw.ellipse([x * 512 - r, y * 512 - r, x * 512 + r, y * 512 + r], fill=(*RED, 255))
+        return Example("a green field", 4, values={"depth_relation": "foreground"}, drawing=layer)
+
+
+CONTROL = Depth()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from . import CONTROLS, composite, composition, depth, horizon, line_weight, palette
+from . import CONTROLS, composite
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 SIZE = 512
@@ -40,42 +40,14 @@ def landscape(size: int = SIZE, horizon_y: float = 0.55) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
-def mondrian(size: int = SIZE) -> Image.Image:
-    """A Mondrian-like grid with red annotations: a vertical object and a large field."""
-    img = Image.new("RGB", (size, size), (250, 250, 246))
-    draw = ImageDraw.Draw(img)
-    s = size / 512
-    blocks = [
-        ((0, 0, 150, 180), (200, 30, 30)),
-        ((360, 0, 512, 120), (250, 210, 40)),
-        ((0, 400, 260, 512), (30, 60, 150)),
-    ]
-    for (x0, y0, x1, y1), colour in blocks:
-        draw.rectangle([x0 * s, y0 * s, x1 * s, y1 * s], fill=colour)
-    for x in (150, 360):
-        draw.rectangle([(x - 5) * s, 0, (x + 5) * s, size], fill=(15, 15, 15))
-    for y in (180, 400):
-        draw.rectangle([0, (y - 5) * s, size, (y + 5) * s], fill=(15, 15, 15))
-    red = (255, 0, 0)
-    font = ImageFont.load_default(size=max(10, round(20 * s)))
-    draw.line([(250 * s, 60 * s), (250 * s, 330 * s)], fill=red, width=max(2, round(6 * s)))
-    draw.text((262 * s, 70 * s), "a vertical object\nlike a tree", fill=red, font=font)
-    draw.rectangle([280 * s, 420 * s, 500 * s, 500 * s], outline=red, width=max(2, round(4 * s)))
-    draw.text((290 * s, 440 * s), "a large field", fill=red, font=font)
-    return img
-
-
 def example_specs() -> dict[str, object]:
-    """One representative spec per control."""
-    return {
-        palette.NAME: palette.Spec.from_preset("retro"),
-        horizon.NAME: horizon.Spec(0.35, tilt=4.0),
-        line_weight.NAME: line_weight.Spec(6),
-        depth.NAME: depth.Spec((0.25, 0.88), (0.7, 0.5), "foreground"),
-        composition.NAME: composition.Spec(
-            mondrian(), ["Is there a vertical object like a tree in the image?"], "transparent"
-        ),
-    }
+    """Each control's example as a Spec (its settings, its drawing read as a canvas would be)."""
+    specs = {}
+    for name, control in CONTROLS.items():
+        example = control.example()
+        layer = None if example.drawing is None else np.asarray(example.drawing.convert("RGBA"))
+        specs[name] = control.spec(example.values | {"questions": example.questions}, layer, SIZE)
+    return specs
 
 
 def main(out_dir: Path | None = None) -> list[Path]:

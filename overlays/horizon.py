@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from ._common import RED, SUFFIX, check_size, real
+from .base import Control, Example, Flag, MissingValues, blank
+from .canvas import horizon_from_layer
 
 NAME = "horizon"
 MAX_TILT = 45.0
@@ -78,3 +81,27 @@ def questions(spec: Spec) -> list[tuple[str, str]]:
 def describe(spec: Spec) -> str:
     """One line for file metadata."""
     return f"horizon at y={spec.y:.2f}, tilt {spec.tilt:.1f} deg"
+
+
+class Horizon(Control):
+    """The horizon control: read from a drawn line (or --y/--tilt), a red line, the paper's question."""
+
+    name, question = NAME, QUESTION
+    drawn = "the horizon as a line across the image"
+    flags = (Flag("y", "horizon_y", "float", "horizon: height as a fraction of the image, from the top"),
+             Flag("tilt", "horizon_tilt", "float", "horizon: tilt in degrees", 0.0))
+    render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
+
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
+        if not blank(layer):
+            y, tilt = horizon_from_layer(layer)
+            return Spec(round(y, 3), round(tilt, 1))
+        if values.get("horizon_y") is None:
+            raise MissingValues(self.name, ["horizon_y"], f"the canvas is blank: draw {self.drawn} first")
+        return Spec(values["horizon_y"], values.get("horizon_tilt") or 0.0)
+
+    def example(self) -> Example:
+        return Example("a beach at noon", 2, drawing=render(Spec(0.35, 4.0, thickness=8), (512, 512)))
+
+
+CONTROL = Horizon()

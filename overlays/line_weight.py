@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from ._common import RED, SUFFIX, check_size
+from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .canvas import stroke_thickness
 
 NAME = "line-weight"
 SPAN = (0.2, 0.8)  # the stroke covers the middle 60 % of the width
@@ -65,3 +68,48 @@ def questions(spec: Spec) -> list[tuple[str, str]]:
 def describe(spec: Spec) -> str:
     """One line for file metadata."""
     return f"line weight {spec.px} px"
+
+
+def max_line_px(resolution: int) -> int:
+    """The thickest stroke allowed at this resolution, in whole pixels."""
+    return max(1, int(max_px(resolution)))
+
+
+def measured_px(layer: np.ndarray, resolution: int) -> int:
+    """A drawn stroke's thickness, scaled from the canvas to the generator's resolution and clamped."""
+    px = stroke_thickness(layer) * resolution / layer.shape[1]
+    return int(min(max(1, round(px)), max_line_px(resolution)))
+
+
+class LineWeight(Control):
+    """The line-weight control: a drawn stroke's thickness (or a number) as a red stroke at the bottom."""
+
+    name, question = NAME, QUESTION
+    drawn = "a stroke as thick as the lines you want"
+    settings = (Setting("line_px", "slider", "Line weight (px at the generator's resolution)", default=4,
+                        minimum=1, maximum=max_line_px),)
+    flags = (Flag("px", "line_px", "int", "line weight: stroke thickness in pixels"),)
+    render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
+
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
+        if not blank(layer):  # a drawn stroke wins over the number
+            return Spec(measured_px(np.asarray(layer), resolution))
+        px = values.get("line_px")
+        if px is None:
+            raise MissingValues(self.name, ["line_px"], f"the canvas is blank: draw {self.drawn} first")
+        top = max_line_px(resolution)
+        if isinstance(px, bool) or not isinstance(px, numbers.Real) or px != int(px) or not 1 <= px <= top:
+            raise ValueError(f"line weight (px) {px!r} must be a whole number from 1 to {top}")
+        return Spec(int(px))
+
+    def spec_notes(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> list[str]:
+        if blank(layer):
+            return []
+        return [f"line weight measured from your stroke: {measured_px(np.asarray(layer), resolution)} px at "
+                f"{resolution} px"]
+
+    def example(self) -> Example:
+        return Example("a snowy plain", 3, values={"line_px": 6})
+
+
+CONTROL = LineWeight()

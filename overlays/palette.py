@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from ._common import SUFFIX, check_size
-from .colors import RGB, as_rgb, lab_to_srgb, srgb_to_lab, to_hex
+from .base import Control, Example, Flag, MissingValues, Setting
+from .colors import RGB, as_rgb, lab_to_srgb, parse_colors, srgb_to_lab, to_hex
 
 NAME = "palette"
 MIN_SWATCHES, MAX_SWATCHES = 2, 8
@@ -157,3 +159,40 @@ def extract_palette(image: Image.Image, k: int = 5, seed: int = 0, max_side: int
 def swatch_colors(spec: Spec) -> list[str]:
     """Hex strings of the swatches (for a UI)."""
     return [to_hex(c) for c in spec.colors]
+
+
+class Palette(Control):
+    """The palette control: swatches from colours, a preset or a picture; a strip at the bottom."""
+
+    name, question = NAME, QUESTION
+    settings = (Setting("palette_colors", "colors", "Swatches (2 to 8 colours)",
+                        default=" ".join(load_presets()["retro"])),)
+    flags = (Flag("palette", "palette", "text", f"palette: a preset ({', '.join(load_presets())})"),
+             Flag("colors", "palette_colors", "text", "palette: colours separated by spaces, commas or ';', e.g. "
+                                                      "'#2b1d0e #8c6d46 rgb(200, 180, 150)'"),
+             Flag("palette-image", "palette_image", "image", "palette: take the dominant colours of this picture"),
+             Flag("swatches", "swatches", "int", "palette: how many colours --palette-image gives", 5),
+             Flag("strip", "strip", "float", "palette: strip height as a fraction", 0.1))
+    render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
+
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
+        strip = 0.1 if values.get("strip") is None else values["strip"]
+        picture = values.get("palette_image")
+        if picture is not None:
+            n = 5 if values.get("swatches") is None else values["swatches"]
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not MIN_SWATCHES <= n <= MAX_SWATCHES:
+                raise ValueError(f"swatches {n!r} must be a whole number from {MIN_SWATCHES} to {MAX_SWATCHES}")
+            return Spec(tuple(extract_palette(picture, int(n))), strip_height=strip)
+        text = values.get("palette_colors")
+        if isinstance(text, str) and text.strip():
+            return Spec(tuple(parse_colors(text)), strip_height=strip)
+        if values.get("palette"):
+            return Spec.from_preset(str(values["palette"]), strip_height=strip)
+        raise MissingValues(self.name, ["palette", "palette_colors", "palette_image"],
+                            "the palette is empty: give colours like #e63946 or rgb(230, 57, 70)")
+
+    def example(self) -> Example:
+        return Example("a green field", 1, values={"palette_colors": " ".join(load_presets()["autumn"])})
+
+
+CONTROL = Palette()

@@ -20,8 +20,8 @@ import time
 import torch
 
 from . import cli
+from .checks import check_renoise
 from .optimize import Step, optimize
-from .presets import check_renoise
 
 QUESTION = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
 

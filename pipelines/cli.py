@@ -10,17 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from overlays import CONTROLS, composition, depth, horizon, line_weight, palette
-from overlays.colors import parse_colors
+from overlays import CONTROLS, Control
+from overlays.base import MissingValues, flag_dest
 
+from .checks import fit_upload, read_image
 from .generator import Generator
 from .loading import default_device, load_generator, load_vlm
 from .presets import PRESETS, Preset, get_preset
 from .vlm import VLM
-
-MAX_PROMPT_CHARS = 2000
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,45 +52,6 @@ def load_models(args: argparse.Namespace, preset: Preset, generator: bool = True
     return gen, load_vlm(preset, args.vlm_device or gen_device)
 
 
-def check_text(text: str, what: str) -> str:
-    text = (text or "").strip()
-    if not text:
-        raise ValueError(f"the {what} is empty")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"the {what} has {len(text)} characters; at most {MAX_PROMPT_CHARS}")
-    return text
-
-
-def check_prompt(prompt: str) -> str:
-    return check_text(prompt, "prompt")
-
-
-def read_image(path: str | Path, mode: str = "RGBA") -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            return im.convert(mode)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"image {str(path)!r} is not a readable image ({exc.__class__.__name__})") from None
-
-
-MAX_UPLOAD_SIDE = 2048  # larger uploads are downscaled: no VLM here looks at more than ~13 MP anyway
-
-
-def fit_upload(image: Image.Image, max_side: int = MAX_UPLOAD_SIDE) -> tuple[Image.Image, str | None]:
-    """An uploaded image in RGB, downscaled to `max_side` with a note saying so when it is larger."""
-    image = image.convert("RGB")
-    w, h = image.size
-    if max(w, h) <= max_side:
-        return image, None
-    scale = max_side / max(w, h)
-    small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
-    return small, (f"the {w}x{h} image ({w * h / 1e6:.0f} MP) was downscaled to "
-                   f"{small.width}x{small.height}")
-
-
 def load_upload(path: str | Path) -> Image.Image:
     """Read an image a user gave us; say so on stderr when it had to be downscaled."""
     image, note = fit_upload(read_image(path, "RGB"))
@@ -119,77 +79,40 @@ def pair(text: str, what: str = "point") -> tuple[float, float]:
 
 
 def add_control_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("visual prompt (--control)")
-    g.add_argument("--control", choices=list(CONTROLS), help="draw this visual prompt and ask its questions")
-    g.add_argument("--y", type=float, help="horizon: height as a fraction of the image, from the top")
-    g.add_argument("--tilt", type=float, default=0.0, help="horizon: tilt in degrees")
-    g.add_argument("--palette", help=f"palette preset: {', '.join(palette.load_presets())}")
-    g.add_argument("--colors", help="palette: colours separated by spaces, commas or ';', e.g. "
-                                    "'#2b1d0e #8c6d46 rgb(200, 180, 150)'")
-    g.add_argument("--palette-image", help="palette: take the dominant colours of this picture")
-    g.add_argument("--swatches", type=int, default=5, help="palette: how many colours --palette-image gives")
-    g.add_argument("--strip", type=float, default=0.1, help="palette: strip height as a fraction")
-    g.add_argument("--a", help="depth: point A as 'x,y' fractions")
-    g.add_argument("--b", help="depth: point B as 'x,y' fractions")
-    g.add_argument("--relation", default="foreground", help="depth: foreground, background, closer or further")
-    g.add_argument("--px", type=int, help="line weight: stroke thickness in pixels")
-    g.add_argument("--reference", help="composition: annotated reference image")
-    g.add_argument("--mode", default="transparent", help="composition: transparent or solid")
+    """--control and every registered control's own flags (overlays.CONTROLS)."""
+    p.add_argument("--control", choices=list(CONTROLS), help="draw this visual prompt and ask its questions")
+    for control in CONTROLS.values():
+        control.add_arguments(p)
 
 
-def _require(args: argparse.Namespace, *names: str) -> None:
-    missing = [f"--{n}" for n in names if getattr(args, n) is None]
-    if missing:
-        raise ValueError(f"--control {args.control} needs {' and '.join(missing)}")
-
-
-def _palette_spec(args: argparse.Namespace):
-    if args.palette_image:
-        if not palette.MIN_SWATCHES <= args.swatches <= palette.MAX_SWATCHES:
-            raise ValueError(f"--swatches {args.swatches} must be between {palette.MIN_SWATCHES} and "
-                             f"{palette.MAX_SWATCHES}")
-        colors = palette.extract_palette(load_upload(args.palette_image), args.swatches)
-        return palette.Spec(tuple(colors), strip_height=args.strip)
-    if args.colors:
-        return palette.Spec(tuple(parse_colors(args.colors)), strip_height=args.strip)
-    _require(args, "palette")
-    return palette.Spec.from_preset(args.palette, strip_height=args.strip)
-
-
-def _depth_spec(args: argparse.Namespace):
-    _require(args, "a", "b")
-    return depth.Spec(pair(args.a), pair(args.b), relation=args.relation)
-
-
-def _line_weight_spec(args: argparse.Namespace):
-    _require(args, "px")
-    return line_weight.Spec(args.px)
-
-
-def _horizon_spec(args: argparse.Namespace):
-    _require(args, "y")
-    return horizon.Spec(args.y, tilt=args.tilt)
-
-
-def _composition_spec(args: argparse.Namespace):
-    _require(args, "reference", "question")
-    return composition.Spec(read_image(args.reference), tuple(args.question), mode=args.mode)
-
-
-SPEC_FROM_ARGS = {"palette": _palette_spec, "horizon": _horizon_spec, "line-weight": _line_weight_spec,
-                  "depth": _depth_spec, "composition": _composition_spec}
+def control_values(args: argparse.Namespace, control: Control) -> dict[str, object]:
+    """A control's values from its flags: points parsed, image files opened (and checked) here."""
+    values: dict[str, object] = {"questions": list(args.question or [])}
+    for flag in control.flags:
+        raw = getattr(args, flag_dest(flag))
+        if raw is not None and flag.kind == "point":
+            raw = pair(raw)
+        elif raw is not None and flag.kind == "image":
+            raw = read_image(raw)
+        values[flag.key] = raw
+    return values
 
 
 def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, list[tuple[str, str]], str]:
     """The chosen visual prompt as (RGBA overlay at the generator's size, its questions, a description)."""
-    module = CONTROLS[args.control]
-    spec = SPEC_FROM_ARGS[args.control](args)
-    for note in getattr(module, "notes", lambda *_: [])(spec, (size, size)):
+    control = CONTROLS[args.control]
+    values = control_values(args, control)
+    try:
+        spec = control.spec(values, None, size)
+    except MissingValues as exc:  # name the flags, not what the app would ask to draw
+        flags = {f.key: f"--{f.name}" for f in control.flags}
+        raise ValueError(f"--control {control.name} needs {' or '.join(flags[k] for k in exc.keys)}") from None
+    for note in control.spec_notes(values, None, size) + control.notes(spec, (size, size)):
         print(f"note: {note}", file=sys.stderr)
     with warnings.catch_warnings():  # the note above already told the user
         warnings.simplefilter("ignore", UserWarning)
-        overlay = np.asarray(module.render(spec, (size, size)))
-    return overlay, module.questions(spec), module.describe(spec)
+        overlay = np.asarray(control.render(spec, (size, size)))
+    return overlay, control.questions(spec), control.describe(spec)
 
 
 @contextmanager

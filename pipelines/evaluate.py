@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 from overlays import composite, horizon, palette
 
 from . import cli, toy_world
+from .checks import check_prompt
 from .files import replacing, write_text
 from .optimize import optimize, prompt_question, score_image, with_prompt_guard
 from .vlm import from_pil
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.seeds <= 64 or not 1 <= args.lines <= 20:
             raise ValueError(f"--seeds {args.seeds} must be 1..64 and --lines {args.lines} 1..20")
         default_prompts = TOY_PROMPTS if preset.known_prompts else PAPER_PROMPTS
-        prompts = [cli.check_prompt(p) for p in args.prompts.split(";")] if args.prompts else list(default_prompts)
+        prompts = [check_prompt(p) for p in args.prompts.split(";")] if args.prompts else list(default_prompts)
         if args.task == "horizon":
             targets: list[float | str] = [round(float(x), 3) for x in np.linspace(0.2, 0.8, args.lines)]
         else:

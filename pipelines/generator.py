@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from diffusers import FluxPipeline, SanaPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from PIL import Image
 
+from . import lora
+from .checks import check_prompt
 from .presets import Preset
 
 
@@ -110,9 +113,20 @@ class Generator(ABC):
         return x, sigmas[stop]
 
     @torch.no_grad()
-    def generate(self, prompt: str | Conditioning, seed: int, size: int | None = None) -> Image.Image:
-        """One image from the stock pipeline with whatever adapters are active."""
-        return self._generate(self.encode(prompt) if isinstance(prompt, str) else prompt, seed, size)[0]
+    def generate(self, prompt: str | Conditioning, seed: int, size: int | None = None,
+                 lora_path: str | Path | None = None, scale: float = 1.0) -> Image.Image:
+        """One image from the stock pipeline: what a user gets.
+
+        Args:
+            prompt: the text, or its `Conditioning` when already encoded.
+            seed: the initial noise's seed (the same seed gives the same image).
+            size: the image side in pixels (None: the preset's resolution).
+            lora_path: a LoRA file applied for this call only, at `scale`; without one, whatever adapters are
+                active (during a run, the LoRA being trained) shape the image.
+        """
+        cond = self.encode(prompt) if isinstance(prompt, str) else prompt
+        with lora.applied(self.pipe, lora_path, scale):
+            return self._generate(cond, seed, size)[0]
 
     @torch.no_grad()
     def generate_batch(self, prompts: list[str], seed: int, size: int | None = None,
@@ -154,8 +168,10 @@ class Generator(ABC):
 
 def check_prompts(prompt: str | list[str]) -> None:
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts or any(not p or not p.strip() for p in prompts):
+    if not prompts:
         raise ValueError("the prompt is empty")
+    for p in prompts:
+        check_prompt(p)
 
 
 def check_size(size: int, multiple: int) -> None:

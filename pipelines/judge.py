@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from . import cli
+from .checks import check_prompt
 from .vlm import VLM, from_pil
 
 LEVELS = ["Poor", "Below Average", "Average", "Above Average", "Very Good", "Excellent"]
@@ -166,7 +166,7 @@ class Comparison:
 @torch.no_grad()
 def compare(vlm: VLM, first: Image.Image, second: Image.Image, prompt: str) -> Comparison:
     """Which of two images is better, asked in both orders and averaged so the order cannot matter."""
-    question = COMPARE_QUESTION.format(prompt=cli.check_prompt(prompt))
+    question = COMPARE_QUESTION.format(prompt=check_prompt(prompt))
     items = [(from_pil(side_by_side(first, second)), question, "Yes"),
              (from_pil(side_by_side(second, first)), question, "Yes")]
     p_left_1, p_left_2 = (float(x) for x in torch.exp(-vlm.nll_rows(items)))
@@ -186,7 +186,7 @@ class Report:
 
 def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed: int = 0) -> Report:
     """All three rubrics plus VQAScore for one image."""
-    prompt = cli.check_prompt(prompt)
+    prompt = check_prompt(prompt)
     if sampled:
         verdicts = {r: sampled_score(vlm, image, r, prompt, seed=seed) for r in RUBRICS}
     else:
@@ -197,27 +197,9 @@ def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed
     return Report(prompt, vqa_scores(vlm, [image], [prompt])[0], verdicts)
 
 
-def report_markdown(report: Report, title: str) -> str:
-    """A judge's report for the page: scores on the 0-5 rubric with the level's name, and the judge's words."""
-    lines = [f"### {title}", f"VQAScore, P(Yes) to \"{vqa_question(report.prompt)}\": **{report.vqa_score:.4f}**", ""]
-    for rubric, v in report.verdicts.items():
-        level = "" if v.score is None else f" ({LEVELS[min(5, max(0, round(v.score)))]})"
-        lines.append(f"- **{rubric}**: {v.label()}{level}")
-    words = [f"> _{rubric}_: {v.explanation.strip()}" for rubric, v in report.verdicts.items() if v.explanation.strip()]
-    return "\n".join(lines + ([""] + words if words else []))
-
-
-def comparison_markdown(c: Comparison) -> str:
-    verdict = {"first": "image A", "second": "image B", "tie": "neither (a tie)"}[c.winner]
-    text = (f"### A or B?\nThe judge prefers **{verdict}**: P(A is better) = **{c.p_first_better:.3f}**, "
-            f"averaged over both orders (A left: P(left better) = {c.left_first:.3f}; B left: {c.left_second:.3f}).")
-    if not c.orders_agree:
-        text += ("\n\n**The two orders disagree**: the judge's answer depends on which image is on the left, so "
-                 "treat this verdict as weak.")
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
+    from . import cli  # the command line only: the library does not depend on it
+
     parser = cli.parser("Score images with the preset's VLM as a judge.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", required=True, help="what the image(s) should show")
@@ -225,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampled", action="store_true", help="average 3 sampled verdicts (T=0.9)")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
-        cli.check_prompt(args.prompt)
+        check_prompt(args.prompt)
         if len(args.image) > 2:
             raise ValueError(f"{len(args.image)} images given; the judge takes one or two")
         images = [cli.load_upload(p) for p in args.image]

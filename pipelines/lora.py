@@ -8,7 +8,6 @@ preset, ...) ride along in the header under `dual_process.*` keys.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .checks import check_scale
 from .files import replacing
 
 TRAINING_ADAPTER = "vlm_guidance"
 META_PREFIX = "dual_process."
-MAX_SCALE = 10.0
 
 
 def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: tuple[str, ...],
@@ -110,12 +109,6 @@ def check_lora_file(path: str | Path, name: str | None = None) -> Path:
     if not any("lora" in k for k in keys):
         raise ValueError(f"LoRA file {shown} holds no LoRA weights")
     return path
-
-
-def check_scale(scale: float) -> float:
-    if not math.isfinite(scale) or not 0 <= scale <= MAX_SCALE:
-        raise ValueError(f"LoRA scale {scale} must be between 0 and {MAX_SCALE:g}")
-    return scale
 
 
 @contextmanager

@@ -19,13 +19,23 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from overlays import composite
+from overlays import CONTROLS, composite
 from overlays._common import with_suffix
 
-from . import cli, lora
+from . import lora
+from .checks import (
+    MAX_EVAL_SEEDS,
+    check_alpha,
+    check_learning_rate,
+    check_prompt,
+    check_rank,
+    check_renoise,
+    check_steps,
+    check_target_p,
+    check_text,
+)
 from .files import write_text
 from .generator import Conditioning, Generator
-from .presets import check_renoise
 from .vlm import QA, VLM, from_pil, to_pil
 
 TRAIN_SEED_STRIDE = 100_003  # step k of a run with seed s draws its noise from seed s * stride + k
@@ -113,12 +123,6 @@ def with_prompt_guard(qa_pairs: list[QA], prompt: str) -> list[QA]:
     return list(qa_pairs) if guard in qa_pairs else [*qa_pairs, guard]
 
 
-def check_target_p(target_p: float | None) -> float | None:
-    if target_p is not None and not 0 < target_p < 1:
-        raise ValueError(f"target P {target_p!r} must be between 0 and 1 (exclusive)")
-    return target_p
-
-
 def normalise_answer(answer: str) -> str:
     """'yes' / 'NO ' -> 'Yes' / 'No': the token the question asks for ("Answer with Yes or No.")."""
     answer = answer.strip()
@@ -127,15 +131,10 @@ def normalise_answer(answer: str) -> str:
 
 def lora_settings(preset, rank: int | None, alpha: float | None, lr: float | None) -> tuple[int, float, float]:
     """Rank, alpha and learning rate: the preset's unless given; alpha = 5 x rank when the rank changes."""
-    rank = preset.lora_rank if rank is None else rank
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 512:
-        raise ValueError(f"LoRA rank {rank!r} must be an integer from 1 to 512")
+    rank = check_rank(preset.lora_rank if rank is None else rank)
     if alpha is None:
         alpha = preset.alpha if rank == preset.lora_rank else 5.0 * rank
-    lr = preset.learning_rate if lr is None else lr
-    if not 0 < alpha < float("inf") or not 0 < lr < 1:
-        raise ValueError(f"LoRA alpha {alpha} must be positive and learning rate {lr} in (0, 1)")
-    return rank, float(alpha), float(lr)
+    return rank, check_alpha(alpha), check_learning_rate(preset.learning_rate if lr is None else lr)
 
 
 def judged_pixels(generator: Generator, cond: Conditioning, seed: int, overlay: np.ndarray | None) -> torch.Tensor:
@@ -252,15 +251,6 @@ def held_out_loss(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: 
     return float(np.mean(losses))
 
 
-MAX_STEPS = 10_000
-
-
-def check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps {steps!r} must be a whole number from 1 to {MAX_STEPS}")
-    return steps
-
-
 def sidecar_path(path: str | Path) -> Path:
     """`x.safetensors` -> `x.safetensors.json`: the run's evaluation and per-step history beside the LoRA."""
     return Path(f"{path}.json")
@@ -298,6 +288,8 @@ def parse_target_p(text: str | None, preset) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import cli  # the command line only: the library does not depend on it
+
     parser = cli.parser("Train a LoRA of the generator from a VLM's Yes/No answers.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", required=True)
@@ -332,20 +324,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
         target_p = parse_target_p(args.target_p, preset)
-        if not 0 <= args.eval_seeds <= 64:
-            raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to 64")
-        prompt = cli.check_prompt(args.prompt)
+        if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
+            raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to {MAX_EVAL_SEEDS}")
+        prompt = check_prompt(args.prompt)
         if args.control and args.overlay:
             raise ValueError("give either --control or --overlay, not both")
         if not args.control and not args.question:
             raise ValueError("give at least one --question (or a --control, which brings its own)")
-        own = args.question if args.control != "composition" else []  # composition's questions are its own
-        if args.answer and args.control == "composition":
-            raise ValueError("--answer does not apply to --control composition: its questions expect Yes")
+        control = CONTROLS[args.control] if args.control else None
+        own = [] if control and control.uses_questions else args.question  # e.g. composition asks them itself
+        if args.answer and control and control.uses_questions:
+            raise ValueError(f"--answer does not apply to --control {control.name}: its questions expect Yes")
         answers = [normalise_answer(a) for a in args.answer or ["Yes"] * len(own or [])]
         if len(answers) != len(own or []):
             raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
-        questions = [with_yes_no(cli.check_text(q, "question")) for q in own or []]
+        questions = [with_yes_no(check_text(q, "question")) for q in own or []]
         qa_pairs = list(zip(questions, answers, strict=True))
         overlay, description = None, ""
         if args.overlay:

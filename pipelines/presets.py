@@ -93,14 +93,6 @@ _TINY = dict(generator_source="random:tiny", vlm="qwen2_5_vl", vlm_source="rando
 TOY_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-world"
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset(name="toy", description="Offline CPU: the trained toy world (tiny Flux-shaped one-step generator of "
-                                   "landscapes, tiny Qwen2.5-VL-shaped judge)",
-           generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
-           vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
-           learning_rate=5e-4, steps=60, gradient_checkpointing=False, target_p=0.95,
-           known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
-           notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
-                  "'Does this image show {prompt}?' questions only",)),
     Preset(name="tiny", description="Offline CPU demo: tiny Flux-shaped generator and Qwen-shaped VLM",
            generator="flux", **_TINY),
     Preset(name="tiny-dev", description="Offline CPU: tiny multi-step Flux (guidance embedding)",
@@ -109,6 +101,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY | {"resolution": 128}),
     Preset(name="tiny-idefics2", description="Offline CPU: tiny Flux-shaped generator, tiny Idefics2-shaped VLM",
            generator="flux", **_TINY | {"vlm": "idefics2"}),
+    Preset(name="toy", description="Offline CPU: the trained toy world (tiny Flux-shaped one-step generator of "
+                                   "landscapes, tiny Qwen2.5-VL-shaped judge)",
+           generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
+           vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
+           learning_rate=5e-4, steps=60, gradient_checkpointing=False, target_p=0.95,
+           known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
+           notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
+                  "'Does this image show {prompt}?' questions only",)),
     Preset(name="flux-schnell", description="FLUX.1-schnell (1 step) + Qwen2.5-VL-7B-Instruct",
            generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
@@ -124,16 +124,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            inference_steps=20, guidance=4.5, lora_targets=SANA_TARGETS, learning_rate=5e-6,
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-3B-Instruct", random_vlm_size="full-3b"),
 ]}
-
-
-def check_renoise(renoise: tuple[float, float] | None) -> tuple[float, float] | None:
-    """None, or a re-noising range 0 < lo <= hi <= 1."""
-    if renoise is None:
-        return None
-    lo, hi = (float(v) for v in renoise)
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"re-noising range {lo:g},{hi:g} must satisfy 0 < LO <= HI <= 1")
-    return lo, hi
 
 
 def get_preset(name: str) -> Preset:

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import cli, judge
+from . import judge
+from .checks import check_prompt
 from .generator import Generator
 from .vlm import VLM, from_pil
 
@@ -92,7 +93,7 @@ def check_n(n: int) -> int:
 def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9, seed: int = 0,
             tokenizer=None, limit: int | None = None, attempts: int = 4) -> list[Candidate]:
     """Up to n distinct rewrites of `prompt` (never the prompt itself), sampled in batches."""
-    prompt, n = cli.check_prompt(prompt), check_n(n)
+    prompt, n = check_prompt(prompt), check_n(n)
     if not 0 < temperature <= 2 or not 0 < top_p <= 1:
         raise ValueError(f"temperature {temperature} must be in (0, 2] and top-p {top_p} in (0, 1]")
     seen, out = {_key(prompt)}, []
@@ -125,7 +126,7 @@ def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature:
            seed: int = 0, image_seed: int = 0, batch_size: int = 4, vlm_lora: str | Path | None = None
            ) -> list[Candidate]:
     """Candidates and the baseline, generated from one seed, judged, best first."""
-    prompt = cli.check_prompt(prompt)
+    prompt = check_prompt(prompt)
     with vlm_adapter(vlm, vlm_lora):
         candidates = propose(vlm, prompt, n, temperature, top_p, seed, generator.prompt_tokenizer,
                              generator.preset.max_sequence_length)
@@ -179,28 +180,9 @@ def recreate(generator: Generator, vlm: VLM, image: Image.Image, seed: int = 0) 
     return candidate, similarity(vlm, image, candidate.image)
 
 
-TABLE_HEADERS = ["rank", "combined", "aesthetic", "alignment", "preference", "VQAScore", "prompt"]
-
-
-def table(rows: list[Candidate]) -> list[list[object]]:
-    """One row per candidate, best first; unreadable scores are "no score", never 0."""
-    out = []
-    for i, r in enumerate(rows, 1):
-        scores = [round(r.scores[k], 3) if r.scores.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
-        tag = " [baseline]" if r.baseline else " [cut]" if r.truncated else ""
-        out.append([i, round(r.combined, 3), *scores, r.prompt + tag])
-    return out
-
-
-def format_table(rows: list[Candidate]) -> str:
-    widths = [4, 8, 9, 9, 10, 8]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_HEADERS, widths, strict=False)) + "  prompt"]
-    for row in table(rows):
-        lines.append("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=False)) + f"  {row[-1]}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from . import cli, reports  # the command line only: the library does not depend on them
+
     parser = cli.parser("Refine a prompt with the preset's VLM (self-rewarding), or write one from an image.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", help="the short prompt to refine")
@@ -216,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.prompt is None) == (args.image is None):
             raise ValueError("give either --prompt or --image")
         if args.prompt is not None:
-            cli.check_prompt(args.prompt)
+            check_prompt(args.prompt)
             check_n(args.n)
         image = cli.load_upload(args.image) if args.image else None
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
@@ -228,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = refine(generator, vlm, args.prompt, args.n, args.temperature, args.top_p, seed=args.seed,
                           image_seed=args.seed, vlm_lora=args.vlm_lora)
-            print(format_table(rows))
+            print(reports.format_table(rows))
         if args.out_dir:
             Path(args.out_dir).mkdir(parents=True, exist_ok=True)
             for i, r in enumerate(rows, 1):

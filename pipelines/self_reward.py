@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from . import cli
+from .checks import check_prompt
 from .generator import Generator
 from .refine import REWRITE, check_n, refine
 from .vlm import VLM
@@ -127,10 +127,12 @@ def read_prompts(path: str | Path) -> list[str]:
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {str(path)!r} has no prompts (one per line)")
-    return [cli.check_prompt(p) for p in prompts]
+    return [check_prompt(p) for p in prompts]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import cli  # the command line only: the library does not depend on it
+
     parser = cli.parser("Self-rewarding rounds: refine, judge, keep best/worst pairs, DPO on the VLM.")
     cli.add_model_args(parser)
     parser.add_argument("--prompts", required=True, help="text file, one prompt per line")

@@ -1,6 +1,6 @@
 """The Gradio app on the tiny preset: every public endpoint through gradio_client, bad inputs, the shared
 pipeline left bit-identical after a run / a stop / an error, two users at once, a full queue, out of memory,
-and the app-facing glue in pipelines/studio.py."""
+and the app-facing logic in studio/ (controls, questions, runs, examples)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,14 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import app
-from pipelines import studio
+import overlays
+import studio
+from overlays import composition, line_weight
+from pipelines import checks, optimize
 from pipelines.lora import lora_metadata
 from pipelines.optimize import Step
+from studio import controls, examples, runs, shared
+from studio import questions as question_box
 
 ROOT = Path(__file__).resolve().parent.parent
 # outputs of /optimise and /ask_optimise, in order
@@ -49,7 +53,7 @@ def fails(message: str):
 
 
 def models():
-    return app.models("tiny")
+    return shared.models("tiny")
 
 
 def base_pixels(client) -> np.ndarray:
@@ -66,7 +70,7 @@ def assert_clean(reference: np.ndarray, client) -> None:
 
 def wait_for_no_runs(timeout: float = 20.0) -> float:
     start = time.monotonic()
-    while studio.active_runs():
+    while runs.active_runs():
         assert time.monotonic() - start < timeout, "the optimisation worker did not stop"
         time.sleep(0.02)
     return time.monotonic() - start
@@ -99,7 +103,7 @@ def test_generate_returns_the_generators_exact_image(server, reference):
     client = server.client()
     image, canvas, note = client.predict(PROMPT, SEED, api_name="/generate")
     assert np.array_equal(pixels(image), reference)
-    assert Image.open(canvas["background"]).size == (studio.DISPLAY, studio.DISPLAY)
+    assert Image.open(canvas["background"]).size == (controls.DISPLAY, controls.DISPLAY)
     assert canvas["layers"] == []
     assert f"seed {SEED}" in note
 
@@ -109,7 +113,7 @@ def test_generate_returns_the_generators_exact_image(server, reference):
     (("   ", 1), "prompt is empty"),
     (("x" * 2001, 1), "at most 2000"),
     ((PROMPT, -1), "-1"),
-    ((PROMPT, 2**31), "2147483648"),
+    ((PROMPT, 2**32), "4294967296"),
 ])
 def test_generate_bad_input(server, args, message):
     with fails(message):
@@ -121,10 +125,10 @@ def test_preview_shows_overlay_and_exact_questions(server, tmp_path):
     image, note = client.predict(None, "horizon", editor(tmp_path, horizon_layer(y=0.3)), "", api_name="/preview")
     assert "horizon at y=0.30" in note and "Is the horizon of the scene aligned with the red line?" in note
     view = pixels(image)
-    assert view.shape == (studio.DISPLAY, studio.DISPLAY, 3)
+    assert view.shape == (controls.DISPLAY, controls.DISPLAY, 3)
     red = (view[..., 0] == 255) & (view[..., 1] == 0) & (view[..., 2] == 0)
     rows = np.nonzero(red.any(axis=1))[0]
-    assert abs(rows.mean() / studio.DISPLAY - 0.3) < 0.03  # the line is where it was drawn
+    assert abs(rows.mean() / controls.DISPLAY - 0.3) < 0.03  # the line is where it was drawn
     _, note = client.predict(None, "horizon", editor(tmp_path), "", api_name="/preview")
     assert "canvas is blank" in note  # preview explains instead of failing while the user edits
     _, note = client.predict(None, "palette", editor(tmp_path), "", palette_colors="#ff0000 nope",
@@ -147,7 +151,7 @@ def test_optimise_streams_and_returns_lora(server, tmp_path, reference):
     assert progress and all(length == 8 for _, length in progress), progress
     assert final[STATUS].startswith("Done: 8 steps")
     before, after = final[SLIDER]
-    assert pixels(before).shape == pixels(after).shape == (studio.DISPLAY, studio.DISPLAY, 3)
+    assert pixels(before).shape == pixels(after).shape == (controls.DISPLAY, controls.DISPLAY, 3)
     assert "before **0." in final[SCORES] and "after **0." in final[SCORES]
     assert [row[0] for row in final[LOSS]["data"]] == list(range(1, 9))
     meta = lora_metadata(final[DOWNLOAD])
@@ -214,7 +218,7 @@ def test_optimise_bad_input(server, tmp_path, reference, kwargs, message):
     args = optimise_args(tmp_path, control=kwargs.pop("control", "horizon"), layers=kwargs.pop("layers", None))
     with fails(message):
         client.predict(**(args | kwargs))
-    assert studio.active_runs() == 0
+    assert runs.active_runs() == 0
 
 
 def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path, reference):
@@ -223,7 +227,7 @@ def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path
     for out in job:
         if out[STATUS].startswith("Optimising: step") and "step 0/" not in out[STATUS]:
             break
-    assert studio.active_runs() == 1
+    assert runs.active_runs() == 1
     job.cancel()
     assert wait_for_no_runs() < 5.0
     assert_clean(reference, client)
@@ -336,8 +340,8 @@ def made_lora(tmp_path_factory) -> Path:
     """A real LoRA file from the tiny preset, as the app writes it (one step)."""
     generator, vlm = models()
     path = tmp_path_factory.mktemp("lora") / "beach.safetensors"
-    events = list(studio.run(generator, vlm, "a beach", 1, [("Is it a beach? Answer with Yes or No.", "Yes")], steps=1,
-                             out_path=path, lock=app.MODEL_LOCK))
+    events = list(runs.run(generator, vlm, "a beach", 1, [("Is it a beach? Answer with Yes or No.", "Yes")], steps=1,
+                             out_path=path, lock=shared.MODEL_LOCK))
     assert events[-1].kind == "done"
     return path
 
@@ -412,12 +416,12 @@ def test_gpu_functions_use_spaces_when_importable(tmp_path):
         "        return fn\n"
         "    return wrap(task) if task else wrap\n")
     code = (
-        "import json, app, spaces\n"
+        "import json, spaces\nfrom studio import shared\n"
         "out = {name: callable(d) for name, d, s in spaces.CALLS}\n"
-        "out['run_100'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
-        "out['run_10'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
-        "out['run_100_3q'] = app._run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
-        "out['image'] = app._image_seconds('flux-dev', 'p', 0)\n"
+        "out['run_100'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
+        "out['run_10'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
+        "out['run_100_3q'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
+        "out['image'] = shared.image_seconds('flux-dev', 'p', 0)\n"
         "out['size'] = spaces.CALLS[0][2]\n"
         "print(json.dumps(out))\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", ZEROGPU_SIZE="xlarge", GRADIO_ANALYTICS_ENABLED="False")
@@ -436,25 +440,25 @@ def test_gpu_functions_use_spaces_when_importable(tmp_path):
 
 
 def test_parse_questions():
-    pairs = studio.parse_questions("Is it red? | Yes\n\n# a comment\nIs it blue? | No\nWhat colour is it? | red\n"
+    pairs = question_box.parse_questions("Is it red? | Yes\n\n# a comment\nIs it blue? | No\nWhat colour is it? | red\n"
                                    "Is it round?")
     assert pairs == [("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No"),
                      ("What colour is it?", "red"), ("Is it round? Answer with Yes or No.", "Yes")]
-    assert studio.format_questions(pairs[:1]) == "Is it red? Answer with Yes or No. | Yes"
+    assert question_box.format_questions(pairs[:1]) == "Is it red? Answer with Yes or No. | Yes"
     for text, message in [("", "no questions"), (" | Yes", "line 1.*question is empty"),
                           ("ok?\nIs it? |  ", "line 2.*answer after '|' is empty"),
                           ("\n".join(["Q?"] * 9), "9 questions"), ("x" * 600, "600 characters")]:
         with pytest.raises(ValueError, match=message):
-            studio.parse_questions(text)
+            question_box.parse_questions(text)
 
 
 def test_parse_drafted():
     reply = ("Here are questions:\n1. Is there a red apple on the table?\n2) Is the glass full of milk?\n"
              "- is the table made of wood?\n* Is there a red apple on the table?\nYes?\n\"Is the light warm?\" ok")
-    assert studio.parse_drafted(reply, 10) == ["Is there a red apple on the table?", "Is the glass full of milk?",
+    assert question_box.parse_drafted(reply, 10) == ["Is there a red apple on the table?", "Is the glass full of milk?",
                                                "Is the table made of wood?", "Is the light warm?"]
-    assert studio.parse_drafted(reply, 2) == ["Is there a red apple on the table?", "Is the glass full of milk?"]
-    assert studio.parse_drafted("kground", 3) == []
+    assert question_box.parse_drafted(reply, 2) == ["Is there a red apple on the table?", "Is the glass full of milk?"]
+    assert question_box.parse_drafted("kground", 3) == []
 
 
 def test_draft_questions_uses_the_vlm_and_falls_back():
@@ -467,62 +471,64 @@ def test_draft_questions_uses_the_vlm_and_falls_back():
             return [self.reply]
 
     vlm = Fake("1. Is the apple red?\n2. Is the milk in a glass?")
-    questions, note = studio.draft_questions(vlm, "an apple and milk", 2)
+    questions, note = question_box.draft_questions(vlm, "an apple and milk", 2)
     assert questions == ["Is the apple red?", "Is the milk in a glass?"] and "drafted by the VLM" in note
     assert '"an apple and milk"' in vlm.prompts[0]
-    questions, note = studio.draft_questions(Fake("zzz"), "an apple", 3)
+    questions, note = question_box.draft_questions(Fake("zzz"), "an apple", 3)
     assert len(questions) == 3 and "no usable question" in note and "'zzz'" in note
     with pytest.raises(ValueError, match="number of questions"):
-        studio.draft_questions(vlm, "an apple", 0)
+        question_box.draft_questions(vlm, "an apple", 0)
 
 
 def test_build_control_from_a_drawing():
-    ctrl = studio.build_control("horizon", 112, drawing=[horizon_layer(y=0.4, tilt_px=0)])
+    ctrl = controls.build_control("horizon", 112, drawing=[horizon_layer(y=0.4, tilt_px=0)])
     assert abs(ctrl.spec.y - 0.4) < 0.02 and abs(ctrl.spec.tilt) < 0.5
     assert ctrl.overlay.size == (112, 112) and ctrl.questions[0][1] == "Yes"
-    ctrl = studio.build_control("depth", 112, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
+    ctrl = controls.build_control("depth", 112, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
     assert ctrl.spec.a == pytest.approx((0.2, 0.8), abs=0.01)  # the left dot is Point A
-    ctrl = studio.build_control("horizon", 112, horizon_y=0.25, horizon_tilt=-3)  # numbers when nothing drawn
+    ctrl = controls.build_control("horizon", 112, horizon_y=0.25, horizon_tilt=-3)  # numbers when nothing drawn
     assert (ctrl.spec.y, ctrl.spec.tilt) == (0.25, -3.0)
     ref = Image.new("RGBA", (300, 200), (0, 0, 255, 255))
-    ctrl = studio.build_control("composition", 112, composition_reference=ref, drawing=[horizon_layer()],
+    ctrl = controls.build_control("composition", 112, composition_reference=ref, drawing=[horizon_layer()],
                                 composition_mode="solid")
     assert ctrl.overlay.size == (112, 112) and ctrl.notes and "300x200" in ctrl.notes[0]
-    assert ctrl.questions == [(studio.with_yes_no(studio.COMPOSITION_QUESTION), "Yes")]
+    assert ctrl.questions == [(optimize.with_yes_no(composition.DEFAULT_QUESTION), "Yes")]
     with pytest.raises(ValueError, match="line weight.*12"):
-        studio.build_control("line-weight", 112, line_px=12)
+        controls.build_control("line-weight", 112, line_px=12)
 
 
 def test_params_from_canvas_scales_line_weight():
     layer = np.zeros((512, 512, 4), np.uint8)
     layer[400:420, 100:400] = (255, 0, 0, 255)  # 20 px on a 512 canvas
-    assert studio.params_from_canvas("line-weight", [layer], 112) == {"line_px": 4}
-    with pytest.raises(ValueError, match="palette control is set with its own inputs"):
-        studio.params_from_canvas("palette", [layer], 112)
+    assert line_weight.measured_px(layer, 112) == 4
+    assert overlays.CONTROLS["palette"].drawn is None  # set with its own inputs: a drawing is not read
+    assert controls.build_control("palette", 112, drawing=[layer], palette_colors="#ff0000 #00ff00").spec.colors == (
+        (255, 0, 0), (0, 255, 0))
     # A drawn stroke wins over the slider, and the user is told what was measured.
-    ctrl = studio.build_control("line-weight", 112, drawing=[layer], line_px=2)
+    ctrl = controls.build_control("line-weight", 112, drawing=[layer], line_px=2)
     assert ctrl.spec.px == 4 and "measured from your stroke: 4 px" in ctrl.notes[0]
-    assert studio.build_control("line-weight", 112, drawing=[], line_px=2).spec.px == 2
+    assert controls.build_control("line-weight", 112, drawing=[], line_px=2).spec.px == 2
 
 
 def test_parse_questions_normalises_yes_and_no():
-    assert studio.parse_questions("Is it red? | yes\nIs it blue? | NO") == [
+    assert question_box.parse_questions("Is it red? | yes\nIs it blue? | NO") == [
         ("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No")]
 
 
 def test_composition_reference_as_an_array_is_resized_with_a_note():
     reference = np.full((200, 300, 4), 255, np.uint8)
     reference[50:60, :, :3] = (255, 0, 0)
-    ctrl = studio.build_control("composition", 112, composition_reference=reference)
+    ctrl = controls.build_control("composition", 112, composition_reference=reference)
     assert ctrl.overlay.size == (112, 112) and "300x200" in ctrl.notes[0]
 
 
 def test_checks_name_the_value():
-    assert studio.check_seed(7.0) == 7
-    for call, message in [(lambda: studio.check_seed(1.5), "1.5"), (lambda: studio.check_seed(True), "True"),
-                          (lambda: studio.check_steps(None), "None"), (lambda: studio.check_scale(5.5), "5.5"),
-                          (lambda: studio.check_scale(float("nan")), "nan"),
-                          (lambda: studio.check_prompt(3), "not text")]:
+    assert checks.check_seed(7.0) == 7
+    for call, message in [(lambda: checks.check_seed(1.5), "1.5"), (lambda: checks.check_seed(True), "True"),
+                          (lambda: checks.check_steps(None), "None"),
+                          (lambda: checks.check_scale(5.5, checks.APP_MAX_SCALE), "5.5"),
+                          (lambda: checks.check_scale(float("nan")), "nan"),
+                          (lambda: checks.check_prompt(3), "not text")]:
         with pytest.raises(ValueError, match=message):
             call()
 
@@ -542,20 +548,20 @@ def test_optimise_stream_stops_when_closed():
     """Closing the stream (what Stop does) sets the event: the worker ends within a step, adapter removed."""
     generator, vlm = models()
     cond = generator.encode("a cat")
-    stream = studio.optimise_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
+    stream = runs.optimise_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
                                     lock=threading.Lock(), steps=1000, seed=0)
     first = next(stream)
     assert isinstance(first, Step) and first.step == 1
     start = time.monotonic()
     stream.close()
-    assert time.monotonic() - start < 5 and studio.active_runs() == 0
+    assert time.monotonic() - start < 5 and runs.active_runs() == 0
     assert not getattr(generator.transformer, "peft_config", None)
 
 
 def test_examples_manifest_is_complete():
-    manifest = studio.load_examples()
+    manifest = examples.load_examples()
     assert manifest is not None and manifest["preset"] == "tiny"
-    assert {ex["control"] for ex in manifest["examples"]} == set(studio.CONTROL_NAMES)
+    assert {ex["control"] for ex in manifest["examples"]} == set(overlays.CONTROLS)
     for ex in manifest["examples"]:
         for key in ("before", "after", "overlay", "lora", "canvas"):
             assert Path(ex[key]).is_file(), (ex["control"], key)
@@ -644,7 +650,7 @@ def test_refine_bad_input(server, args, message):
 
 def test_image_to_prompt_recreates_and_scores(server, two_images):
     prompt, image, note = server.client().predict(handle_file(two_images[0]), 2, api_name="/image_to_prompt")
-    assert prompt.strip() and Image.open(image).size == (studio.DISPLAY, studio.DISPLAY)
+    assert prompt.strip() and Image.open(image).size == (controls.DISPLAY, controls.DISPLAY)
     assert re.search(r"Similarity of the recreated image to yours: \*\*0\.\d+", note)
     with fails("no image"):
         server.client().predict(None, 2, api_name="/image_to_prompt")

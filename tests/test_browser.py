@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from app_fixtures import server_fixture  # noqa: F401  (the "server" fixture)
 
-import app
 from pipelines.lora import lora_metadata
+from studio import shared
 
 OUT = Path(__file__).resolve().parent.parent / "test-output"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -125,7 +125,7 @@ def test_draw_optimise_and_download(browser, server, tmp_path):
     OUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUT / "studio.png"), full_page=True)
     assert not errors, errors
-    generator, _ = app.models("tiny")
+    generator, _ = shared.models("tiny")
     assert not getattr(generator.transformer, "peft_config", None)
     context.close()
 

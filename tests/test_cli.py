@@ -179,7 +179,7 @@ def test_optimise_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, ca
 @pytest.mark.parametrize("argv,message", [
     (["--renoise", "0.8,0.2"], "re-noising range 0.8,0.2 must satisfy 0 < LO <= HI <= 1"),
     (["--renoise", "half"], "--renoise 'half' must be two numbers"),
-    (["--alpha", "-1"], "LoRA alpha -1.0 must be positive"),
+    (["--alpha", "-1"], "LoRA alpha -1.0 must be a positive number"),
     (["--eval-seeds", "100"], "--eval-seeds 100 must be from 0 to 64"),
 ])
 def test_fidelity_flags_refuse_bad_values_in_one_line(argv, message, tmp_path, capsys):

@@ -8,8 +8,7 @@ import torch
 from diffusers import FluxPipeline
 from PIL import Image
 
-from pipelines import lora
-from pipelines.generate import generate
+from pipelines import checks, lora
 from pipelines.loading import load_generator, load_vlm, save_random
 from pipelines.optimize import held_out_loss, optimize, save_result
 from pipelines.presets import get_preset
@@ -201,7 +200,7 @@ def test_lora_metadata_in_header(trained_lora):
 def test_applying_a_lora_leaves_the_shared_pipeline_as_before(tiny_models, trained_lora):
     generator, _ = tiny_models
     base = np.asarray(generator.generate("a desert", 3))
-    scaled = np.asarray(generate(generator, "a desert", 3, trained_lora, scale=5.0))
+    scaled = np.asarray(generator.generate("a desert", 3, lora_path=trained_lora, scale=5.0))
     assert not np.array_equal(scaled, base)
     assert np.array_equal(np.asarray(generator.generate("a desert", 3)), base)
     with pytest.raises(RuntimeError, match="boom"), lora.applied(generator.pipe, trained_lora, 2.0):
@@ -233,9 +232,9 @@ def test_failed_run_leaves_the_shared_pipeline_as_before(tiny_models, monkeypatc
 @pytest.mark.parametrize("bad", [None, "", "missing", "notes.txt", "garbage.safetensors"])
 def test_bad_lora_files_are_named(tmp_path, bad):
     if bad is None:
-        assert lora.check_scale(5.0) == 5.0
+        assert checks.check_scale(5.0) == 5.0
         with pytest.raises(ValueError, match="-1"):
-            lora.check_scale(-1)
+            checks.check_scale(-1)
         return
     path = tmp_path / (bad or "x")
     if bad == "notes.txt":

@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import SanaPipeline
 
-from pipelines import lora, optimize
+from pipelines import checks, lora, optimize
 from pipelines.optimize import (
     judged_pixels,
     save_result,
@@ -92,7 +92,7 @@ def test_renoising_is_an_explicit_option(tiny_models):
     assert all(0.3 <= s <= 1.0 for s in sigmas) and len(sigmas) == 10
     assert generator.noisy_latents(cond, 3)[1] == 1.0
     with pytest.raises(ValueError, match="re-noising range 0.5,0.2"):
-        optimize.check_renoise((0.5, 0.2))
+        checks.check_renoise((0.5, 0.2))
 
 
 def test_every_run_ends_judged_on_unseen_seeds(tiny_models, tmp_path):
@@ -100,7 +100,7 @@ def test_every_run_ends_judged_on_unseen_seeds(tiny_models, tmp_path):
     result = optimize.optimize(generator, vlm, "a tropical beach", QA, steps=3, seed=2, progress=False)
     unseen = result.unseen
     assert unseen.skipped is None and unseen.seeds == unseen_seeds(2, 4)
-    assert not set(unseen.seeds) & {train_seed(2, k) for k in range(1, optimize.MAX_STEPS + 1)}
+    assert not set(unseen.seeds) & {train_seed(2, k) for k in range(1, checks.MAX_STEPS + 1)}
     assert len(unseen.p_base) == len(unseen.p_lora) == 4 and all(0 < p < 1 for p in unseen.p_base + unseen.p_lora)
     # Scale 0 is the base model: the same images the pipeline gives without any LoRA.
     assert np.array_equal(np.asarray(unseen.images_base[0]), np.asarray(generator.generate("a tropical beach",

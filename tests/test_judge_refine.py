@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import cli, judge, refine, self_reward
+from pipelines import checks, cli, judge, refine, reports, self_reward
 from pipelines.self_reward import Pair
 
 
@@ -153,11 +153,11 @@ def test_image_to_prompt_recreates_and_scores_closeness(tiny_models):
 def test_uploads_that_are_not_images_or_are_huge(tmp_path):
     (tmp_path / "x.png").write_text("not an image")
     with pytest.raises(ValueError, match="x.png"):
-        cli.read_image(tmp_path / "x.png")
+        checks.read_image(tmp_path / "x.png")
     big = Image.new("RGB", (8000, 5000), "navy")  # 40 megapixels
-    small, note = cli.fit_upload(big)
+    small, note = checks.fit_upload(big)
     assert max(small.size) == cli.MAX_UPLOAD_SIDE and "8000x5000" in note and "40 MP" in note
-    assert cli.fit_upload(Image.new("RGB", (640, 480)))[1] is None
+    assert checks.fit_upload(Image.new("RGB", (640, 480)))[1] is None
 
 
 PAIRS = [Pair("a cat", "a fluffy cat on a sunny windowsill, warm light", "cat cat cat", 4.0, 1.0),
@@ -258,4 +258,4 @@ def test_near_even_comparisons_are_ties():
     assert judge.Comparison(0.505, 0.1, 0.1, False).winner == "tie"
     assert judge.Comparison(0.6, 0.7, 0.5, True).winner == "first"
     assert judge.Comparison(0.3, 0.2, 0.6, True).winner == "second"
-    assert "neither (a tie)" in judge.comparison_markdown(judge.Comparison(0.5, 0.1, 0.1, False))
+    assert "neither (a tie)" in reports.comparison_markdown(judge.Comparison(0.5, 0.1, 0.1, False))

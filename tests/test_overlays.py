@@ -13,6 +13,7 @@ from PIL import Image
 
 from overlays import (
     CONTROLS,
+    Control,
     composite,
     composition,
     depth,
@@ -53,7 +54,7 @@ def test_controls_registry_and_interface():
     assert set(CONTROLS) == {"palette", "horizon", "line-weight", "depth", "composition"}
     specs = example_specs()
     for name, module in CONTROLS.items():
-        assert module.NAME == name
+        assert module.name == name and isinstance(module, Control)
         spec = specs[name]
         with pytest.raises(dataclasses.FrozenInstanceError):
             spec.__setattr__("mode", "x")

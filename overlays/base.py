@@ -1,0 +1,155 @@
+"""The interface every visual prompt implements, and the data it declares for the CLI and the app.
+
+A control is one module: a validating `Spec`, `render`, `questions`, `describe`, and a `Control` subclass that
+says how a Spec comes from values (the app's settings or the CLI's flags, and for drawn controls the canvas),
+which settings and flags it has, and its example. `overlays.CONTROLS` lists them; the CLI, the app and the
+examples read only that registry, so a new control is one new module plus one line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+QA = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app input of a control, as data: the app builds a component of this kind.
+
+    Attributes:
+        key: the name `Control.spec` reads from its values (also the app endpoint's parameter name).
+        kind: "colors" (a palette editor), "slider", "dropdown", "checkbox", "image" or "radio".
+        label: what the page shows.
+        default: the starting value.
+        choices: for "dropdown" and "radio".
+        minimum, maximum: for "slider"; `maximum` may be a function of the generator's resolution.
+        sets_questions: a change rewrites the questions box with `Control.default_questions`.
+    """
+
+    key: str
+    kind: str
+    label: str
+    default: object = None
+    choices: tuple[str, ...] = ()
+    minimum: float = 0
+    maximum: float | Callable[[int], float] = 1
+    sets_questions: bool = False
+
+    def max_for(self, resolution: int) -> float:
+        return self.maximum(resolution) if callable(self.maximum) else self.maximum
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a control: `--<name>` fills values[key].
+
+    kind: "float", "int", "text", "point" ('x,y' fractions) or "image" (a file the CLI opens and checks).
+    """
+
+    name: str
+    key: str
+    kind: str
+    help: str
+    default: object = None
+
+
+@dataclass
+class Example:
+    """A ready-made use of a control: the app's precomputed examples and the README's pictures."""
+
+    prompt: str
+    seed: int
+    values: dict[str, object] = field(default_factory=dict)
+    drawing: Image.Image | None = None  # what a user would paint on the canvas (RGBA, any size)
+    questions: list[str] = field(default_factory=list)  # the questions box, when the control reads it
+
+
+class Control(ABC):
+    """A visual prompt. Subclasses set the class attributes and implement `spec`.
+
+    Attributes:
+        name: the registry key, CLI value (`--control name`) and the app's label.
+        question: the paper's question for this prompt, ending "Answer with Yes or No.".
+        drawn: what a user paints on the canvas for it, or None if it is not read from the canvas.
+        uses_questions: its questions are the user's own (values["questions"]), not added to them.
+        settings: the app's inputs; flags: the CLI's.
+    """
+
+    name: str
+    question: str = ""
+    drawn: str | None = None
+    uses_questions: bool = False
+    settings: tuple[Setting, ...] = ()
+    flags: tuple[Flag, ...] = ()
+
+    # --- what each control module provides ------------------------------------------------------------
+    @abstractmethod
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> object:
+        """A validated Spec from `values` (settings or flags by key, plus "questions": the questions box's
+        questions) and, for drawn controls, the painted `layer` ((H, W, 4) uint8 at any size, or None when
+        nothing was painted). Bad or missing input raises ValueError naming the value."""
+
+    @abstractmethod
+    def render(self, spec: object, size: tuple[int, int]) -> Image.Image:
+        """The RGBA visual prompt at `size` (alpha 0 where nothing is drawn)."""
+
+    @abstractmethod
+    def questions(self, spec: object) -> list[QA]:
+        """The (question, expected answer) pairs the VLM is asked."""
+
+    @abstractmethod
+    def describe(self, spec: object) -> str:
+        """One line for file metadata."""
+
+    @abstractmethod
+    def example(self) -> Example:
+        """A representative use (prompt, seed, settings, drawing)."""
+
+    # --- with defaults ----------------------------------------------------------------------------------
+    def notes(self, spec: object, size: tuple[int, int]) -> list[str]:
+        """Messages for the user about this spec at this size (e.g. a resize)."""
+        return []
+
+    def spec_notes(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> list[str]:
+        """Messages about how the values were read (e.g. a line weight measured from the stroke)."""
+        return []
+
+    def default_questions(self, values: Mapping[str, object]) -> list[QA]:
+        """What the app's questions box starts with for this control."""
+        return [(self.question, "Yes")]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """This control's flags, in a group of their own."""
+        if not self.flags:
+            return
+        group = parser.add_argument_group(f"--control {self.name}")
+        types = {"float": float, "int": int}
+        for flag in self.flags:
+            group.add_argument(f"--{flag.name}", dest=flag_dest(flag), type=types.get(flag.kind, str),
+                               default=flag.default, help=flag.help)
+
+
+def flag_dest(flag: Flag) -> str:
+    """The argparse attribute of a control's flag."""
+    return flag.name.replace("-", "_")
+
+
+def blank(layer: np.ndarray | None) -> bool:
+    """True when nothing was painted (no layer, or every alpha 0)."""
+    return layer is None or not bool((np.asarray(layer)[..., 3] > 0).any())
+
+
+class MissingValues(ValueError):
+    """A control lacks values it needs; `keys` name them (the CLI turns them into its flags, the app into what
+    to draw or fill in)."""
+
+    def __init__(self, control: str, keys: list[str], message: str):
+        super().__init__(message)
+        self.control, self.keys = control, keys

@@ -1,0 +1,132 @@
+"""Input checks and limits, in one place: each limit has one name; each check raises ValueError naming the value.
+
+The engine's limits are what the library and the CLI accept; the app, serving strangers on a shared GPU, has
+tighter ones of its own (the `APP_` names). A UI turns exactly these ValueErrors into its messages.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+# --- the engine (library and command line) ---------------------------------------------------------------------------
+MAX_SEED = 2**32 - 1  # what torch.Generator.manual_seed and the page's number box take
+MAX_STEPS = 10_000  # optimisation steps of one run
+MAX_LORA_SCALE = 10.0  # the scale a LoRA is applied at
+MAX_RANK = 512
+MAX_PROMPT_CHARS = 2000
+MAX_QUESTION_CHARS = 500
+MAX_EVAL_SEEDS = 64  # unseen seeds judged at the end of a run
+MAX_UPLOAD_SIDE = 2048  # larger images are downscaled: no VLM here looks at more than ~13 MP anyway
+
+# --- the app (tighter: one shared GPU, strangers) --------------------------------------------------------------------
+APP_MAX_STEPS = 500
+APP_MAX_SCALE = 5.0  # the LoRA-scale slider
+APP_MAX_QUESTIONS = 8
+APP_MAX_UPLOAD_MB = 512
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_int(value: object, what: str, lo: int, hi: int) -> int:
+    """A whole number in [lo, hi]; integral floats (what a number box sends) are accepted."""
+    if not _is_real(value) or float(value) != int(value) or not lo <= int(value) <= hi:
+        raise ValueError(f"{what} {value!r} must be a whole number from {lo} to {hi}")
+    return int(value)
+
+
+def check_real(value: object, what: str, lo: float, hi: float) -> float:
+    """A finite number in [lo, hi]."""
+    if not _is_real(value) or not lo <= float(value) <= hi:
+        raise ValueError(f"{what} {value!r} must be a number from {lo:g} to {hi:g}")
+    return float(value)
+
+
+def check_text(text: object, what: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """Non-empty text (spaces and control characters alone count as empty), at most `max_chars`."""
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"the {what} {text!r} is not text")
+    text = (text or "").strip()
+    if not "".join(ch for ch in text if ch.isprintable()).strip():
+        raise ValueError(f"the {what} is empty")
+    if len(text) > max_chars:
+        raise ValueError(f"the {what} has {len(text)} characters; at most {max_chars}")
+    return text
+
+
+def check_prompt(prompt: object) -> str:
+    return check_text(prompt, "prompt")
+
+
+def check_seed(seed: object) -> int:
+    return check_int(seed, "seed", 0, MAX_SEED)
+
+
+def check_steps(steps: object, max_steps: int = MAX_STEPS) -> int:
+    return check_int(steps, "steps", 1, max_steps)
+
+
+def check_scale(scale: object, max_scale: float = MAX_LORA_SCALE) -> float:
+    return check_real(scale, "LoRA scale", 0.0, max_scale)
+
+
+def check_rank(rank: object) -> int:
+    return check_int(rank, "LoRA rank", 1, MAX_RANK)
+
+
+def check_learning_rate(lr: object) -> float:
+    if not _is_real(lr) or not 0 < float(lr) < 1:
+        raise ValueError(f"learning rate {lr!r} must be a number in (0, 1)")
+    return float(lr)
+
+
+def check_alpha(alpha: object) -> float:
+    if not _is_real(alpha) or not float(alpha) > 0:
+        raise ValueError(f"LoRA alpha {alpha!r} must be a positive number")
+    return float(alpha)
+
+
+def check_target_p(target_p: float | None) -> float | None:
+    """Early stopping's target: None (off) or a probability strictly between 0 and 1."""
+    if target_p is not None and (not _is_real(target_p) or not 0 < target_p < 1):
+        raise ValueError(f"target P {target_p!r} must be between 0 and 1 (exclusive)")
+    return target_p
+
+
+def check_renoise(renoise: tuple[float, float] | None) -> tuple[float, float] | None:
+    """None, or a re-noising range 0 < lo <= hi <= 1."""
+    if renoise is None:
+        return None
+    lo, hi = (float(v) for v in renoise)
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"re-noising range {lo:g},{hi:g} must satisfy 0 < LO <= HI <= 1")
+    return lo, hi
+
+
+def read_image(path: str | Path, mode: str = "RGBA") -> Image.Image:
+    """An image file given by a user, converted to `mode`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"image {str(path)!r} is not a readable image ({exc.__class__.__name__})") from None
+
+
+def fit_upload(image: Image.Image, max_side: int = MAX_UPLOAD_SIDE) -> tuple[Image.Image, str | None]:
+    """An uploaded image in RGB, downscaled to `max_side` with a note saying so when it is larger."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image, None
+    scale = max_side / max(w, h)
+    small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    return small, (f"the {w}x{h} image ({w * h / 1e6:.0f} MP) was downscaled to "
+                   f"{small.width}x{small.height}")

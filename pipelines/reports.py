@@ -1,0 +1,50 @@
+"""How judge and refinement results read: Markdown for the page, tables for the page and the terminal.
+
+Kept apart from the scoring itself (`judge.py`, `refine.py`), which returns numbers and dataclasses.
+"""
+
+from __future__ import annotations
+
+from .judge import LEVELS, Comparison, Report, vqa_question
+from .refine import RUBRICS, Candidate
+
+
+def report_markdown(report: Report, title: str) -> str:
+    """A judge's report for the page: scores on the 0-5 rubric with the level's name, and the judge's words."""
+    lines = [f"### {title}", f"VQAScore, P(Yes) to \"{vqa_question(report.prompt)}\": **{report.vqa_score:.4f}**", ""]
+    for rubric, v in report.verdicts.items():
+        level = "" if v.score is None else f" ({LEVELS[min(5, max(0, round(v.score)))]})"
+        lines.append(f"- **{rubric}**: {v.label()}{level}")
+    words = [f"> _{rubric}_: {v.explanation.strip()}" for rubric, v in report.verdicts.items() if v.explanation.strip()]
+    return "\n".join(lines + ([""] + words if words else []))
+
+
+def comparison_markdown(c: Comparison) -> str:
+    verdict = {"first": "image A", "second": "image B", "tie": "neither (a tie)"}[c.winner]
+    text = (f"### A or B?\nThe judge prefers **{verdict}**: P(A is better) = **{c.p_first_better:.3f}**, "
+            f"averaged over both orders (A left: P(left better) = {c.left_first:.3f}; B left: {c.left_second:.3f}).")
+    if not c.orders_agree:
+        text += ("\n\n**The two orders disagree**: the judge's answer depends on which image is on the left, so "
+                 "treat this verdict as weak.")
+    return text
+
+
+TABLE_HEADERS = ["rank", "combined", "aesthetic", "alignment", "preference", "VQAScore", "prompt"]
+
+
+def table(rows: list[Candidate]) -> list[list[object]]:
+    """One row per candidate, best first; unreadable scores are "no score", never 0."""
+    out = []
+    for i, r in enumerate(rows, 1):
+        scores = [round(r.scores[k], 3) if r.scores.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
+        tag = " [baseline]" if r.baseline else " [cut]" if r.truncated else ""
+        out.append([i, round(r.combined, 3), *scores, r.prompt + tag])
+    return out
+
+
+def format_table(rows: list[Candidate]) -> str:
+    widths = [4, 8, 9, 9, 10, 8]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_HEADERS, widths, strict=False)) + "  prompt"]
+    for row in table(rows):
+        lines.append("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=False)) + f"  {row[-1]}")
+    return "\n".join(lines)

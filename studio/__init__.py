@@ -1,0 +1,7 @@
+"""The Gradio app: `page.py` builds the page from one module per tab (`tabs/`); `shared.py` holds what the tabs
+share (models, GPU functions, errors, sessions); `controls.py`, `questions.py`, `runs.py`, `results.py` and
+`examples.py` are the app's logic, testable without a browser. The engine (`pipelines/`) never imports this."""
+
+from .page import build_demo, choose_preset
+
+__all__ = ["build_demo", "choose_preset"]

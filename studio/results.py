@@ -1,0 +1,162 @@
+"""The output block of an optimisation (status, live image, plots, before/after, unseen seeds, the LoRA, apply it)
+and the stream that fills it; the Visual prompts and Ask anything tabs each have one.
+
+Streamed updates are dicts keyed by the block's field names (`Results.components` maps them to components).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
+from pipelines.optimize import Evaluation, Step
+
+from .controls import DISPLAY, for_display, overlaid
+from .shared import GPU_EVENT, App, gpu_generate, gpu_run, handler, new_session, slug, user_errors
+
+FIELDS = ("status", "live", "loss", "p", "slider", "scores", "download", "unseen", "session")
+
+
+class Results:
+    """The components of the block; `components` maps FIELDS (but the session) to them."""
+
+    def __init__(self, prefix: str, resolution: int, apply_prompt: str = "a desert at noon"):
+        self.prefix = prefix
+        self.status = gr.Markdown(elem_id=f"{prefix}-status")
+        with gr.Row():
+            self.live = gr.Image(label="Current image, as the VLM judges it", type="pil", format="png",
+                                 interactive=False, height=320, elem_id=f"{prefix}-live")
+            with gr.Column():
+                self.loss = gr.LinePlot(x="step", y="loss", title="Loss, -log P(expected answers)", height=150,
+                                        elem_id=f"{prefix}-loss")
+                self.p = gr.LinePlot(x="step", y="p_yes", title="P(expected answers)", y_title="P", height=150,
+                                     elem_id=f"{prefix}-p")
+        with gr.Row():
+            self.slider = gr.ImageSlider(label="Before / after: same seed, LoRA at scale 1", type="pil",
+                                         format="png", interactive=False, height=360, elem_id=f"{prefix}-slider")
+            with gr.Column():
+                self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
+                self.download = gr.DownloadButton("Download the LoRA (.safetensors)", elem_id=f"{prefix}-download")
+        self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
+                                 columns=4, height=300, elem_id=f"{prefix}-unseen")
+        with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
+            with gr.Row():
+                self.apply_prompt = gr.Textbox(label="Prompt", value=apply_prompt, scale=3)
+                self.apply_seed = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=MAX_SEED)
+                self.apply_scale = gr.Slider(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
+            self.apply_button = gr.Button("Generate with the LoRA", elem_id=f"{prefix}-apply")
+            self.applied = gr.Image(label=f"With the LoRA ({resolution} px)", type="pil", format="png",
+                                    interactive=False, height=320, elem_id=f"{prefix}-applied")
+
+    def components(self, session: gr.State) -> dict[str, object]:
+        return {name: session if name == "session" else getattr(self, name) for name in FIELDS}
+
+    def outputs(self, session: gr.State) -> list:
+        return list(self.components(session).values())
+
+    def wire_apply(self, app: App, session: gr.State, api_name: str) -> None:
+        self.apply_button.click(handler(apply_lora, app), [self.apply_prompt, self.apply_seed, self.apply_scale,
+                                                            session, gr.State(self.prefix)],
+                                self.applied, api_name=api_name, **GPU_EVENT)
+
+
+def history_frame(history: Sequence[Step]):
+    """Loss and P(expected answers) by step as a pandas DataFrame (pandas comes with gradio)."""
+    import pandas as pd
+
+    return pd.DataFrame({"step": [s.step for s in history], "loss": [s.loss for s in history],
+                         "p_yes": [s.p_yes for s in history]})
+
+
+def unseen_markdown(unseen: Evaluation | None) -> str:
+    """The end-of-run evaluation on unseen seeds: means, then each seed's P before and after."""
+    if unseen is None or unseen.skipped:
+        return f"**Unseen seeds:** not evaluated ({unseen.skipped if unseen else 'no evaluation'})."
+    rows = ", ".join(f"seed {s}: {a:.2f} -> {b:.2f}" for s, a, b in zip(unseen.seeds, unseen.p_base, unseen.p_lora,
+                                                                     strict=True))
+    return (f"**Unseen seeds** ({len(unseen.seeds)}, never trained on): mean P(expected answers) "
+            f"**{unseen.mean_base:.3f}** at LoRA scale 0 -> **{unseen.mean_lora:.3f}** at scale 1 ({rows}).")
+
+
+def unseen_gallery(unseen: Evaluation | None, overlay: Image.Image | np.ndarray | None,
+                   resolution: int) -> list[tuple[Image.Image, str]]:
+    """(image, caption) pairs for a gallery: every unseen seed at scale 0, then at scale 1, overlay on top."""
+    if unseen is None or unseen.skipped:
+        return []
+    rows = [(unseen.images_base, unseen.p_base, "scale 0"), (unseen.images_lora, unseen.p_lora, "scale 1")]
+    return [(for_display(overlaid(image, overlay, resolution), DISPLAY // 2), f"seed {seed}, {label}: P {p:.2f}")
+            for images, ps, label in rows for image, p, seed in zip(images, ps, unseen.seeds, strict=True)]
+
+
+def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | None, progress, prompt: str,
+               seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay=None,
+               description: str = "") -> Iterator[dict[str, object]]:
+    """The run behind an Optimise button as updates of the Results block (dicts keyed by FIELDS)."""
+    session = session or new_session(app, request)
+    session["runs"] += 1
+    out_path = Path(session["dir"]) / f"{tab}-{session['runs']}-{slug(prompt)}.safetensors"
+    history: list[Step] = []
+    empty = history_frame([])
+    start, last = time.monotonic(), 0.0
+    asked = "\n".join(f"- {q} -> expected **{a}**" for q, a in qa)
+    note = app.preset.prompt_note(prompt)
+    yield {"status": "Generating the base image and asking the VLM..." + (f"\n\n_{note}_" if note else ""),
+           "live": None, "loss": empty, "p": empty, "slider": None, "scores": "", "download": None, "unseen": [],
+           "session": session}
+    for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description):
+        if event.kind == "start":
+            yield {"status": f"Optimising: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
+                   "live": for_display(event.before)}
+        elif event.kind == "step":
+            step = event.step
+            history.append(step)
+            progress((step.step, steps), desc="optimising", unit="steps")
+            now = time.monotonic()
+            if step.preview is None and step.step < steps and now - last < 0.5:
+                continue  # at most two plot updates a second between previews
+            last = now
+            frame = history_frame(history)
+            update = {"status": f"Optimising: step {step.step}/{steps}, loss {step.loss:.4f}, P {step.p_yes:.4f}, "
+                                f"{step.elapsed:.1f} s", "loss": frame, "p": frame}
+            if step.preview is not None:
+                update["live"] = for_display(step.preview)
+            yield update
+        else:
+            session["lora"][tab] = event.path
+            frame = history_frame(event.history)
+            early = (f" (stopped early: P reached {app.preset.target_p:g})"
+                     if len(event.history) < steps else "")
+            scores = (f"**P(expected answers)** for seed {seed}, as the VLM sees it: before "
+                      f"**{event.p_before:.4f}**, after **{event.p_after:.4f}** (LoRA scale 1)\n\n{asked}\n\n"
+                      f"LoRA `{Path(event.path).name}`: {len(event.history)} steps{early}, rank "
+                      f"{app.preset.lora_rank}\n\n{unseen_markdown(event.unseen)}")
+            yield {"status": f"Done: {len(event.history)} steps in {time.monotonic() - start:.1f} s, final loss "
+                             f"{event.history[-1].loss:.4f}.",
+                   "live": for_display(overlaid(event.after, overlay, app.resolution)), "loss": frame, "p": frame,
+                   "slider": (for_display(event.before), for_display(event.after)), "scores": scores,
+                   "download": event.path, "unseen": unseen_gallery(event.unseen, overlay, app.resolution),
+                   "session": session}
+
+
+def stopped() -> str:
+    time.sleep(0.3)  # let the cancelled run's last update land first
+    return ("Stopped. The base model is unchanged; the evaluation on unseen seeds was skipped because the run was "
+            "stopped. Press Optimise to start again.")
+
+
+@user_errors("applying the LoRA")
+def apply_lora(app: App, prompt: str, seed: float, scale: float, session: dict | None = None,
+               tab: str = "visual") -> Image.Image:
+    """The session's latest LoRA of this tab applied to a new prompt or seed, in one pass."""
+    path = (session or {}).get("lora", {}).get(tab)
+    if not path:
+        raise ValueError("there is no LoRA in this session yet: press Optimise first "
+                         "(or upload one in the 'Use a LoRA' tab)")
+    prompt, seed, scale = check_prompt(prompt), check_seed(seed), check_scale(scale, APP_MAX_SCALE)
+    return gpu_generate(app.name, prompt, seed, path, scale)

@@ -1,0 +1,250 @@
+"""What the tabs share: the loaded models, the GPU functions (ZeroGPU), user-facing errors, the per-user session
+and the app's context (preset, limits, where LoRA files go).
+
+Every model-facing function here is a plain function of plain arguments, decorated with `spaces.GPU` when the
+`spaces` package is importable (Hugging Face ZeroGPU) and unchanged without it: ZeroGPU pickles arguments and
+results, and runs them in a forked worker, so nothing here keeps per-user state in globals.
+"""
+
+from __future__ import annotations
+
+try:  # ZeroGPU: `spaces` must be imported before anything touches CUDA
+    import spaces
+except ImportError:
+    spaces = None
+
+import functools
+import gc
+import inspect
+import logging
+import os
+import re
+import shutil
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from pipelines import judge, refine
+from pipelines.checks import APP_MAX_UPLOAD_MB
+from pipelines.generator import Generator
+from pipelines.loading import default_device, load_generator, load_vlm
+from pipelines.presets import Preset, get_preset
+from pipelines.vlm import VLM
+
+from . import questions as question_box
+from .runs import gpu_seconds, run
+
+log = logging.getLogger("studio")
+
+MAX_QUEUE = 16
+GPU = "gpu"  # concurrency id shared by every event that runs the models: one such job at a time
+OOM_MESSAGE = ("Out of GPU memory while {what}. Try a smaller resolution or a smaller preset (e.g. PRESET=sana, or "
+               "tiny); your inputs are kept and the app keeps serving.")
+GPU_EVENT = dict(concurrency_id=GPU, concurrency_limit=1)  # every event that runs the models
+LIGHT_EVENT = dict(queue=False, api_visibility="private", show_progress="hidden")  # page-only updates
+
+
+@dataclass
+class App:
+    """What every handler needs to know about the app it serves (one per `build_demo`)."""
+
+    preset: Preset
+    root: Path  # the sessions' folders of LoRA files
+    max_upload_bytes: int = APP_MAX_UPLOAD_MB * 2**20
+    max_queue: int = MAX_QUEUE
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    @property
+    def resolution(self) -> int:
+        return self.preset.resolution
+
+
+# ---------- models: loaded once per process, shared by every user ------------------------------------------------
+
+_MODELS: dict[str, tuple[Generator, VLM]] = {}
+_LOAD_LOCK = threading.Lock()
+MODEL_LOCK = threading.Lock()  # held while a job uses the shared pipeline (a run's worker holds it throughout)
+DEVICES: dict[str, str | None] = {"generator": None, "vlm": None}
+
+
+def models(preset_name: str) -> tuple[Generator, VLM]:
+    with _LOAD_LOCK:
+        if preset_name not in _MODELS:
+            preset = get_preset(preset_name)
+            gen_device = DEVICES["generator"] or default_device()
+            _MODELS[preset_name] = (load_generator(preset, gen_device), load_vlm(preset, DEVICES["vlm"] or gen_device))
+        return _MODELS[preset_name]
+
+
+# ---------- GPU functions: plain arguments in, plain results out -------------------------------------------------
+
+
+def on_gpu(duration):
+    """spaces.GPU with a duration (seconds, or a function of the call's arguments) when on Spaces."""
+    if spaces is None:
+        return lambda fn: fn
+    size = os.environ.get("ZEROGPU_SIZE")  # "large" (48 GB, default) or "xlarge" (96 GB)
+    return spaces.GPU(duration=duration, **({"size": size} if size else {}))
+
+
+def image_seconds(preset_name: str, *args, **kwargs) -> int:
+    return 20 + 2 * get_preset(preset_name).inference_steps
+
+
+def run_seconds(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, *args, **kwargs) -> int:
+    return gpu_seconds(get_preset(preset_name), steps, len(qa_pairs))
+
+
+def score_seconds(preset_name: str, prompt: str, images: list, sampled: bool) -> int:
+    return 15 + len(images) * (40 if sampled else 10)
+
+
+def refine_seconds(preset_name: str, prompt: str, n: int, *args, **kwargs) -> int:
+    return 20 + (n + 1) * (2 * get_preset(preset_name).inference_steps + 6)
+
+
+@on_gpu(image_seconds)
+def gpu_generate(preset_name: str, prompt: str, seed: int, lora_path: str | None = None, scale: float = 1.0):
+    generator, _ = models(preset_name)
+    with MODEL_LOCK:
+        return generator.generate(prompt, seed, lora_path=lora_path, scale=scale)
+
+
+@on_gpu(image_seconds)
+def gpu_draft(preset_name: str, prompt: str, n: int) -> tuple[list[str], str]:
+    _, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return question_box.draft_questions(vlm, prompt, n)
+
+
+@on_gpu(run_seconds)
+def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, out_path: str, overlay=None,
+            overlay_description: str = ""):
+    generator, vlm = models(preset_name)
+    yield from run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
+                   overlay=overlay, overlay_description=overlay_description, target_p=generator.preset.target_p)
+
+
+@on_gpu(score_seconds)
+def gpu_score(preset_name: str, prompt: str, images: list, sampled: bool):
+    _, vlm = models(preset_name)
+    with MODEL_LOCK:
+        reports = [judge.judge(vlm, image, prompt, sampled=sampled) for image in images]
+        comparison = judge.compare(vlm, images[0], images[1], prompt) if len(images) == 2 else None
+    return reports, comparison
+
+
+@on_gpu(refine_seconds)
+def gpu_refine(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int):
+    generator, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return refine.refine(generator, vlm, prompt, n, temperature, top_p, seed=seed, image_seed=seed)
+
+
+@on_gpu(image_seconds)
+def gpu_recreate(preset_name: str, image, seed: int):
+    generator, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return refine.recreate(generator, vlm, image, seed)
+
+
+# ---------- errors: what the user reads --------------------------------------------------------------------------
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
+                                                        and "out of memory" in str(exc).lower())
+
+
+def user_error(exc: Exception, what: str) -> gr.Error:
+    """The one-line message a user reads for an exception raised while `what`."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if is_oom(exc):
+        # The traceback's frames still hold the failed step's tensors: drop them before freeing the cache.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory while %s", what)
+        return gr.Error(OOM_MESSAGE.format(what=what), print_exception=False)
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        text = str(exc).strip("'\"")
+        return gr.Error(text[:1].upper() + text[1:], print_exception=False)
+    log.exception("failed while %s", what)
+    return gr.Error(f"Something went wrong while {what} ({type(exc).__name__}: {exc}). The app keeps serving.",
+                    print_exception=False)
+
+
+def user_errors(what: str):
+    """Turn bad input (ValueError), out-of-memory and unexpected failures into a gr.Error message."""
+
+    def decorate(fn):
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as exc:
+                    raise user_error(exc, what) from None
+        else:
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    raise user_error(exc, what) from None
+        return wrapper
+
+    return decorate
+
+
+# ---------- handlers bound to an app -----------------------------------------------------------------------------
+
+
+def handler(fn, app: App, outputs: dict[str, object] | None = None):
+    """`fn(app, ...)` as a Gradio event function: `app` bound, the rest of the signature kept (it names the API's
+    parameters). With `outputs` (name -> component), results that are dicts keyed by those names (streamed or
+    returned) are handed to Gradio keyed by component."""
+    bound = functools.partial(fn, app)
+
+    def keyed(result):
+        return {outputs[k]: v for k, v in result.items()} if outputs and isinstance(result, dict) else result
+
+    if inspect.isgeneratorfunction(fn):
+        def wrapper(*args, **kwargs):
+            for item in bound(*args, **kwargs):
+                yield keyed(item)
+    else:
+        def wrapper(*args, **kwargs):
+            return keyed(bound(*args, **kwargs))
+    functools.update_wrapper(wrapper, fn)
+    wrapper.__signature__ = inspect.signature(bound)
+    return wrapper
+
+
+# ---------- per-user state: a folder for the session's LoRA files, and its latest LoRA per tab -------------------
+
+
+def slug(text: str, n: int = 32) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "lora"
+
+
+def new_session(app: App, request: gr.Request | None) -> dict:
+    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
+    folder = app.root / slug(key, 64)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"dir": str(folder), "lora": {}, "runs": 0}
+
+
+def drop_session(session: dict | None) -> None:
+    if session:
+        shutil.rmtree(session["dir"], ignore_errors=True)

@@ -1,0 +1,68 @@
+"""The Score tab: the loaded VLM as a judge of one or two images (rubrics, VQAScore, an order-free A/B verdict)."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from pipelines import reports
+from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload
+
+from ..shared import GPU_EVENT, App, gpu_generate, gpu_score, handler, user_errors
+
+
+def uploaded(image: Image.Image | None, label: str) -> tuple[Image.Image | None, list[str]]:
+    """An uploaded image fitted to the upload limit, and a note when it had to be downscaled."""
+    if image is None:
+        return None, []
+    image, note = fit_upload(image)
+    return image, [f"_Image {label}: {note}._"] if note else []
+
+
+@user_errors("generating images to score")
+def score_generate(app: App, prompt: str, seed: float) -> tuple:
+    prompt, seed = check_prompt(prompt), check_seed(seed)
+    second = min(seed + 1, MAX_SEED)
+    return gpu_generate(app.name, prompt, seed), gpu_generate(app.name, prompt, second)
+
+
+@user_errors("scoring")
+def score(app: App, prompt: str, image_a, image_b, sampled: bool) -> str:
+    prompt = check_prompt(prompt)
+    (a, note_a), (b, note_b) = uploaded(image_a, "A"), uploaded(image_b, "B")
+    if a is None:
+        raise ValueError("there is no image A: upload one or press 'Generate A and B'")
+    images = [a] if b is None else [a, b]
+    found, comparison = gpu_score(app.name, prompt, images, bool(sampled))
+    titled = zip(found, ["Image A", "Image B"], strict=False)
+    parts = note_a + note_b + [reports.report_markdown(r, title) for r, title in titled]
+    if comparison is not None:
+        parts.append(reports.comparison_markdown(comparison))
+    return "\n\n".join(parts)
+
+
+class ScoreTab:
+    def __init__(self, app: App):
+        with gr.Tab("Score", id="score"):
+            gr.Markdown("The loaded VLM as a judge: aesthetics, alignment with the prompt and overall preference "
+                        "on a 0-5 scale (Poor, Below Average, Average, Above Average, Very Good, Excellent), read "
+                        "from its digit probabilities, and VQAScore. With two images it also says which is "
+                        "better, asking with both orders so the order cannot matter.")
+            with gr.Row():
+                self.prompt = gr.Textbox(label="What the images should show", scale=3,
+                                         value="a red bicycle leaning on a brick wall", elem_id="score-prompt")
+                self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                self.generate = gr.Button("Generate A and B (seeds s and s+1)", elem_id="score-generate")
+            with gr.Row():
+                self.a = gr.Image(label="Image A", type="pil", sources=["upload"], format="png", height=280,
+                                  elem_id="score-a")
+                self.b = gr.Image(label="Image B (optional: compare with A)", type="pil", sources=["upload"],
+                                  format="png", height=280, elem_id="score-b")
+            self.sampled = gr.Checkbox(False, label="Sampled verdicts: average 3 written answers (T = 0.9) instead "
+                                                    "of the digit probabilities")
+            self.button = gr.Button("Score", variant="primary", elem_id="score")
+            self.out = gr.Markdown(elem_id="score-result")
+        self.generate.click(handler(score_generate, app), [self.prompt, self.seed], [self.a, self.b],
+                            api_name="score_generate", **GPU_EVENT)
+        self.button.click(handler(score, app), [self.prompt, self.a, self.b, self.sampled], self.out,
+                          api_name="score", **GPU_EVENT)
