@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._common import check_size
+from .common import check_size
 
 Layer = np.ndarray
 LayerLike = Any  # ndarray | PIL image | sequence of those | ImageEditor value dict

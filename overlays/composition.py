@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._common import check_size, with_suffix
 from .base import Control, Example, Flag, MissingValues, Setting, blank
 from .canvas import merge_layers
+from .common import check_size, with_suffix
 
 NAME = "composition"
 MODES = ("transparent", "solid")
@@ -26,7 +26,7 @@ def _load(reference: Image.Image | str | os.PathLike[str]) -> Image.Image:
     if isinstance(reference, Image.Image):
         return reference.convert("RGBA")
     if not isinstance(reference, (str, os.PathLike)):
-        # ValueError, not TypeError: every bad user input raises ValueError (see _common)
+        # ValueError, not TypeError: every bad user input raises ValueError (see common.py)
         raise ValueError(f"composition reference {reference!r} is neither an image nor a path")  # noqa: TRY004
     try:
         with Image.open(reference) as img:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._common import RED, SUFFIX, check_size, real
 from .base import Control, Example, Flag, MissingValues, Setting, blank
 from .canvas import points_from_layer
+from .common import RED, SUFFIX, check_size, real
 
 NAME = "depth"
 MIN_DISTANCE = 0.05  # of the image diagonal (taken as a square's): closer dots and labels collide

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ._common import RED, SUFFIX, check_size, real
 from .base import Control, Example, Flag, MissingValues, blank
 from .canvas import horizon_from_layer
+from .common import RED, SUFFIX, check_size, real
 
 NAME = "horizon"
 MAX_TILT = 45.0

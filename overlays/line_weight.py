@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ._common import RED, SUFFIX, check_size
 from .base import Control, Example, Flag, MissingValues, Setting, blank
 from .canvas import stroke_thickness
+from .common import RED, SUFFIX, check_size
 
 NAME = "line-weight"
 SPAN = (0.2, 0.8)  # the stroke covers the middle 60 % of the width

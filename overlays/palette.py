@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._common import SUFFIX, check_size
 from .base import Control, Example, Flag, MissingValues, Setting
 from .colors import RGB, as_rgb, lab_to_srgb, parse_colors, srgb_to_lab, to_hex
+from .common import SUFFIX, check_size
 
 NAME = "palette"
 MIN_SWATCHES, MAX_SWATCHES = 2, 8
@@ -30,7 +30,7 @@ class Spec:
 
     def __post_init__(self) -> None:
         if isinstance(self.colors, str):  # one string would iterate as characters
-            # ValueError, not TypeError: every bad user input raises ValueError (see _common)
+            # ValueError, not TypeError: every bad user input raises ValueError (see common.py)
             raise ValueError(f"palette colours {self.colors!r} must be a list of colours, not one string")  # noqa: TRY004
         colors = tuple(as_rgb(c) for c in self.colors)
         if not MIN_SWATCHES <= len(colors) <= MAX_SWATCHES:

@@ -1,4 +1,4 @@
-"""Seconds per optimisation step, seconds per generation, peak memory, for a preset and resolution.
+"""Seconds per optimization step, seconds per generation, peak memory, for a preset and resolution.
 
     python -m pipelines.bench --preset tiny
     python -m pipelines.bench --preset flux-schnell --random-weights --size 512    # on a GPU, no download
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__.splitlines()[0])
     cli.add_model_args(parser)
     parser.add_argument("--size", type=int, help="image side (default: the preset's resolution)")
-    parser.add_argument("--steps", type=int, default=5, help="timed optimisation steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed optimization steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--generations", type=int, default=3, help="timed generations")
     parser.add_argument("--random-weights", action="store_true", help="full-size architectures, random weights")

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # --- the engine (library and command line) ---------------------------------------------------------------------------
 MAX_SEED = 2**32 - 1  # what torch.Generator.manual_seed and the page's number box take
-MAX_STEPS = 10_000  # optimisation steps of one run
+MAX_STEPS = 10_000  # optimization steps of one run
 MAX_LORA_SCALE = 10.0  # the scale a LoRA is applied at
 MAX_RANK = 512
 MAX_PROMPT_CHARS = 2000
 MAX_QUESTION_CHARS = 500
 MAX_EVAL_SEEDS = 64  # unseen seeds judged at the end of a run
 MAX_UPLOAD_SIDE = 2048  # larger images are downscaled: no VLM here looks at more than ~13 MP anyway
+MAX_IMAGE_SIDE = 8192  # larger images are refused before they are decoded (decompression bombs)
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_BYTES = 64 * 2**20
 
 # --- the app (tighter: one shared GPU, strangers) --------------------------------------------------------------------
 APP_MAX_STEPS = 500
@@ -108,16 +113,50 @@ def check_renoise(renoise: tuple[float, float] | None) -> tuple[float, float] | 
     return lo, hi
 
 
-def read_image(path: str | Path, mode: str = "RGBA") -> Image.Image:
-    """An image file given by a user, converted to `mode`; errors name the file."""
+def read_image(path: str | Path, mode: str = "RGBA", what: str = "image") -> Image.Image:
+    """An image file given by a user, opened under our own limits and converted to `mode`.
+
+    Refused with one line naming the file: a missing file, one over MAX_IMAGE_BYTES, anything PIL cannot read
+    (SVG, text, a truncated PNG), more than MAX_IMAGE_SIDE pixels a side (decompression bombs are refused from
+    the header, before any pixel is decoded). Animated images give their first frame; 16-bit and float images
+    are scaled to 8 bits; CMYK, palette and grey modes are converted.
+    """
     path = Path(path)
+    shown = f"{what} {str(path)!r}"
     if not path.is_file():
-        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{shown} does not exist" if not path.exists() else f"{shown} is not a file")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{shown} is {size / 2**20:.0f} MB; at most {MAX_IMAGE_BYTES // 2**20} MB")
     try:
         with Image.open(path) as im:
-            return im.convert(mode)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"image {str(path)!r} is not a readable image ({exc.__class__.__name__})") from None
+            return _converted(im, mode, shown)
+    except Image.DecompressionBombError:  # PIL refuses it from the header, before decoding
+        raise ValueError(f"{shown} is over {MAX_IMAGE_PIXELS / 1e6:.0f} MP; at most {MAX_IMAGE_SIDE} pixels a side "
+                         f"and {MAX_IMAGE_PIXELS / 1e6:.0f} MP") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        reason = "not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ValueError(f"{shown} is not a readable image ({reason})") from None
+
+
+def check_image(image: Image.Image, what: str = "image") -> Image.Image:
+    """An image already opened (e.g. by a UI) under the same limits as `read_image`, as RGB."""
+    return _converted(image, "RGB", what)
+
+
+def _converted(im: Image.Image, mode: str, shown: str) -> Image.Image:
+    w, h = im.size
+    if max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{shown} is {w}x{h} pixels; at most {MAX_IMAGE_SIDE} pixels a side and "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP")
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)  # an animation: its first frame
+    im.load()
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float: scale to 8 bits, not clip
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() if arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255, 0, 255).astype(np.uint8), "L")
+    return im.convert(mode)
 
 
 def fit_upload(image: Image.Image, max_side: int = MAX_UPLOAD_SIDE) -> tuple[Image.Image, str | None]:
@@ -130,3 +169,22 @@ def fit_upload(image: Image.Image, max_side: int = MAX_UPLOAD_SIDE) -> tuple[Ima
     small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
     return small, (f"the {w}x{h} image ({w * h / 1e6:.0f} MP) was downscaled to "
                    f"{small.width}x{small.height}")
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...], what: str = "--out") -> Path:
+    """An output file that can be written, checked before any model loads: the right suffix, not a folder, not
+    under a regular file, in a folder we may write (a missing folder is fine: it is created)."""
+    path = Path(path)
+    shown = f"{what} {str(path)!r}"
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{shown} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise ValueError(f"{shown} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{shown} cannot be written: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown} cannot be written: the folder {str(parent)!r} is read-only")
+    return path

@@ -10,7 +10,7 @@ distance |estimated - line| (a fraction of the height) is averaged. "No control"
 Palette: 3 prompts x palette presets; the distance is the mean CIEDE2000 from the image's dominant colours to the
 palette's nearest swatch.
 
-The VLM's own P(expected answers) is what the loop optimises and can be fooled; the estimator is the truth. Each
+The VLM's own P(expected answers) is what the loop optimizes and can be fooled; the estimator is the truth. Each
 run also reports the alignment score (P(Yes) to "Does this image show {prompt}?"), whether the image kept the
 prompt's colour scheme (toy world), and whether the judge was fooled (P above 0.9 while the analytic distance
 stays above its threshold).
@@ -121,6 +121,8 @@ class Measured:
     p_after: list[float]
     alignment_before: float  # mean P(Yes) to "Does this image show {prompt}?"
     alignment_after: float
+    horizons_before: list[float] = field(default_factory=list)  # horizon task: each image's estimated horizon
+    horizons_after: list[float] = field(default_factory=list)
     scheme_before: list[str] = field(default_factory=list)  # toy world: the colour scheme each image has
     scheme_after: list[str] = field(default_factory=list)
     fooled: bool = False
@@ -143,9 +145,12 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
                       progress=False, target_p=target_p, eval_seeds=seeds)
     unseen = result.unseen
 
+    estimated: dict[int, float] = {}
+
     def distance(image: Image.Image) -> float:
         if run.task == "horizon":
-            return abs(estimator(image) - float(run.target))
+            estimated[id(image)] = estimator(image)
+            return abs(estimated[id(image)] - float(run.target))
         return toy_world.palette_distance(image, colors)
 
     def control_p(image: Image.Image) -> float:  # the control's own questions only, without the guard
@@ -161,8 +166,11 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
                  [distance(im) for im in before], [distance(im) for im in after],
                  [control_p(im) for im in before], [control_p(im) for im in after],
                  alignment(before), alignment(after),
-                 [toy_world.scheme_of(im)[0] for im in before] if known else [],
-                 [toy_world.scheme_of(im)[0] for im in after] if known else [])
+                 scheme_before=[toy_world.scheme_of(im)[0] for im in before] if known else [],
+                 scheme_after=[toy_world.scheme_of(im)[0] for im in after] if known else [])
+    if run.task == "horizon":
+        m.horizons_before = [estimated[id(im)] for im in before]
+        m.horizons_after = [estimated[id(im)] for im in after]
     threshold = FOOLED_HORIZON if run.task == "horizon" else FOOLED_PALETTE
     m.fooled = bool(np.mean(m.p_after) > FOOLED_P and np.mean(m.distance_after) > threshold)
     return m, (before[0], after[0])
@@ -198,6 +206,9 @@ def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
                 str(t): sum(sum(s == m.run.prompt for s in (m.scheme_after if after else m.scheme_before)) * 2
                             >= len(m.scheme_after) for m in ms if m.run.target == t and m.scheme_after)
                 for t in targets}
+        spreads = [float(np.std(m.horizons_after if after else m.horizons_before)) for m in ms if m.horizons_after]
+        if spreads:  # how different the unseen seeds' horizons are: 0 when every seed gives the same picture
+            row["horizon_sd"] = float(np.mean(spreads))
         if after:
             row["fooled"] = sum(m.fooled for m in ms)
             row["steps_mean"] = float(np.mean([m.steps for m in ms]))
@@ -211,12 +222,13 @@ def markdown(summary: dict[str, object]) -> str:
     unit = "horizon distance (fraction of H)" if task == "horizon" else "palette distance (CIEDE2000)"
     label = "line" if task == "horizon" else "palette"
     head = ["", f"mean {unit}", *[f"{label} {t}" for t in targets], "P(expected answers)", "alignment P",
-            "kept the prompt's colours", "judge fooled", "steps (mean)"]
+            "kept the prompt's colours", "judge fooled", "horizon sd over seeds", "steps (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, row in rows.items():
         kept = f"{row['scheme_kept']}/{row['runs']}" if "scheme_kept" in row else "-"
         cells = [name, f"{row['distance']:.3f}", *[f"{row['per_target'][t]:.3f}" for t in targets], f"{row['p']:.3f}",
                  f"{row['alignment']:.3f}", kept, f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
+                 f"{row['horizon_sd']:.3f}" if "horizon_sd" in row else "-",
                  f"{row['steps_mean']:.0f}" if "steps_mean" in row else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=len(LINES), help="horizon: lines evenly spaced 0.2..0.8")
     parser.add_argument("--palettes", default=",".join(PALETTES), help="palette: presets separated by ','")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="unseen seeds per LoRA")
-    parser.add_argument("--steps", type=int, help="optimisation steps per LoRA (default: the preset's)")
+    parser.add_argument("--steps", type=int, help="optimization steps per LoRA (default: the preset's)")
     parser.add_argument("--target-p", help="early stopping (default: the preset's; 'off' runs every step)")
     parser.add_argument("--keep-prompt", action="store_true",
                         help="also run every LoRA with the prompt's own question as a guard (a third row)")

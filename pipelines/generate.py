@@ -9,8 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from . import cli, lora
-from .checks import MAX_LORA_SCALE, check_prompt, check_scale
+from .checks import MAX_LORA_SCALE, check_output, check_prompt, check_scale
+from .files import replacing
 from .loading import default_device, load_generator
 
 
@@ -30,12 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.lora:
             lora.check_lora_file(args.lora)
         check_scale(args.scale)
-        if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-            raise ValueError(f"--out {args.out!r} must end in .png, .jpg or .webp")
+        check_output(args.out, (".png", ".jpg", ".jpeg", ".webp"))
         generator = load_generator(preset, args.gen_device or default_device())
         image = generator.generate(args.prompt, args.seed, args.size, lora_path=args.lora, scale=args.scale)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        image.save(args.out)
+        with replacing(args.out) as tmp:  # never half an image where a good one was
+            image.save(tmp, format=Image.registered_extensions()[Path(args.out).suffix.lower()])
         print(f"saved {args.out}")
     return 0
 

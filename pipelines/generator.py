@@ -2,7 +2,7 @@
 
 Two paths through the same weights:
 - `generate(...)`: the stock diffusers pipeline, no gradient: what a user sees.
-- the gradient pass used by the optimisation, written out here because the pipelines run under
+- the gradient pass used by the optimization, written out here because the pipelines run under
   `torch.no_grad`: `noisy_latents` (no gradient) gives x_t (for one-step models the initial noise at
   sigma = 1, so the training sample IS the user's image), `velocity` is ONE
   transformer step with gradient, `decode` turns the clean estimate x0_hat = x_t - sigma * v
@@ -40,6 +40,14 @@ class Conditioning:
 
 
 class Generator(ABC):
+    """A text-to-image pipeline with the two paths the method needs (see the module docstring).
+
+    Args:
+        pipe: the stock diffusers pipeline (FluxPipeline, SanaPipeline), loaded by `loading.load_generator`.
+        preset: what to run (resolution, sampler steps, guidance, LoRA targets, ...).
+        device: where the pipeline runs; its transformer and VAE are frozen (only a LoRA trains).
+    """
+
     def __init__(self, pipe, preset: Preset, device: str | torch.device = "cpu"):
         self.pipe = pipe
         self.preset = preset
@@ -180,6 +188,9 @@ def check_size(size: int, multiple: int) -> None:
 
 
 class FluxGenerator(Generator):
+    """FLUX.1 (schnell, dev): packed 2x2 latents, timestep = sigma, T5 + CLIP conditioning, optional guidance
+    embedding (dev)."""
+
     def encode(self, prompt: str | list[str]) -> Conditioning:
         check_prompts(prompt)
         with torch.no_grad():
@@ -242,6 +253,9 @@ class FluxGenerator(Generator):
 
 
 class SanaGenerator(Generator):
+    """Sana: DC-AE latents (32x down), timestep = 1000 sigma, Gemma conditioning, classifier-free guidance in one
+    batch."""
+
     def encode(self, prompt: str | list[str]) -> Conditioning:
         check_prompts(prompt)
         with torch.no_grad():

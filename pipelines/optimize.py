@@ -20,13 +20,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from overlays import CONTROLS, composite
-from overlays._common import with_suffix
+from overlays.common import with_suffix
 
 from . import lora
 from .checks import (
     MAX_EVAL_SEEDS,
     check_alpha,
     check_learning_rate,
+    check_output,
     check_prompt,
     check_rank,
     check_renoise,
@@ -58,7 +59,7 @@ def unseen_seeds(seed: int, k: int = EVAL_SEEDS) -> list[int]:
 class Step:
     step: int  # 1-based
     loss: float
-    p_yes: float  # exp(-loss): P(expected answers)
+    p: float  # P(expected answers) = exp(-loss) for one pair; the mean P over the pairs otherwise
     elapsed: float  # seconds since the start of the loop
     preview: Image.Image | None = None  # the clean estimate the VLM judged, every `preview_every` steps
 
@@ -118,7 +119,7 @@ def prompt_question(prompt: str) -> str:
 
 def with_prompt_guard(qa_pairs: list[QA], prompt: str) -> list[QA]:
     """The pairs plus the prompt's own alignment question expecting Yes (`--keep-prompt`): a guard against the
-    image drifting away from the prompt while the visual prompt's question is optimised."""
+    image drifting away from the prompt while the visual prompt's question is optimized."""
     guard = (prompt_question(prompt), "Yes")
     return list(qa_pairs) if guard in qa_pairs else [*qa_pairs, guard]
 
@@ -149,7 +150,7 @@ def judged_pixels(generator: Generator, cond: Conditioning, seed: int, overlay: 
 
 @torch.no_grad()
 def score_image(vlm: VLM, image: Image.Image, overlay: Image.Image | np.ndarray | None, qa_pairs: list[QA]) -> float:
-    """P(expected answers) for a generated image with the overlay on top: the score the loop optimises."""
+    """P(expected answers) for a generated image with the overlay on top: the score the loop optimizes."""
     pixels = from_pil(image)
     if overlay is not None:
         pixels = composite(pixels, overlay)
@@ -208,7 +209,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         params = lora.add_lora(generator.transformer, rank, alpha, generator.preset.lora_targets)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         result, start = Result({}, rank, alpha), time.perf_counter()
-        for step in tqdm(range(1, steps + 1), desc="optimising", disable=not progress):
+        for step in tqdm(range(1, steps + 1), desc="optimizing", disable=not progress):
             if should_stop():
                 result.cancelled = True
                 break
@@ -225,7 +226,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             result.history.append(info)
             if callback:
                 callback(info)
-            recent = [s.p_yes for s in result.history[-TARGET_WINDOW:]]
+            recent = [s.p for s in result.history[-TARGET_WINDOW:]]
             if target_p is not None and len(recent) == TARGET_WINDOW and np.mean(recent) >= target_p:
                 result.reached_target = True
                 break
@@ -268,7 +269,7 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
         "unseen_seeds": result.unseen.as_dict(),
     }
     lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, generator.preset.lora_targets, meta)
-    history = [{"step": s.step, "loss": s.loss, "p": s.p_yes, "elapsed_s": round(s.elapsed, 4)}
+    history = [{"step": s.step, "loss": s.loss, "p": s.p, "elapsed_s": round(s.elapsed, 4)}
                for s in result.history]
     write_text(sidecar_path(path), json.dumps(meta | {"history": history}, indent=1) + "\n")
     return Path(path)
@@ -348,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             qa_pairs = control_qa + qa_pairs
         if args.keep_prompt:
             qa_pairs = with_prompt_guard(qa_pairs, prompt)
-        if not args.out.endswith(".safetensors"):
-            raise ValueError(f"--out {args.out!r} must end in .safetensors")
+        check_output(args.out, (".safetensors",))
         generator, vlm = cli.load_models(args, preset)
         cond = generator.encode(prompt)
         if args.offload_text_encoders:
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def report(step: Step) -> None:
             bar["loss"] = step.loss
-            tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P(yes) {step.p_yes:.3f}  {step.elapsed:.1f}s")
+            tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
 
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, alpha=args.alpha, seed=args.seed, callback=report,

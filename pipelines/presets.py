@@ -1,4 +1,4 @@
-"""Model presets as data: which generator, which VLM, and how to optimise.
+"""Model presets as data: which generator, which VLM, and how to optimize.
 
 A source is a hub id ("org/name"), a local folder, or "random:tiny" / "random:full" for models built
 in code from configs with random weights (see `random_models.py`).

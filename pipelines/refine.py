@@ -62,7 +62,8 @@ def clean(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def _key(text: str) -> str:
+def prompt_key(text: str) -> str:
+    """What two prompts share when they are duplicates: lower case, punctuation and spacing folded."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
@@ -96,14 +97,14 @@ def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: 
     prompt, n = check_prompt(prompt), check_n(n)
     if not 0 < temperature <= 2 or not 0 < top_p <= 1:
         raise ValueError(f"temperature {temperature} must be in (0, 2] and top-p {top_p} in (0, 1]")
-    seen, out = {_key(prompt)}, []
+    seen, out = {prompt_key(prompt)}, []
     for attempt in range(attempts):  # duplicates are dropped; sample again for the missing ones
         replies = vlm.generate_text(REWRITE.format(prompt=prompt), max_new_tokens=120, temperature=temperature,
                                     top_p=top_p, num_return_sequences=n - len(out), seed=seed + attempt)
         for reply in map(clean, replies):
             text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
-            if _key(text) and _key(text) not in seen:  # empty once cut (one giant word): dropped
-                seen.add(_key(text))
+            if prompt_key(text) and prompt_key(text) not in seen:  # empty once cut (one giant word): dropped
+                seen.add(prompt_key(text))
                 out.append(Candidate(text, truncated=cut))
         if len(out) >= n:
             break
@@ -125,7 +126,18 @@ def score_all(vlm: VLM, candidates: list[Candidate], prompt: str, batch_size: in
 def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9,
            seed: int = 0, image_seed: int = 0, batch_size: int = 4, vlm_lora: str | Path | None = None
            ) -> list[Candidate]:
-    """Candidates and the baseline, generated from one seed, judged, best first."""
+    """Self-rewarding refinement: the VLM rewrites `prompt` into candidates, every candidate and the prompt itself
+    (the baseline row) are generated from one seed and judged by the same VLM; returned best first.
+
+    Args:
+        generator, vlm: the loaded models; the VLM both writes and judges.
+        prompt: the user's short prompt.
+        n: how many distinct candidates (duplicates are dropped and resampled, over-long ones cut and marked).
+        temperature, top_p: sampling of the rewrites.
+        seed: sampling seed of the rewrites; image_seed: the one noise seed every image is generated from.
+        batch_size: prompts per generation and judging batch.
+        vlm_lora: a peft adapter folder of the VLM (from `self_reward`) used while writing the candidates.
+    """
     prompt = check_prompt(prompt)
     with vlm_adapter(vlm, vlm_lora):
         candidates = propose(vlm, prompt, n, temperature, top_p, seed, generator.prompt_tokenizer,

@@ -76,7 +76,7 @@ def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3,
               beta: float = 0.1, rank: int = 8, batch_size: int = 4, init_from: str | Path | None = None
               ) -> list[dict]:
     """DPO on a LoRA of the VLM's language model; saves the adapter to `out_dir`. The shared VLM is
-    restored afterwards. Returns one log row (loss, mean margin) per optimiser step.
+    restored afterwards. Returns one log row (loss, mean margin) per optimizer step.
 
     `init_from` continues an earlier round's LoRA; the reference policy is always the VLM without LoRA.
     """

@@ -491,10 +491,10 @@ def image_stats(images: np.ndarray, prompts: list[str]) -> dict:
 
 
 def toy_preset(generator_dir: str | Path, vlm_dir: str | Path):
-    """The tiny preset pointed at the toy-world folders (what the app's loader takes)."""
+    """The `toy` preset pointed at other toy-world folders (what the app's loader takes)."""
     from .presets import get_preset
 
-    return dataclasses.replace(get_preset("tiny"), generator_source=str(Path(generator_dir).resolve()),
+    return dataclasses.replace(get_preset("toy"), generator_source=str(Path(generator_dir).resolve()),
                                vlm_source=str(Path(vlm_dir).resolve()))
 
 
@@ -911,8 +911,8 @@ def write_report(out: Path, report: dict) -> None:
         f"Made by `{report['command']}` (seed {report['seed']}) in {report['total_seconds'] / 60:.1f} min on 2 CPU "
         "threads.",
         "",
-        "Load with the tiny preset pointed here: `pipelines.toy_world.toy_preset(\"assets/toy-world/generator\", "
-        "\"assets/toy-world/vlm\")`.",
+        "Load with the preset `toy` (which points here), or for another folder",
+        "`pipelines.toy_world.toy_preset(\"DIR/generator\", \"DIR/vlm\")`.",
         "",
         "## Figures (all in training.json)",
         f"- VAE: held-out PSNR {s['vae']['held_out_psnr_db']} dB, horizon error of reconstructions "
@@ -971,8 +971,8 @@ def verify(out: Path, steps: int = 60, lr: float = 5e-4, lines: tuple[float, ...
             with lora.applied(generator.pipe, path, 1.0):
                 after = measure(line)
         result["lines"][str(line)] = {"before": before, "after": after, "seconds": round(seconds, 1),
-                                      "train_p_yes_first_last": [round(res.history[0].p_yes, 3),
-                                                                 round(res.history[-1].p_yes, 3)]}
+                                      "train_p_yes_first_last": [round(res.history[0].p, 3),
+                                                                 round(res.history[-1].p, 3)]}
         _log(f"line {line}: distance {before['distance_mean']} -> {after['distance_mean']} (median "
              f"{before['distance_median']} -> {after['distance_median']}), P(yes) {before['p_yes_mean']} -> "
              f"{after['p_yes_mean']}, {seconds:.1f}s")

@@ -52,7 +52,14 @@ def pil_like_resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.
 
 
 class VLM(ABC):
-    """Shared part: chat prompts, answer cross-entropy, text generation."""
+    """A VLM as a differentiable judge: chat prompts, answer cross-entropy, scores and text generation.
+
+    Args:
+        model: the transformers model (frozen here), loaded by `loading.load_vlm`.
+        tokenizer: its tokenizer, with the model's own chat template.
+        image_processor: the model's PIL image processor (its sizes, mean and std are reproduced in torch).
+        device: where the model runs.
+    """
 
     ANSWER_PREFIX = ""  # what separates the generation prompt from the answer in this model's template
 
@@ -88,7 +95,8 @@ class VLM(ABC):
         return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                   add_generation_prompt=True)
 
-    def _encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text` with no special tokens added (the chat template writes its own)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def tokens_after(self, before: str, text: str, before_ids: list[int] | None = None) -> list[int]:
@@ -97,11 +105,11 @@ class VLM(ABC):
         Encoding both together, then dropping the tokens of `before`, respects how the tokenizer joins them
         (a sentencepiece "_Yes" after "Assistant:", a lone space token in Qwen's BPE).
         """
-        before_ids = self._encode(before) if before_ids is None else before_ids
-        joint = self._encode(before + text)
+        before_ids = self.encode_text(before) if before_ids is None else before_ids
+        joint = self.encode_text(before + text)
         if joint[:len(before_ids)] == before_ids and len(joint) > len(before_ids):
             return joint[len(before_ids):]
-        return self._encode(text)
+        return self.encode_text(text)
 
     def bos(self, text: str) -> list[int]:
         """[BOS] when the tokenizer has one and the template did not write it (as the HF processors do)."""
@@ -116,12 +124,12 @@ class VLM(ABC):
 
     def prompt_ids(self, question: str, image_inputs: dict | None) -> list[int]:
         text = self.prompt_text(question, image_inputs)
-        return self.bos(text) + self._encode(text)
+        return self.bos(text) + self.encode_text(text)
 
     def encode_turn(self, question: str, image_inputs: dict | None, answer: str) -> tuple[list[int], list[int]]:
         """(prompt ids, ids of the assistant's `answer` as the model would write it after that prompt)."""
         text = self.prompt_text(question, image_inputs)
-        body = self._encode(text)
+        body = self.encode_text(text)
         return self.bos(text) + body, self.tokens_after(text, self.ANSWER_PREFIX + answer, body)
 
     def forward(self, rows: list[tuple[dict | None, list[int]]]) -> torch.Tensor:
@@ -186,7 +194,7 @@ class VLM(ABC):
         """Stack the image inputs of each row of a batch into the model's keyword arguments."""
 
     def loss(self, pixels: torch.Tensor, qa_pairs: list[QA]) -> torch.Tensor:
-        """-log P(answers), averaged over the pairs: the quantity the optimisation minimises."""
+        """-log P(answers), averaged over the pairs: the quantity the optimization minimises."""
         return self.answer_nll(pixels, qa_pairs).mean()
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The output block of an optimisation (status, live image, plots, before/after, unseen seeds, the LoRA, apply it)
+"""The output block of an optimization (status, live image, plots, before/after, unseen seeds, the LoRA, apply it)
 and the stream that fills it; the Visual prompts and Ask anything tabs each have one.
 
 Streamed updates are dicts keyed by the block's field names (`Results.components` maps them to components).
@@ -35,7 +35,7 @@ class Results:
             with gr.Column():
                 self.loss = gr.LinePlot(x="step", y="loss", title="Loss, -log P(expected answers)", height=150,
                                         elem_id=f"{prefix}-loss")
-                self.p = gr.LinePlot(x="step", y="p_yes", title="P(expected answers)", y_title="P", height=150,
+                self.p = gr.LinePlot(x="step", y="p", title="P(expected answers)", y_title="P", height=150,
                                      elem_id=f"{prefix}-p")
         with gr.Row():
             self.slider = gr.ImageSlider(label="Before / after: same seed, LoRA at scale 1", type="pil",
@@ -71,7 +71,7 @@ def history_frame(history: Sequence[Step]):
     import pandas as pd
 
     return pd.DataFrame({"step": [s.step for s in history], "loss": [s.loss for s in history],
-                         "p_yes": [s.p_yes for s in history]})
+                         "p": [s.p for s in history]})
 
 
 def unseen_markdown(unseen: Evaluation | None) -> str:
@@ -97,7 +97,7 @@ def unseen_gallery(unseen: Evaluation | None, overlay: Image.Image | np.ndarray 
 def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | None, progress, prompt: str,
                seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay=None,
                description: str = "") -> Iterator[dict[str, object]]:
-    """The run behind an Optimise button as updates of the Results block (dicts keyed by FIELDS)."""
+    """The run behind an Optimize button as updates of the Results block (dicts keyed by FIELDS)."""
     session = session or new_session(app, request)
     session["runs"] += 1
     out_path = Path(session["dir"]) / f"{tab}-{session['runs']}-{slug(prompt)}.safetensors"
@@ -111,18 +111,18 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
            "session": session}
     for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description):
         if event.kind == "start":
-            yield {"status": f"Optimising: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
+            yield {"status": f"Optimizing: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
                    "live": for_display(event.before)}
         elif event.kind == "step":
             step = event.step
             history.append(step)
-            progress((step.step, steps), desc="optimising", unit="steps")
+            progress((step.step, steps), desc="optimizing", unit="steps")
             now = time.monotonic()
             if step.preview is None and step.step < steps and now - last < 0.5:
                 continue  # at most two plot updates a second between previews
             last = now
             frame = history_frame(history)
-            update = {"status": f"Optimising: step {step.step}/{steps}, loss {step.loss:.4f}, P {step.p_yes:.4f}, "
+            update = {"status": f"Optimizing: step {step.step}/{steps}, loss {step.loss:.4f}, P {step.p:.4f}, "
                                 f"{step.elapsed:.1f} s", "loss": frame, "p": frame}
             if step.preview is not None:
                 update["live"] = for_display(step.preview)
@@ -147,7 +147,7 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
 def stopped() -> str:
     time.sleep(0.3)  # let the cancelled run's last update land first
     return ("Stopped. The base model is unchanged; the evaluation on unseen seeds was skipped because the run was "
-            "stopped. Press Optimise to start again.")
+            "stopped. Press Optimize to start again.")
 
 
 @user_errors("applying the LoRA")
@@ -156,7 +156,7 @@ def apply_lora(app: App, prompt: str, seed: float, scale: float, session: dict |
     """The session's latest LoRA of this tab applied to a new prompt or seed, in one pass."""
     path = (session or {}).get("lora", {}).get(tab)
     if not path:
-        raise ValueError("there is no LoRA in this session yet: press Optimise first "
+        raise ValueError("there is no LoRA in this session yet: press Optimize first "
                          "(or upload one in the 'Use a LoRA' tab)")
     prompt, seed, scale = check_prompt(prompt), check_seed(seed), check_scale(scale, APP_MAX_SCALE)
     return gpu_generate(app.name, prompt, seed, path, scale)

@@ -1,4 +1,4 @@
-"""The streamed optimisation run behind an Optimise button: a worker thread, events, the GPU time request."""
+"""The streamed optimization run behind an Optimize button: a worker thread, events, the GPU time request."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipelines.optimize import Evaluation, Result, Step, optimize, save_result, 
 from pipelines.presets import Preset
 from pipelines.vlm import QA, VLM
 
-RUN_THREAD_PREFIX = "studio-optimise-"
+RUN_THREAD_PREFIX = "studio-optimize-"
 
 
 class _Failure:
@@ -26,7 +26,7 @@ class _Failure:
         self.exc = exc
 
 
-def optimise_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: Sequence[QA], *,
+def optimize_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: Sequence[QA], *,
                     lock: threading.Lock, join_timeout: float = 600.0, **kwargs) -> Iterator[Step | Result]:
     """Run `optimize` in a worker thread and yield every Step, then the Result.
 
@@ -62,13 +62,13 @@ def optimise_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
 
 
 def active_runs() -> int:
-    """Optimisation workers still alive in this process (0 once every run has stopped or finished)."""
+    """Optimization workers still alive in this process (0 once every run has stopped or finished)."""
     return sum(t.name.startswith(RUN_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
 
 
 @dataclass
 class RunEvent:
-    kind: str  # "start" (base image judged), "step" (one optimisation step), "done" (LoRA saved, after judged)
+    kind: str  # "start" (base image judged), "step" (one optimization step), "done" (LoRA saved, after judged)
     before: Image.Image | None = None
     p_before: float | None = None
     step: Step | None = None
@@ -87,9 +87,9 @@ def preview_every(steps: int) -> int:
 def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequence[QA], *, steps: int,
         out_path: str | Path, lock: threading.Lock, overlay: Image.Image | np.ndarray | None = None,
         overlay_description: str = "", target_p: float | None = None) -> Iterator[RunEvent]:
-    """The whole job behind the Optimise button, as a stream of events.
+    """The whole job behind the Optimize button, as a stream of events.
 
-    Base image for (prompt, seed) and its score -> the optimisation, step by step -> the LoRA file, the image
+    Base image for (prompt, seed) and its score -> the optimization, step by step -> the LoRA file, the image
     for the same seed with the LoRA at scale 1, and its score. The shared pipeline never keeps the LoRA.
     """
     if overlay is not None:
@@ -100,7 +100,7 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
         p_before = score_image(vlm, before, overlay, list(qa_pairs))
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
-    for item in optimise_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
+    for item in optimize_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
                                 seed=seed, preview_every=preview_every(steps), target_p=target_p):
         if isinstance(item, Result):
             result = item

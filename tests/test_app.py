@@ -43,7 +43,7 @@ from studio import controls, examples, runs, shared
 from studio import questions as question_box
 
 ROOT = Path(__file__).resolve().parent.parent
-# outputs of /optimise and /ask_optimise, in order
+# outputs of /optimize and /ask_optimize, in order
 STATUS, LIVE, LOSS, P, SLIDER, SCORES, DOWNLOAD, UNSEEN = range(8)
 
 
@@ -71,7 +71,7 @@ def assert_clean(reference: np.ndarray, client) -> None:
 def wait_for_no_runs(timeout: float = 20.0) -> float:
     start = time.monotonic()
     while runs.active_runs():
-        assert time.monotonic() - start < timeout, "the optimisation worker did not stop"
+        assert time.monotonic() - start < timeout, "the optimization worker did not stop"
         time.sleep(0.02)
     return time.monotonic() - start
 
@@ -83,10 +83,10 @@ def reference() -> np.ndarray:
     return np.asarray(generator.generate(PROMPT, SEED).convert("RGB"))
 
 
-def optimise_args(tmp_path, control="horizon", layers=None, **extra):
+def optimize_args(tmp_path, control="horizon", layers=None, **extra):
     layers = [horizon_layer()] if layers is None else layers
     return dict(prompt=PROMPT, seed=SEED, control=control, canvas=editor(tmp_path, *layers), questions="", steps=6,
-                api_name="/optimise") | extra
+                api_name="/optimize") | extra
 
 
 # ---------- endpoints ----------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def optimise_args(tmp_path, control="horizon", layers=None, **extra):
 
 def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/generate", "/preview", "/optimise", "/apply_lora", "/draft_questions", "/ask_optimise",
+    assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",
                      "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/score_generate", "/score", "/refine",
                      "/use_prompt", "/image_to_prompt"}
 
@@ -136,16 +136,16 @@ def test_preview_shows_overlay_and_exact_questions(server, tmp_path):
     assert "'nope'" in note
 
 
-def test_optimise_streams_and_returns_lora(server, tmp_path, reference):
+def test_optimize_streams_and_returns_lora(server, tmp_path, reference):
     client = server.client()
-    job = client.submit(**optimise_args(tmp_path, steps=8))
+    job = client.submit(**optimize_args(tmp_path, steps=8))
     progress = []
     while not job.done():  # the progress bar's data, as the page gets it
         progress += [(p.index, p.length) for p in job.status().progress_data or []]
         time.sleep(0.005)
     final = job.result()
     statuses = [out[STATUS] for out in job.outputs()]
-    steps_seen = [int(s.split("step ")[1].split("/")[0]) for s in statuses if s.startswith("Optimising: step")]
+    steps_seen = [int(s.split("step ")[1].split("/")[0]) for s in statuses if s.startswith("Optimizing: step")]
     assert steps_seen[0] == 0 and max(steps_seen) == 8 and steps_seen == sorted(steps_seen)
     assert len(steps_seen) >= 3  # the page is updated while it runs, not only at the end
     assert progress and all(length == 8 for _, length in progress), progress
@@ -175,7 +175,7 @@ def test_optimise_streams_and_returns_lora(server, tmp_path, reference):
     assert_clean(reference, client)
 
 
-def test_optimise_controls_from_their_inputs(server, tmp_path):
+def test_optimize_controls_from_their_inputs(server, tmp_path):
     client = server.client()
     cases = {
         "palette": dict(layers=[], palette_colors="#e63946 #2a9d8f #264653"),
@@ -184,7 +184,7 @@ def test_optimise_controls_from_their_inputs(server, tmp_path):
         "composition": dict(layers=[horizon_layer(y=0.6)], questions="Is there a tall tree? | Yes"),
     }
     for control, kwargs in cases.items():
-        final = client.predict(**optimise_args(tmp_path, control=control, steps=1, **kwargs))
+        final = client.predict(**optimize_args(tmp_path, control=control, steps=1, **kwargs))
         meta = lora_metadata(final[DOWNLOAD])
         assert final[STATUS].startswith("Done: 1 steps"), control
         if control == "depth":
@@ -213,9 +213,9 @@ def test_optimise_controls_from_their_inputs(server, tmp_path):
     (dict(steps=501), "501"),
     (dict(seed=-5), "-5"),
 ])
-def test_optimise_bad_input(server, tmp_path, reference, kwargs, message):
+def test_optimize_bad_input(server, tmp_path, reference, kwargs, message):
     client = server.client()
-    args = optimise_args(tmp_path, control=kwargs.pop("control", "horizon"), layers=kwargs.pop("layers", None))
+    args = optimize_args(tmp_path, control=kwargs.pop("control", "horizon"), layers=kwargs.pop("layers", None))
     with fails(message):
         client.predict(**(args | kwargs))
     assert runs.active_runs() == 0
@@ -223,9 +223,9 @@ def test_optimise_bad_input(server, tmp_path, reference, kwargs, message):
 
 def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path, reference):
     client = server.client()
-    job = client.submit(**optimise_args(tmp_path, steps=400))
+    job = client.submit(**optimize_args(tmp_path, steps=400))
     for out in job:
-        if out[STATUS].startswith("Optimising: step") and "step 0/" not in out[STATUS]:
+        if out[STATUS].startswith("Optimizing: step") and "step 0/" not in out[STATUS]:
             break
     assert runs.active_runs() == 1
     job.cancel()
@@ -247,8 +247,8 @@ def test_error_during_a_run_leaves_the_base(server, tmp_path, reference, monkeyp
 
     monkeypatch.setattr(vlm, "answer_nll", failing)
     client = server.client()
-    with fails("went wrong while optimising.*simulated failure"):
-        client.predict(**optimise_args(tmp_path, steps=10))
+    with fails("went wrong while optimizing.*simulated failure"):
+        client.predict(**optimize_args(tmp_path, steps=10))
     monkeypatch.undo()
     assert wait_for_no_runs() < 5.0
     assert_clean(reference, client)
@@ -274,8 +274,8 @@ def test_out_of_memory_gives_a_message_and_the_app_keeps_serving(server, tmp_pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(vlm, "answer_nll", oom_later)
-    with fails("Out of GPU memory while optimising"):
-        client.predict(**optimise_args(tmp_path, steps=5))
+    with fails("Out of GPU memory while optimizing"):
+        client.predict(**optimize_args(tmp_path, steps=5))
     monkeypatch.undo()
     assert wait_for_no_runs() < 5.0
     assert_clean(reference, client)
@@ -283,7 +283,7 @@ def test_out_of_memory_gives_a_message_and_the_app_keeps_serving(server, tmp_pat
 
 def test_two_users_at_once_get_their_own_loras(server, tmp_path, reference):
     a, b = server.client(), server.client()
-    jobs = {name: c.submit(**optimise_args(tmp_path, prompt=f"a {name} lighthouse", seed=seed, steps=5))
+    jobs = {name: c.submit(**optimize_args(tmp_path, prompt=f"a {name} lighthouse", seed=seed, steps=5))
             for name, c, seed in (("red", a, 11), ("blue", b, 12))}
     results = {name: job.result(timeout=120) for name, job in jobs.items()}
     red, blue = results["red"][DOWNLOAD], results["blue"][DOWNLOAD]
@@ -300,23 +300,23 @@ def test_two_users_at_once_get_their_own_loras(server, tmp_path, reference):
     assert_clean(reference, a)
 
 
-def test_ask_anything_draft_and_optimise(server, reference):
+def test_ask_anything_draft_and_optimize(server, reference):
     client = server.client()
     text, note = client.predict("a red apple on a table", 3, api_name="/draft_questions")
     lines = text.splitlines()
     assert len(lines) == 3 and all(line.endswith(" | Yes") for line in lines)
     assert note  # says whether the VLM drafted them (random weights: it did not, templates instead)
-    final = client.predict("a red apple on a table", 4, text, 3, api_name="/ask_optimise")
+    final = client.predict("a red apple on a table", 4, text, 3, api_name="/ask_optimize")
     meta = lora_metadata(final[DOWNLOAD])
     assert len(meta["questions"]) == 3 and meta["overlay"] == ""
     # The keep-prompt tick box adds the prompt's own question (expected Yes) to what is asked.
-    guarded = client.predict("a red apple on a table", 4, text, 2, True, api_name="/ask_optimise")
+    guarded = client.predict("a red apple on a table", 4, text, 2, True, api_name="/ask_optimize")
     asked = lora_metadata(guarded[DOWNLOAD])["questions"]
     assert len(asked) == 4 and asked[-1] == ["Does this image show a red apple on a table? Answer with Yes or No.",
                                              "Yes"]
     assert client.predict("a pear", 1, 1.0, api_name="/ask_apply_lora")
     with fails("there are no questions"):
-        client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimise")
+        client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimize")
     with fails("prompt is empty"):
         client.predict("", 3, api_name="/draft_questions")
     with fails("0 is less than minimum value 1"):
@@ -388,7 +388,7 @@ def test_full_queue_and_huge_upload(tmp_path, made_lora):
             client.predict(handle_file(str(made_lora)), api_name="/upload_lora")
         canvas = editor(tmp_path, horizon_layer())
         clients = [small.client() for _ in range(4)]
-        jobs = [c.submit(PROMPT, SEED, "horizon", canvas, "", 300, api_name="/optimise") for c in clients]
+        jobs = [c.submit(PROMPT, SEED, "horizon", canvas, "", 300, api_name="/optimize") for c in clients]
         deadline = time.monotonic() + 60
         while sum(job.done() for job in jobs) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)  # one runs, one waits, the others are turned away
@@ -544,11 +544,11 @@ def test_choose_preset():
         studio.choose_preset("big", None, has_gpu=True)
 
 
-def test_optimise_stream_stops_when_closed():
+def test_optimize_stream_stops_when_closed():
     """Closing the stream (what Stop does) sets the event: the worker ends within a step, adapter removed."""
     generator, vlm = models()
     cond = generator.encode("a cat")
-    stream = runs.optimise_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
+    stream = runs.optimize_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
                                     lock=threading.Lock(), steps=1000, seed=0)
     first = next(stream)
     assert isinstance(first, Step) and first.step == 1

@@ -1,5 +1,5 @@
 """The app in a real browser (Playwright + Debian's chromium): generate, draw a horizon with the mouse, check
-the overlay and the question, optimise, watch the progress, see the before/after slider, download the LoRA.
+the overlay and the question, optimize, watch the progress, see the before/after slider, download the LoRA.
 
 Needs `chromium` on PATH (apt-get install chromium) and the playwright Python package; no `playwright install`.
 Without them the test fails when CI is set and is skipped otherwise. A screenshot of the finished page goes
@@ -58,7 +58,7 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_draw_optimise_and_download(browser, server, tmp_path):
+def test_draw_optimize_and_download(browser, server, tmp_path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     errors = []
@@ -96,13 +96,13 @@ def test_draw_optimise_and_download(browser, server, tmp_path):
     assert "aligned with the red line" in page.locator("#questions textarea").input_value()  # editable
     assert page.locator("#preview img").count() == 1
 
-    # a short optimisation: live progress, then the before/after slider and the LoRA
+    # a short optimization: live progress, then the before/after slider and the LoRA
     steps = page.locator("#steps input[type=number]")
     steps.fill(str(STEPS))
     steps.press("Enter")
-    page.click("#optimise")
+    page.click("#optimize")
     status = page.locator("#visual-status")
-    wait_until(lambda: re.search(rf"Optimising: step [1-9]\d*/{STEPS}", status.inner_text()), 60, "a running step")
+    wait_until(lambda: re.search(rf"Optimizing: step [1-9]\d*/{STEPS}", status.inner_text()), 60, "a running step")
     bar = wait_until(lambda: [t for t in page.locator(".progress-text").all_inner_texts() if f"/{STEPS}" in t]
                      or "Done" in status.inner_text(), 30, "the progress bar")
     wait_until(lambda: "Done" in status.inner_text(), 120, "the end of the run")

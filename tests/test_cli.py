@@ -37,7 +37,7 @@ def test_readme_commands_end_to_end(tmp_path):
          "--question", "Is the horizon aligned with the red line?", "--overlay", "horizon.png",
          "--steps", "3", "--out", "beach.safetensors"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert opt.returncode == 0, opt.stderr
-    assert "loss" in opt.stderr + opt.stdout and "P(yes)" in opt.stderr + opt.stdout
+    assert "loss" in opt.stderr + opt.stdout and "  P 0." in opt.stderr + opt.stdout
     assert lora.lora_metadata(tmp_path / "beach.safetensors")["overlay"] == "file horizon.png"
     gen = subprocess.run(
         [sys.executable, "-m", "pipelines.generate", "--preset", "tiny", "--prompt", "a desert", "--lora",
@@ -69,7 +69,7 @@ CONTROL_ARGS = {
 
 
 @pytest.mark.parametrize("name", list(CONTROL_ARGS))
-def test_each_control_optimises_through_the_cli(name, tmp_path, capsys):
+def test_each_control_optimizes_through_the_cli(name, tmp_path, capsys):
     args = [a if a != "REF" else str(reference_image(tmp_path / "ref.png")) for a in CONTROL_ARGS[name]]
     out = tmp_path / f"{name}.safetensors"
     code, _, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a tropical beach", *args,
@@ -160,7 +160,7 @@ def test_a_mistyped_relative_folder_lists_what_is_there(tmp_path, monkeypatch, c
     assert code == 2 and "models/flux-locl" in err and "flux-local" in err
 
 
-def test_optimise_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, capsys):
+def test_optimize_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
     code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                  "--y", "0.4", "--steps", "2", "--alpha", "10", "--eval-seeds", "3",

@@ -87,8 +87,8 @@ def test_batched_pairs_equal_single_pairs_and_multi_token_answers(tiny_models):
     alone = torch.cat([vlm.answer_nll(pixels, [p]) for p in pairs])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     # The multi-token answer is the mean NLL of its tokens under teacher forcing.
-    prompt = vlm._encode(vlm.expand_image_tokens(vlm.chat_prompt(pairs[1][0]), vlm.pixel_inputs(pixels)))
-    answer = vlm._encode(pairs[1][1])
+    prompt = vlm.encode_text(vlm.expand_image_tokens(vlm.chat_prompt(pairs[1][0]), vlm.pixel_inputs(pixels)))
+    answer = vlm.encode_text(pairs[1][1])
     ids = torch.tensor([prompt + answer])
     logits = vlm.model(input_ids=ids, use_cache=False,
                        **vlm.batch_image_inputs([vlm.pixel_inputs(pixels)], ids)).logits[0]
@@ -119,7 +119,7 @@ def test_prompt_uses_chat_template_and_one_token_per_merged_patch(tiny_models):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_models", "tiny_sana_models"])
-def test_optimisation_lowers_held_out_loss(fixture, request, tmp_path):
+def test_optimization_lowers_held_out_loss(fixture, request, tmp_path):
     generator, vlm = request.getfixturevalue(fixture)
     cond = generator.encode("a tropical beach")
     before = held_out_loss(generator, vlm, cond, QA, HELD_OUT)
@@ -150,7 +150,7 @@ def test_progress_callback_previews_and_cancel(tiny_models):
                       callback=steps.append, should_stop=lambda: len(steps) >= 3)
     assert result.cancelled and [s.step for s in steps] == [1, 2, 3]
     assert steps[1].preview is not None and steps[1].preview.size == (112, 112) and steps[0].preview is None
-    assert all(0 < s.p_yes < 1 and s.p_yes == pytest.approx(np.exp(-s.loss)) for s in steps)  # one question
+    assert all(0 < s.p < 1 and s.p == pytest.approx(np.exp(-s.loss)) for s in steps)  # one question
     assert steps[0].elapsed < steps[2].elapsed
 
 

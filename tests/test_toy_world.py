@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +91,7 @@ needs_assets = pytest.mark.skipif(not (ASSETS / "generator").is_dir() or not (AS
 def toy_preset():
     from pipelines.presets import get_preset
 
-    return dataclasses.replace(get_preset("tiny"), generator_source=str(ASSETS / "generator"),
-                               vlm_source=str(ASSETS / "vlm"))
+    return get_preset("toy")  # the preset points at the committed folders
 
 
 @needs_assets

@@ -1,5 +1,5 @@
 """The Ask anything tab: a prompt and your own yes/no questions (or ones the VLM drafts), then the same
-optimisation as Visual prompts, without an overlay."""
+optimization as Visual prompts, without an overlay."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def draft_questions(app: App, prompt: str, n: float) -> tuple[str, str]:
     return "\n".join(f"{q} | Yes" for q in questions), note + " 'Answer with Yes or No.' is added when asked."
 
 
-@user_errors("optimising")
-def ask_optimise(app: App, prompt: str, seed: float, questions: str, steps: float, keep_prompt: bool = False,
+@user_errors("optimizing")
+def ask_optimize(app: App, prompt: str, seed: float, questions: str, steps: float, keep_prompt: bool = False,
                  session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
@@ -61,15 +61,15 @@ class AskAnythingTab:
                     self.steps = gr.Slider(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL)
                     with gr.Row():
-                        self.button = gr.Button("Optimise", variant="primary", elem_id="ask-optimise")
+                        self.button = gr.Button("Optimize", variant="primary", elem_id="ask-optimize")
                         self.stop = gr.Button("Stop", variant="stop", elem_id="ask-stop")
             self.results = Results("ask", app.resolution)
         self.draft.click(handler(draft_questions, app), [self.prompt, self.n], [self.questions, self.note],
                          api_name="draft_questions", **GPU_EVENT)
         results = self.results.components(session)
-        run = self.button.click(handler(ask_optimise, app, results),
+        run = self.button.click(handler(ask_optimize, app, results),
                                 [self.prompt, self.seed, self.questions, self.steps, self.keep, session],
-                                list(results.values()), api_name="ask_optimise",
+                                list(results.values()), api_name="ask_optimize",
                                 show_progress_on=[self.results.status], **GPU_EVENT)
         self.stop.click(None, None, None, cancels=[run], api_visibility="private").then(
             stopped, None, self.results.status, **LIGHT_EVENT)

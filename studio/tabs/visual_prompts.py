@@ -1,5 +1,5 @@
 """The Visual prompts tab: a base image, a control drawn on the canvas or set with its settings, the overlay the VLM
-sees, the optimisation, and the precomputed examples.
+sees, the optimization, and the precomputed examples.
 
 Which controls exist, their settings and what is drawn for them come from the registry (`overlays.CONTROLS`):
 the tab builds a group of components per control from its `settings` and names none of them.
@@ -102,8 +102,8 @@ def on_control(app: App, control: str, base, settings: dict) -> dict[str, object
             "editor": editor_value(base or checkerboard(app.resolution)), "hint": canvas_hint(app, control)}
 
 
-@user_errors("optimising")
-def optimise(app: App, prompt: str, seed: float, control: str, canvas, questions: str | None, steps: float,
+@user_errors("optimizing")
+def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions: str | None, steps: float,
              settings: dict, keep_prompt: bool = False, session: dict | None = None, request: gr.Request = None,
              progress=gr.Progress()):  # noqa: B008
     prompt, seed = check_prompt(prompt), check_seed(seed)
@@ -233,7 +233,7 @@ class VisualPromptsTab:
                                            elem_id="steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL, elem_id="keep-prompt")
                     with gr.Row():
-                        self.opt_button = gr.Button("Optimise", variant="primary", elem_id="optimise")
+                        self.opt_button = gr.Button("Optimize", variant="primary", elem_id="optimize")
                         self.stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Column(scale=3):
                     self.hint = gr.Markdown(canvas_hint(app, START_CONTROL), elem_id="canvas-hint")
@@ -344,9 +344,9 @@ class VisualPromptsTab:
                                      **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
         results = self.results.components(self.session)
         run = self.opt_button.click(
-            with_settings(optimise, app, 6, results),
+            with_settings(optimize, app, 6, results),
             [self.prompt, self.seed, self.control, self.editor, self.questions, self.steps, *settings, self.keep,
-             self.session], list(results.values()), api_name="optimise", show_progress_on=[self.results.status],
+             self.session], list(results.values()), api_name="optimize", show_progress_on=[self.results.status],
             **GPU_EVENT)
         self.stop_button.click(None, None, None, cancels=[run], api_visibility="private").then(
             stopped, None, self.results.status, **LIGHT_EVENT)

@@ -1,4 +1,4 @@
-"""Helpers shared by the control modules (not part of the public interface).
+"""Helpers shared by the control modules: size and number checks, the question suffix, the colour red.
 
 Every invalid user input raises ValueError naming the value, wrong types included, so a UI can turn
 exactly that exception into a message for the user (gr.Error) and let real bugs surface.

@@ -1,0 +1,96 @@
+"""A new visual prompt is one class (here, in this test file) plus one registry entry: the CLI, the app and the
+examples pick it up without any other change."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import overlays
+from overlays.base import Control, Example, Flag, MissingValues, Setting
+from overlays.common import with_suffix
+from pipelines import lora, optimize
+
+
+class Stripes(Control):
+    """A throwaway control: n red vertical stripes."""
+
+    name = "stripes"
+    question = with_suffix("Does the image have vertical stripes like the red ones?")
+    settings = (Setting("stripes_n", "slider", "Stripes", default=3, minimum=1, maximum=8),)
+    flags = (Flag("stripes", "stripes_n", "int", "stripes: how many"),)
+
+    def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> int:
+        n = values.get("stripes_n")
+        if n is None:
+            raise MissingValues(self.name, ["stripes_n"], "say how many stripes")
+        if not 1 <= int(n) <= 8:
+            raise ValueError(f"stripes {n!r} must be from 1 to 8")
+        return int(n)
+
+    def render(self, spec: int, size: tuple[int, int]) -> Image.Image:
+        layer = np.zeros((size[1], size[0], 4), np.uint8)
+        for i in range(spec):
+            x = (2 * i + 1) * size[0] // (2 * spec)
+            layer[:, x:x + 2] = (255, 0, 0, 255)
+        return Image.fromarray(layer, "RGBA")
+
+    def questions(self, spec: int) -> list[tuple[str, str]]:
+        return [(self.question, "Yes")]
+
+    def describe(self, spec: int) -> str:
+        return f"{spec} red stripes"
+
+    def example(self) -> Example:
+        return Example("a green field", 7, values={"stripes_n": 3})
+
+
+@pytest.fixture
+def stripes(monkeypatch):
+    monkeypatch.setitem(overlays.CONTROLS, "stripes", Stripes())  # the one registry line
+
+
+def run(argv, capsys):
+    try:
+        code = optimize.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_the_cli_takes_a_new_control_and_its_flags(stripes, tmp_path, capsys):
+    out = tmp_path / "s.safetensors"
+    code, err = run(["--preset", "tiny", "--prompt", "a green field", "--control", "stripes", "--stripes", "4",
+                     "--steps", "1", "--eval-seeds", "0", "--out", str(out)], capsys)
+    assert code in (0, None), err
+    meta = lora.lora_metadata(out)
+    assert meta["overlay"] == "4 red stripes" and meta["questions"][0][0] == Stripes.question
+    code, err = run(["--preset", "tiny", "--prompt", "a", "--control", "stripes", "--out", str(out)], capsys)
+    assert code == 2 and "--control stripes needs --stripes" in err
+
+
+def test_without_the_registry_line_the_cli_refuses_it(tmp_path, capsys):
+    code, err = run(["--preset", "tiny", "--prompt", "a", "--control", "stripes", "--out", str(tmp_path / "x")],
+                    capsys)
+    assert code == 2 and "stripes" in err
+
+
+def test_the_app_lists_the_new_control_with_its_settings(stripes, tmp_path):
+    import gradio as gr
+
+    import studio
+    from studio.shared import App
+    from studio.tabs import visual_prompts
+
+    demo = studio.build_demo("tiny", output_dir=tmp_path)
+    radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.elem_id == "control"]
+    assert "stripes" in [c[0] if isinstance(c, tuple) else c for c in radios[0].choices]
+    assert "stripes_n" in visual_prompts.setting_keys()
+    app = App(studio.shared.models("tiny")[0].preset, tmp_path)
+    image, note = visual_prompts.preview(app, None, "stripes", None, "", {"stripes_n": 2})
+    assert "2 red stripes" in note and "vertical stripes" in note
+    assert np.asarray(image)[:, :, 0].max() == 255  # the red stripes are in what the VLM sees
+    assert "Draw" not in visual_prompts.canvas_hint(app, "stripes")  # not a drawn control
