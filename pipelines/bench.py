@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
             "renoise": preset.renoise,
             "load_s": round(load_s, 2),
-            "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 1),
+            "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 2),
             "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),
             "timed_steps": len(step_times), "timed_generations": len(gen_times) - 1,
             **{k: round(v, 2) for k, v in peak_memory_gb().items()},

@@ -105,7 +105,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                                    "landscapes, tiny Qwen2.5-VL-shaped judge)",
            generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
            vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
-           learning_rate=5e-4, steps=60, gradient_checkpointing=False, target_p=0.95,
+           learning_rate=5e-4, steps=60, gradient_checkpointing=False,
            known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
            notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
                   "'Does this image show {prompt}?' questions only",)),

@@ -982,10 +982,10 @@ def verify(out: Path, steps: int = 60, lr: float = 5e-4, lines: tuple[float, ...
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.toy_world", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train the toy generator and judge (about 25 min on 2 CPU threads)")
+    tr = sub.add_parser("train", help="train the toy generator and judge (about 30 min on 2 CPU threads)")
     tr.add_argument("--out", required=True, type=Path)
     tr.add_argument("--seed", type=int, default=0)
-    for name, default in (("vae", 240), ("flow", 450), ("distill", 220), ("judge", 420)):
+    for name, default in (("vae", 240), ("flow", 450), ("distill", 220), ("judge", 780)):  # about 30 min in all
         tr.add_argument(f"--{name}-seconds", type=float, default=default, help=f"time budget of the {name} stage")
     tr.add_argument("--no-verify", action="store_true", help="skip the optimisation check at the end")
     tr.add_argument("--resume-judge", type=Path, metavar="JSON",

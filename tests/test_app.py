@@ -560,17 +560,17 @@ def test_optimize_stream_stops_when_closed():
 
 def test_examples_manifest_is_complete():
     manifest = examples.load_examples()
-    assert manifest is not None and manifest["preset"] == "tiny"
+    assert manifest is not None and manifest["preset"] == "toy"  # the README's pictures come from these
     assert {ex["control"] for ex in manifest["examples"]} == set(overlays.CONTROLS)
     for ex in manifest["examples"]:
-        for key in ("before", "after", "overlay", "lora", "canvas"):
+        for key in ("before", "after", "overlay", "after_overlay", "lora", "canvas"):
             assert Path(ex[key]).is_file(), (ex["control"], key)
         assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
         assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
     ex = manifest["examples"][1]
-    now = np.asarray(models()[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
+    now = np.asarray(shared.models("toy")[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
     assert np.array_equal(now, pixels(ex["before"])), \
-        "the precomputed examples are stale: python -m pipelines.studio make-examples --preset tiny"
+        "the precomputed examples are stale: python -m studio.examples --preset toy"
 
 
 # ---------- Score and Refine prompt tabs ----------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_uploads_that_are_not_images_or_are_huge(tmp_path):
         checks.read_image(tmp_path / "x.png")
     big = Image.new("RGB", (8000, 5000), "navy")  # 40 megapixels
     small, note = checks.fit_upload(big)
-    assert max(small.size) == cli.MAX_UPLOAD_SIDE and "8000x5000" in note and "40 MP" in note
+    assert max(small.size) == checks.MAX_UPLOAD_SIDE and "8000x5000" in note and "40 MP" in note
     assert checks.fit_upload(Image.new("RGB", (640, 480)))[1] is None
 
 

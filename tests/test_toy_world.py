@@ -109,9 +109,6 @@ def test_committed_generator_makes_beaches(toy_preset):
 
 
 @needs_assets
-@pytest.mark.xfail(reason="the committed judge trained 212 steps only (CPU shared, 1.9 s/step) and sits at chance: "
-                          "held-out horizon accuracy 0.50 in training.json; retrain with a longer --judge-seconds",
-                   strict=False)
 def test_committed_vlm_answers_horizon_question(toy_preset):
     from pipelines.loading import load_vlm
     from pipelines.vlm import from_pil
