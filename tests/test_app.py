@@ -42,6 +42,8 @@ from pipelines.optimize import Step
 from studio import controls, examples, runs, shared
 from studio import questions as question_box
 
+pytestmark = pytest.mark.slow  # an in-process server (and a browser): minutes, not seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 # outputs of /optimize and /ask_optimize, in order
 STATUS, LIVE, LOSS, P, SLIDER, SCORES, DOWNLOAD, UNSEEN = range(8)

@@ -25,6 +25,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 STEPS = 30
 
+pytestmark = pytest.mark.slow  # an in-process server (and a browser): minutes, not seconds
+
 
 def _missing(what: str) -> None:
     message = f"{what} is not installed: the browser test cannot run"

@@ -26,6 +26,7 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # two fresh Python processes
 def test_readme_commands_end_to_end(tmp_path):
     """The two commands of the issue, as separate processes, with a raw overlay file."""
     overlay = np.zeros((112, 112, 4), np.uint8)

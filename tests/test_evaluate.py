@@ -85,6 +85,7 @@ ARGS = ["horizon", "--preset", "tiny", "--prompts", "a beach at noon", "--lines"
         "2", "--keep-prompt", "--threads", "1"]
 
 
+@pytest.mark.slow  # two process launches
 def test_two_accelerate_processes_write_the_same_table_as_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     one = subprocess.run([sys.executable, "-m", "pipelines.evaluate", *ARGS, "--out-dir", str(tmp_path / "one")],
