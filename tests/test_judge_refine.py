@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import checks, cli, judge, refine, reports, self_reward
+from pipelines import checks, judge, refine, reports, self_reward
 from pipelines.self_reward import Pair
 
 
