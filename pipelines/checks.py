@@ -21,8 +21,10 @@ MAX_LORA_SCALE = 10.0  # the scale a LoRA is applied at
 MAX_RANK = 512
 MAX_PROMPT_CHARS = 2000
 MAX_QUESTION_CHARS = 500
+MAX_ANSWER_CHARS = 100  # an expected answer is a word or a short phrase; its tokens are the loss
 MAX_EVAL_SEEDS = 64  # unseen seeds judged at the end of a run
 MAX_UPLOAD_SIDE = 2048  # larger images are downscaled: no VLM here looks at more than ~13 MP anyway
+MAX_GENERATE_SIDE = 2048  # larger images would need more memory than the generators here were made for
 MAX_IMAGE_SIDE = 8192  # larger images are refused before they are decoded (decompression bombs)
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_IMAGE_BYTES = 64 * 2**20
@@ -80,6 +82,11 @@ def check_scale(scale: object, max_scale: float = MAX_LORA_SCALE) -> float:
     return check_real(scale, "LoRA scale", 0.0, max_scale)
 
 
+def check_generate_size(size: object) -> int:
+    """An image side to generate, refused before anything is allocated."""
+    return check_int(size, "image size", 16, MAX_GENERATE_SIDE)
+
+
 def check_rank(rank: object) -> int:
     return check_int(rank, "LoRA rank", 1, MAX_RANK)
 
@@ -113,16 +120,17 @@ def check_renoise(renoise: tuple[float, float] | None) -> tuple[float, float] | 
     return lo, hi
 
 
-def read_image(path: str | Path, mode: str = "RGBA", what: str = "image") -> Image.Image:
+def read_image(path: str | Path, mode: str = "RGBA", what: str = "image", name: str | None = None) -> Image.Image:
     """An image file given by a user, opened under our own limits and converted to `mode`.
 
     Refused with one line naming the file: a missing file, one over MAX_IMAGE_BYTES, anything PIL cannot read
     (SVG, text, a truncated PNG), more than MAX_IMAGE_SIDE pixels a side (decompression bombs are refused from
     the header, before any pixel is decoded). Animated images give their first frame; 16-bit and float images
-    are scaled to 8 bits; CMYK, palette and grey modes are converted.
+    are scaled to 8 bits; CMYK, palette and grey modes are converted. `what` is how the user knows the field
+    (e.g. "Image A"), `name` how they know the file (an upload's own name rather than a temporary path).
     """
     path = Path(path)
-    shown = f"{what} {str(path)!r}"
+    shown = f"{what} {(name or str(path))!r}"
     if not path.is_file():
         raise FileNotFoundError(f"{shown} does not exist" if not path.exists() else f"{shown} is not a file")
     size = path.stat().st_size

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import cli, lora
-from .checks import MAX_LORA_SCALE, check_output, check_prompt, check_scale
+from .checks import MAX_LORA_SCALE, check_generate_size, check_output, check_prompt, check_scale, check_seed
 from .files import replacing
 from .loading import default_device, load_generator
 
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.lora:
             lora.check_lora_file(args.lora)
         check_scale(args.scale)
+        check_seed(args.seed)
+        if args.size is not None:
+            check_generate_size(args.size)
         check_output(args.out, (".png", ".jpg", ".jpeg", ".webp"))
         generator = load_generator(preset, args.gen_device or default_device())
         image = generator.generate(args.prompt, args.seed, args.size, lora_path=args.lora, scale=args.scale)

@@ -25,7 +25,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from PIL import Image
 
 from . import lora
-from .checks import check_prompt
+from .checks import check_generate_size, check_prompt
 from .presets import Preset
 
 
@@ -133,7 +133,7 @@ class Generator(ABC):
                 active (during a run, the LoRA being trained) shape the image.
         """
         cond = self.encode(prompt) if isinstance(prompt, str) else prompt
-        with lora.applied(self.pipe, lora_path, scale):
+        with lora.applied(self.pipe, lora_path, scale, preset=self.preset.name):
             return self._generate(cond, seed, size)[0]
 
     @torch.no_grad()
@@ -146,7 +146,7 @@ class Generator(ABC):
         return images
 
     def _generate(self, cond: Conditioning, seed: int, size: int | None) -> list[Image.Image]:
-        size = size or self.size
+        size = self.size if size is None else check_generate_size(size)
         rows = cond.tensors["prompt_embeds"].shape[0]
         noise = self.initial_noise(seed, size)
         latents = noise.expand(rows, *noise.shape[1:]).contiguous()

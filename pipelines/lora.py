@@ -111,15 +111,42 @@ def check_lora_file(path: str | Path, name: str | None = None) -> Path:
     return path
 
 
+def check_lora_fits(path: str | Path, transformer: torch.nn.Module, preset: str | None = None,
+                    name: str | None = None) -> None:
+    """A LoRA file made for this model: the preset its header names (when it names one) is `preset`, and every
+    weight has the shape of the layer it adapts. Refused naming the file and the first mismatch, before anything
+    is loaded (so a stranger's file never reaches `load_state_dict`)."""
+    tensors, header = read_lora(path)
+    shown = repr(name or Path(path).name)
+    made_for = header.get(META_PREFIX + "preset")
+    if preset and made_for and made_for != preset:
+        raise ValueError(f"LoRA file {shown} was made for preset {made_for!r}; this model is preset {preset!r}")
+    modules = dict(transformer.named_modules())
+    for key, tensor in tensors.items():
+        if not key.startswith("transformer.") or ".lora_" not in key:
+            continue  # text-encoder LoRAs and alphas are the loader's business
+        module_path, kind = key[len("transformer."):].rsplit(".lora_", 1)
+        module = modules.get(module_path)
+        weight = getattr(getattr(module, "base_layer", module), "weight", None)
+        if weight is None:
+            raise ValueError(f"LoRA file {shown} adapts {module_path!r}, which this model does not have")
+        side, axis = ("inputs", 1) if kind.startswith("A") else ("outputs", 0)
+        if tensor.dim() < 2 or tensor.shape[axis] != weight.shape[axis]:
+            raise ValueError(f"LoRA file {shown} does not fit this model: {module_path} has {weight.shape[axis]} "
+                             f"{side}, the file's {kind.split('.')[0]} matrix {tuple(tensor.shape)}")
+
+
 @contextmanager
-def applied(pipe, path: str | Path | None, scale: float = 1.0) -> Iterator[None]:
+def applied(pipe, path: str | Path | None, scale: float = 1.0, preset: str | None = None) -> Iterator[None]:
     """Load a LoRA into a shared pipeline for the duration of one call; afterwards, and after an
-    exception, the pipeline is exactly as before (no adapter, original modules)."""
+    exception, the pipeline is exactly as before (no adapter, original modules). With `preset`, a file whose
+    header names another preset is refused (see `check_lora_fits`); a file that does not fit always is."""
     if path is None:
         yield
         return
     path = check_lora_file(path)
     check_scale(scale)
+    check_lora_fits(path, pipe.transformer, preset)
     name = f"user_{uuid.uuid4().hex[:8]}"
     had_adapters = bool(getattr(pipe.transformer, "peft_config", None))
     try:

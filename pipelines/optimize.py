@@ -24,6 +24,7 @@ from overlays.common import with_suffix
 
 from . import lora
 from .checks import (
+    MAX_ANSWER_CHARS,
     MAX_EVAL_SEEDS,
     check_alpha,
     check_learning_rate,
@@ -31,6 +32,7 @@ from .checks import (
     check_prompt,
     check_rank,
     check_renoise,
+    check_seed,
     check_steps,
     check_target_p,
     check_text,
@@ -216,6 +218,9 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             pixels = judged_pixels(generator, cond, train_seed(seed, step), overlay)
             nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
             loss = nll.mean()
+            if not torch.isfinite(loss):  # a broken LoRA is worse than none: stop, save nothing
+                raise ValueError(f"the loss became {loss.item()} at step {step}: the run was stopped and no LoRA "
+                                 f"was saved (try a lower learning rate than {lr:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -325,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
         target_p = parse_target_p(args.target_p, preset)
+        check_seed(args.seed)
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
             raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to {MAX_EVAL_SEEDS}")
         prompt = check_prompt(args.prompt)
@@ -336,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         own = [] if control and control.uses_questions else args.question  # e.g. composition asks them itself
         if args.answer and control and control.uses_questions:
             raise ValueError(f"--answer does not apply to --control {control.name}: its questions expect Yes")
-        answers = [normalise_answer(a) for a in args.answer or ["Yes"] * len(own or [])]
+        answers = [normalise_answer(check_text(a, "expected answer", MAX_ANSWER_CHARS))
+                   for a in args.answer or ["Yes"] * len(own or [])]
         if len(answers) != len(own or []):
             raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
         questions = [with_yes_no(check_text(q, "question")) for q in own or []]

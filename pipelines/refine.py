@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from . import judge
-from .checks import check_prompt
+from .checks import check_prompt, check_seed
 from .generator import Generator
 from .vlm import VLM, from_pil
 
@@ -150,6 +150,16 @@ def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature:
     return sorted(rows, key=lambda r: r.combined, reverse=True)
 
 
+def check_vlm_lora(path: str | Path) -> Path:
+    """A peft adapter folder (what `self_reward` writes): refused naming the folder when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"VLM LoRA folder {str(path)!r} does not exist or is not a folder")
+    if not (path / "adapter_config.json").is_file():
+        raise ValueError(f"VLM LoRA folder {str(path)!r} has no adapter_config.json: not a peft adapter folder")
+    return path
+
+
 @contextmanager
 def vlm_adapter(vlm: VLM, path: str | Path | None) -> Iterator[None]:
     """Use a LoRA of the VLM's language model (from self_reward.py) for the duration of a block."""
@@ -158,10 +168,13 @@ def vlm_adapter(vlm: VLM, path: str | Path | None) -> Iterator[None]:
         return
     from peft import PeftModel
 
-    if not (Path(path) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"VLM LoRA folder {str(path)!r} has no adapter_config.json")
+    check_vlm_lora(path)
     base = vlm.model
-    vlm.model = PeftModel.from_pretrained(base, str(path)).eval()
+    try:
+        vlm.model = PeftModel.from_pretrained(base, str(path)).eval()
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:  # made for another VLM: not a load_state_dict dump
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"VLM LoRA folder {str(path)!r} does not fit this VLM ({first})") from None
     try:
         yield
     finally:
@@ -212,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.prompt is not None:
             check_prompt(args.prompt)
             check_n(args.n)
+        check_seed(args.seed)
+        if args.vlm_lora:
+            check_vlm_lora(args.vlm_lora)
         image = cli.load_upload(args.image) if args.image else None
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
         if image is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from .checks import check_prompt
+from .checks import check_learning_rate, check_prompt
 from .generator import Generator
 from .refine import REWRITE, check_n, refine
 from .vlm import VLM
@@ -82,7 +82,7 @@ def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3,
     """
     if not pairs:
         raise ValueError("no preference pairs: every prompt's candidates scored the same")
-    if epochs < 1 or not 0 < lr < 1 or beta <= 0:
+    if epochs < 1 or not 0 < lr < 1 or not 0 < beta < float("inf"):  # NaN fails every comparison
         raise ValueError(f"epochs {epochs} must be at least 1, lr {lr} in (0, 1) and beta {beta} positive")
     base, log = vlm.model, []
     try:
@@ -124,7 +124,11 @@ def read_prompts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {str(path)!r} does not exist")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompts file {str(path)!r} has no prompts (one per line)")
     return [check_prompt(p) for p in prompts]
@@ -149,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"rounds {args.rounds} must be between 1 and 10")
         if args.epochs < 1:
             raise ValueError(f"epochs {args.epochs} must be at least 1")
+        if not 0 < args.beta < float("inf"):  # NaN fails the comparison too
+            raise ValueError(f"--beta {args.beta} must be a positive number (DPO's temperature, 0.1 by default)")
+        check_learning_rate(args.lr)
         check_n(args.n)
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
         out, lora_dir = Path(args.out), None

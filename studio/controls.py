@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -15,6 +16,7 @@ from PIL import Image
 import overlays
 from overlays import canvas
 from overlays.base import MissingValues
+from pipelines.checks import read_image
 from pipelines.vlm import QA, from_pil
 
 DISPLAY = 512  # side of the canvas and of the displayed images, whatever the preset's resolution
@@ -51,6 +53,10 @@ def build_control(name: str, resolution: int, *, drawing: object = None, questio
     control = get_control(name)
     layer = drawn_layer(drawing) if control.drawn else None
     values = dict(values) | {"questions": list(questions)}
+    for setting in control.settings:  # image settings arrive as files: opened here under our own limits
+        value = values.get(setting.key)
+        if setting.kind == "image" and isinstance(value, (str, Path)):
+            values[setting.key] = read_image(value, "RGBA", what=setting.label.split(" (")[0], name=Path(value).name)
     size = (resolution, resolution)
     try:
         spec = control.spec(values, layer, resolution)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pipelines.checks import APP_MAX_QUESTIONS, MAX_QUESTION_CHARS, check_int, check_prompt
+from pipelines.checks import APP_MAX_QUESTIONS, MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, check_int, check_prompt
 from pipelines.optimize import normalise_answer, with_yes_no
 from pipelines.vlm import QA, VLM
 
@@ -32,6 +32,8 @@ def parse_questions(text: str | None, default_answer: str = "Yes") -> list[QA]:
             raise ValueError(f"line {n} {line!r}: the expected answer after '|' is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise ValueError(f"line {n}: the question has {len(question)} characters; at most {MAX_QUESTION_CHARS}")
+        if len(answer) > MAX_ANSWER_CHARS:
+            raise ValueError(f"line {n}: the expected answer has {len(answer)} characters; at most {MAX_ANSWER_CHARS}")
         answer = normalise_answer(answer)  # "yes" -> "Yes": the token the question asks for
         pairs.append((with_yes_no(question) if _needs_yes_no(answer) else question, answer))
     if not pairs:

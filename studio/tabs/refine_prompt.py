@@ -42,7 +42,7 @@ def chosen_prompt(choice: str | None) -> str:
 
 @user_errors("writing a prompt from the image")
 def image_to_prompt(app: App, image, seed: float) -> tuple:
-    image, note = uploaded(image, "")
+    image, note = uploaded(image, "Your image")
     if image is None:
         raise ValueError("there is no image: upload the picture to describe")
     candidate, closeness = gpu_recreate(app.name, image, check_seed(seed))
@@ -83,7 +83,7 @@ class RefinePromptTab:
             with gr.Accordion("From an image: write a prompt that recreates it", open=False):
                 with gr.Row():
                     with gr.Column():
-                        self.i2p_image = gr.Image(label="Your image", type="pil", sources=["upload"], format="png",
+                        self.i2p_image = gr.Image(label="Your image", type="filepath", sources=["upload"], format="png",
                                                   height=260, elem_id="i2p-image")
                         self.i2p_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                         self.i2p_button = gr.Button("Write a prompt and recreate", elem_id="i2p")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 from PIL import Image
 
 from pipelines import reports
-from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload
+from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload, read_image
 
 from ..shared import GPU_EVENT, App, gpu_generate, gpu_score, handler, user_errors
 
 
-def uploaded(image: Image.Image | None, label: str) -> tuple[Image.Image | None, list[str]]:
-    """An uploaded image fitted to the upload limit, and a note when it had to be downscaled."""
+def uploaded(image: str | Image.Image | None, label: str) -> tuple[Image.Image | None, list[str]]:
+    """An uploaded file opened under our own limits (see checks.read_image), fitted to the upload limit, and a
+    note when it had to be downscaled. `label` is the field as the page names it."""
     if image is None:
         return None, []
+    if not isinstance(image, Image.Image):
+        image = read_image(image, "RGB", what=label, name=Path(image).name)
     image, note = fit_upload(image)
-    return image, [f"_Image {label}: {note}._"] if note else []
+    return image, [f"_{label}: {note}._"] if note else []
 
 
 @user_errors("generating images to score")
@@ -29,7 +34,7 @@ def score_generate(app: App, prompt: str, seed: float) -> tuple:
 @user_errors("scoring")
 def score(app: App, prompt: str, image_a, image_b, sampled: bool) -> str:
     prompt = check_prompt(prompt)
-    (a, note_a), (b, note_b) = uploaded(image_a, "A"), uploaded(image_b, "B")
+    (a, note_a), (b, note_b) = uploaded(image_a, "Image A"), uploaded(image_b, "Image B")
     if a is None:
         raise ValueError("there is no image A: upload one or press 'Generate A and B'")
     images = [a] if b is None else [a, b]
@@ -54,9 +59,10 @@ class ScoreTab:
                 self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                 self.generate = gr.Button("Generate A and B (seeds s and s+1)", elem_id="score-generate")
             with gr.Row():
-                self.a = gr.Image(label="Image A", type="pil", sources=["upload"], format="png", height=280,
+                # Files, opened by us under our limits: a bad upload gets our one-line message, not Gradio's.
+                self.a = gr.Image(label="Image A", type="filepath", sources=["upload"], format="png", height=280,
                                   elem_id="score-a")
-                self.b = gr.Image(label="Image B (optional: compare with A)", type="pil", sources=["upload"],
+                self.b = gr.Image(label="Image B (optional: compare with A)", type="filepath", sources=["upload"],
                                   format="png", height=280, elem_id="score-b")
             self.sampled = gr.Checkbox(False, label="Sampled verdicts: average 3 written answers (T = 0.9) instead "
                                                     "of the digit probabilities")

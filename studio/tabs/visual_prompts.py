@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
 import overlays
 from overlays import palette
 from overlays.colors import parse_colors, to_hex
-from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
+from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps, read_image
 from pipelines.optimize import with_prompt_guard
 
 from ..controls import DISPLAY, build_control, checkerboard, default_questions, editor_value, for_display, overlaid
@@ -119,8 +120,11 @@ def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions
 
 @user_errors("reading the palette")
 def palette_from_image(image, n: float) -> str:
+    """The dominant colours of the base image, or of an uploaded picture (a file opened under our limits)."""
     if image is None:
         raise ValueError("there is no base image yet: press 'Generate base image' first")
+    if isinstance(image, (str, Path)):
+        image = read_image(image, "RGB", what="picture", name=Path(image).name)
     n = check_int(n, "number of colours", palette.MIN_SWATCHES, palette.MAX_SWATCHES)
     return " ".join(to_hex(c) for c in palette.extract_palette(image, n))
 
@@ -189,7 +193,7 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
     if kind == "radio":
         return gr.Radio(list(setting.choices), value=default, label=label)
     if kind == "image":
-        return gr.Image(label=label, type="pil", image_mode="RGBA", sources=["upload"], format="png", height=200,
+        return gr.Image(label=label, type="filepath", sources=["upload"], format="png", height=200,
                         elem_id=setting.key.replace("_", "-"))
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
 
@@ -259,7 +263,7 @@ class VisualPromptsTab:
             extras["add"] = gr.Button("Add swatch", size="sm")
             extras["n"] = gr.Number(value=5, precision=0, minimum=2, maximum=8, label="Colours")
             extras["from_base"] = gr.Button("Take from base image", size="sm")
-        extras["picture"] = gr.Image(label="Or take the colours of a picture", type="pil", sources=["upload"],
+        extras["picture"] = gr.Image(label="Or take the colours of a picture", type="filepath", sources=["upload"],
                                      format="png", height=140, elem_id="palette-image")
         return extras
 
