@@ -18,7 +18,7 @@ from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale,
 from pipelines.optimize import Evaluation, Step
 
 from .controls import DISPLAY, for_display, overlaid
-from .shared import GPU_EVENT, App, gpu_generate, gpu_run, handler, new_session, slug, user_errors
+from .shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_generate, gpu_run, handler, new_session, slug, user_errors
 
 FIELDS = ("status", "live", "loss", "p", "slider", "scores", "download", "unseen", "session")
 
@@ -48,8 +48,8 @@ class Results:
         with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
             with gr.Row():
                 self.apply_prompt = gr.Textbox(label="Prompt", value=apply_prompt, scale=3)
-                self.apply_seed = gr.Number(label="Seed", value=1, precision=0, minimum=0, maximum=MAX_SEED)
-                self.apply_scale = gr.Slider(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
+                self.apply_seed = NumberBox(label="Seed", value=1, precision=0, minimum=0, maximum=MAX_SEED)
+                self.apply_scale = SliderBox(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
             self.apply_button = gr.Button("Generate with the LoRA", elem_id=f"{prefix}-apply")
             self.applied = gr.Image(label=f"With the LoRA ({resolution} px)", type="pil", format="png",
                                     interactive=False, height=320, elem_id=f"{prefix}-applied")

@@ -30,7 +30,7 @@ import gradio as gr
 import torch
 
 from pipelines import judge, refine
-from pipelines.checks import APP_MAX_UPLOAD_MB
+from pipelines.checks import APP_MAX_UPLOAD_MB, read_image
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
 from pipelines.presets import Preset, get_preset
@@ -229,6 +229,59 @@ def handler(fn, app: App, outputs: dict[str, object] | None = None):
     functools.update_wrapper(wrapper, fn)
     wrapper.__signature__ = inspect.signature(bound)
     return wrapper
+
+
+# ---------- inputs whose values reach our checks as sent ----------------------------------------------------------
+
+
+class NumberBox(gr.Number):
+    """A gr.Number whose value reaches the handler as sent. Gradio's own preprocessing rounds a float to the
+    precision (a seed of 1.5 would silently become 2) and refuses text or out-of-range values with a message of its
+    own that names no field; the handlers' checks (pipelines/checks.py) name the field instead."""
+
+    def preprocess(self, payload):
+        return payload
+
+    def get_block_name(self) -> str:
+        return "number"  # the same component in the page
+
+
+class SliderBox(gr.Slider):
+    """A gr.Slider whose value reaches the handler as sent (see NumberBox): API callers bypass its bounds."""
+
+    def preprocess(self, payload):
+        return payload
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+
+# ---------- uploads: files we open ourselves ----------------------------------------------------------------------
+
+# No file_types filter: Gradio would refuse other files with its own message; we read the contents instead.
+IMAGE_TYPES = None
+
+
+class ImageUpload:
+    """An image upload as a file (Gradio does not decode it: we do, under our own limits, so a bad file gets our
+    one-line message naming the field) and a preview of what was read."""
+
+    def __init__(self, label: str, elem_id: str, height: int = 260):
+        self.label = label
+        self.file = gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
+        self.view = gr.Image(label=f"{label} (as read)", type="pil", format="png", interactive=False, height=height,
+                             elem_id=f"{elem_id}-view")
+        self.file.change(user_errors(f"reading {label}")(self.read), self.file, self.view, **LIGHT_EVENT)
+
+    def read(self, path: str | None):
+        return None if path is None else read_upload(path, self.label)
+
+
+def read_upload(path: str | None, label: str, mode: str = "RGB"):
+    """An uploaded file opened under our limits (checks.read_image), named as the page labels it."""
+    if path is None:
+        return None
+    return read_image(path, mode, what=label, name=Path(path).name)
 
 
 # ---------- per-user state: a folder for the session's LoRA files, and its latest LoRA per tab -------------------

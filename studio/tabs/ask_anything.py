@@ -18,7 +18,7 @@ from pipelines.optimize import with_prompt_guard
 
 from ..questions import parse_questions
 from ..results import Results, stopped, stream_run
-from ..shared import GPU_EVENT, LIGHT_EVENT, App, gpu_draft, handler, user_errors
+from ..shared import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, gpu_draft, handler, user_errors
 from .visual_prompts import KEEP_LABEL
 
 
@@ -49,16 +49,16 @@ class AskAnythingTab:
                 with gr.Column():
                     self.prompt = gr.Textbox(label="Prompt", value="a red apple on a wooden table next to a glass of "
                                              "milk", elem_id="ask-prompt")
-                    self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                    self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                     with gr.Row():
-                        self.n = gr.Slider(1, APP_MAX_QUESTIONS, value=4, step=1, label="Questions to draft")
+                        self.n = SliderBox(1, APP_MAX_QUESTIONS, value=4, step=1, label="Questions to draft")
                         self.draft = gr.Button("Draft questions with the VLM", elem_id="draft")
                     self.questions = gr.Textbox(
                         label="Questions: one per line, 'question | expected answer' (default Yes)", lines=5,
                         value="Is there a red apple in the image? | Yes\nIs there a glass of milk? | Yes",
                         elem_id="ask-questions")
                     self.note = gr.Markdown()
-                    self.steps = gr.Slider(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps")
+                    self.steps = SliderBox(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL)
                     with gr.Row():
                         self.button = gr.Button("Optimize", variant="primary", elem_id="ask-optimize")

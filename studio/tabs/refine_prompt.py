@@ -9,7 +9,7 @@ from pipelines import refine, reports
 from pipelines.checks import MAX_SEED, check_int, check_prompt, check_real, check_seed
 
 from ..controls import for_display
-from ..shared import GPU_EVENT, App, gpu_recreate, gpu_refine, handler, user_errors
+from ..shared import GPU_EVENT, App, ImageUpload, NumberBox, SliderBox, gpu_recreate, gpu_refine, handler, user_errors
 from .score import uploaded
 
 
@@ -66,11 +66,11 @@ class RefinePromptTab:
                     self.prompt = gr.Textbox(label="Short prompt", value="a cat on a windowsill",
                                              elem_id="refine-prompt")
                     with gr.Row():
-                        self.n = gr.Slider(1, refine.MAX_CANDIDATES, value=8, step=1, label="Candidates")
-                        self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                        self.n = SliderBox(1, refine.MAX_CANDIDATES, value=8, step=1, label="Candidates")
+                        self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                     with gr.Row():
-                        self.temperature = gr.Slider(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
-                        self.top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+                        self.temperature = SliderBox(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
+                        self.top_p = SliderBox(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
                     self.button = gr.Button("Refine", variant="primary", elem_id="refine")
                     self.note = gr.Markdown(elem_id="refine-note")
                     self.choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
@@ -83,9 +83,8 @@ class RefinePromptTab:
             with gr.Accordion("From an image: write a prompt that recreates it", open=False):
                 with gr.Row():
                     with gr.Column():
-                        self.i2p_image = gr.Image(label="Your image", type="filepath", sources=["upload"], format="png",
-                                                  height=260, elem_id="i2p-image")
-                        self.i2p_seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                        self.i2p_image = ImageUpload("Your image", "i2p-image")
+                        self.i2p_seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                         self.i2p_button = gr.Button("Write a prompt and recreate", elem_id="i2p")
                     with gr.Column():
                         self.i2p_prompt = gr.Textbox(label="Prompt written by the VLM", lines=3, elem_id="i2p-prompt")
@@ -95,6 +94,6 @@ class RefinePromptTab:
                         self.i2p_use = gr.Button("Use this prompt in Visual prompts")
         self.button.click(handler(refine_prompt, app), [self.prompt, self.n, self.temperature, self.top_p, self.seed],
                           [self.gallery, self.table, self.choice, self.note], api_name="refine", **GPU_EVENT)
-        self.i2p_button.click(handler(image_to_prompt, app), [self.i2p_image, self.i2p_seed],
+        self.i2p_button.click(handler(image_to_prompt, app), [self.i2p_image.file, self.i2p_seed],
                               [self.i2p_prompt, self.i2p_result, self.i2p_note], api_name="image_to_prompt",
                               **GPU_EVENT)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 from PIL import Image
 
 from pipelines import reports
-from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload, read_image
+from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload
 
-from ..shared import GPU_EVENT, App, gpu_generate, gpu_score, handler, user_errors
+from ..shared import (
+    GPU_EVENT,
+    App,
+    ImageUpload,
+    NumberBox,
+    gpu_generate,
+    gpu_score,
+    handler,
+    read_upload,
+    slug,
+    user_errors,
+)
 
 
 def uploaded(image: str | Image.Image | None, label: str) -> tuple[Image.Image | None, list[str]]:
@@ -19,16 +28,22 @@ def uploaded(image: str | Image.Image | None, label: str) -> tuple[Image.Image |
     if image is None:
         return None, []
     if not isinstance(image, Image.Image):
-        image = read_image(image, "RGB", what=label, name=Path(image).name)
+        image = read_upload(image, label)
     image, note = fit_upload(image)
     return image, [f"_{label}: {note}._"] if note else []
 
 
 @user_errors("generating images to score")
-def score_generate(app: App, prompt: str, seed: float) -> tuple:
+def score_generate(app: App, prompt: str, seed: float) -> tuple[str, str]:
+    """Images for seeds s and s+1, as files in the app's folder (what the two upload fields hold)."""
     prompt, seed = check_prompt(prompt), check_seed(seed)
-    second = min(seed + 1, MAX_SEED)
-    return gpu_generate(app.name, prompt, seed), gpu_generate(app.name, prompt, second)
+    paths = []
+    for s in (seed, min(seed + 1, MAX_SEED)):
+        path = app.root / "generated" / f"{slug(prompt)}-{s}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gpu_generate(app.name, prompt, s).save(path)
+        paths.append(str(path))
+    return paths[0], paths[1]
 
 
 @user_errors("scoring")
@@ -56,19 +71,18 @@ class ScoreTab:
             with gr.Row():
                 self.prompt = gr.Textbox(label="What the images should show", scale=3,
                                          value="a red bicycle leaning on a brick wall", elem_id="score-prompt")
-                self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                 self.generate = gr.Button("Generate A and B (seeds s and s+1)", elem_id="score-generate")
             with gr.Row():
-                # Files, opened by us under our limits: a bad upload gets our one-line message, not Gradio's.
-                self.a = gr.Image(label="Image A", type="filepath", sources=["upload"], format="png", height=280,
-                                  elem_id="score-a")
-                self.b = gr.Image(label="Image B (optional: compare with A)", type="filepath", sources=["upload"],
-                                  format="png", height=280, elem_id="score-b")
+                with gr.Column():
+                    self.a = ImageUpload("Image A", "score-a")
+                with gr.Column():
+                    self.b = ImageUpload("Image B", "score-b")
             self.sampled = gr.Checkbox(False, label="Sampled verdicts: average 3 written answers (T = 0.9) instead "
                                                     "of the digit probabilities")
             self.button = gr.Button("Score", variant="primary", elem_id="score")
             self.out = gr.Markdown(elem_id="score-result")
-        self.generate.click(handler(score_generate, app), [self.prompt, self.seed], [self.a, self.b],
+        self.generate.click(handler(score_generate, app), [self.prompt, self.seed], [self.a.file, self.b.file],
                             api_name="score_generate", **GPU_EVENT)
-        self.button.click(handler(score, app), [self.prompt, self.a, self.b, self.sampled], self.out,
+        self.button.click(handler(score, app), [self.prompt, self.a.file, self.b.file, self.sampled], self.out,
                           api_name="score", **GPU_EVENT)

@@ -10,7 +10,7 @@ from pipelines import lora
 from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
 from pipelines.lora import lora_metadata
 
-from ..shared import GPU_EVENT, App, gpu_generate, handler, user_errors
+from ..shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_generate, handler, models, user_errors
 
 
 def check_upload(path: str | Path | None, max_bytes: int) -> Path:
@@ -45,9 +45,12 @@ def metadata_markdown(meta: dict[str, object], filename: str) -> str:
 
 
 def checked_upload(app: App, file: str | None) -> tuple[Path, dict]:
+    """An uploaded LoRA that this app's model can take: readable, small enough, made for this preset, and every
+    weight the shape of the layer it adapts (checked before anything is loaded into the shared pipeline)."""
     path = check_upload(file, app.max_upload_bytes)
     meta = lora_metadata(path)
     check_preset_match(meta, app.name, path.name)
+    lora.check_lora_fits(path, models(app.name)[0].transformer, app.name, name=path.name)
     return path, meta
 
 
@@ -78,8 +81,8 @@ class UseALoraTab:
                 with gr.Column():
                     self.prompt = gr.Textbox(label="Prompt", value="a lighthouse on a cliff")
                     with gr.Row():
-                        self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-                        self.scale = gr.Slider(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
+                        self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                        self.scale = SliderBox(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
                     self.button = gr.Button("Generate with the LoRA", variant="primary")
                     self.image = gr.Image(label="With the LoRA", type="pil", format="png", interactive=False,
                                           height=320)

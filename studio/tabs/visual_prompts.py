@@ -16,14 +16,25 @@ import gradio as gr
 import overlays
 from overlays import palette
 from overlays.colors import parse_colors, to_hex
-from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps, read_image
+from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
 from pipelines.optimize import with_prompt_guard
 
 from ..controls import DISPLAY, build_control, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
 from ..questions import format_questions, parse_questions
 from ..results import Results, stopped, stream_run
-from ..shared import GPU_EVENT, LIGHT_EVENT, App, gpu_generate, handler, user_errors
+from ..shared import (
+    GPU_EVENT,
+    IMAGE_TYPES,
+    LIGHT_EVENT,
+    App,
+    NumberBox,
+    SliderBox,
+    gpu_generate,
+    handler,
+    read_upload,
+    user_errors,
+)
 
 KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
               "away from the prompt)")
@@ -124,7 +135,7 @@ def palette_from_image(image, n: float) -> str:
     if image is None:
         raise ValueError("there is no base image yet: press 'Generate base image' first")
     if isinstance(image, (str, Path)):
-        image = read_image(image, "RGB", what="picture", name=Path(image).name)
+        image = read_upload(image, "the picture")
     n = check_int(n, "number of colours", palette.MIN_SWATCHES, palette.MAX_SWATCHES)
     return " ".join(to_hex(c) for c in palette.extract_palette(image, n))
 
@@ -184,7 +195,7 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
         return gr.Textbox(label=label, value=default, elem_id=setting.key.replace("_", "-"))
     if kind == "slider":
         top = setting.max_for(resolution)
-        return gr.Slider(setting.minimum, top, value=min(default, top), step=1, label=f"{label} ({resolution} px)",
+        return SliderBox(setting.minimum, top, value=min(default, top), step=1, label=f"{label} ({resolution} px)",
                          elem_id=setting.key.replace("_", "-"))
     if kind == "dropdown":
         return gr.Dropdown(list(setting.choices), value=default, label=label)
@@ -193,8 +204,7 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
     if kind == "radio":
         return gr.Radio(list(setting.choices), value=default, label=label)
     if kind == "image":
-        return gr.Image(label=label, type="filepath", sources=["upload"], format="png", height=200,
-                        elem_id=setting.key.replace("_", "-"))
+        return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=setting.key.replace("_", "-"))
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
 
 
@@ -214,7 +224,7 @@ class VisualPromptsTab:
                 with gr.Column(scale=2):
                     self.prompt = gr.Textbox(label="Prompt", value=first, elem_id="prompt")
                     with gr.Row():
-                        self.seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED,
+                        self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED,
                                               elem_id="seed")
                         self.gen_button = gr.Button("Generate base image", elem_id="generate")
                     self.base = gr.Image(label=f"Base image ({res} px)", type="pil", format="png",
@@ -233,7 +243,7 @@ class VisualPromptsTab:
                     self.questions = gr.Textbox(
                         label="Questions for the VLM: one per line, 'question | expected answer'",
                         value=format_questions(default_questions(START_CONTROL)), lines=3, elem_id="questions")
-                    self.steps = gr.Slider(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps",
+                    self.steps = SliderBox(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps",
                                            elem_id="steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL, elem_id="keep-prompt")
                     with gr.Row():
@@ -261,10 +271,10 @@ class VisualPromptsTab:
         with gr.Row():
             extras["swatch"] = gr.ColorPicker(value="#2a9d8f", label="Colour")
             extras["add"] = gr.Button("Add swatch", size="sm")
-            extras["n"] = gr.Number(value=5, precision=0, minimum=2, maximum=8, label="Colours")
+            extras["n"] = NumberBox(value=5, precision=0, minimum=2, maximum=8, label="Colours")
             extras["from_base"] = gr.Button("Take from base image", size="sm")
-        extras["picture"] = gr.Image(label="Or take the colours of a picture", type="filepath", sources=["upload"],
-                                     format="png", height=140, elem_id="palette-image")
+        extras["picture"] = gr.File(label="Or take the colours of a picture", file_types=IMAGE_TYPES,
+                                    type="filepath", elem_id="palette-image")
         return extras
 
     def examples(self) -> None:
