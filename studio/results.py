@@ -154,9 +154,9 @@ def stopped() -> str:
 def apply_lora(app: App, prompt: str, seed: float, scale: float, session: dict | None = None,
                tab: str = "visual") -> Image.Image:
     """The session's latest LoRA of this tab applied to a new prompt or seed, in one pass."""
+    prompt, seed, scale = check_prompt(prompt), check_seed(seed), check_scale(scale, APP_MAX_SCALE)
     path = (session or {}).get("lora", {}).get(tab)
     if not path:
         raise ValueError("there is no LoRA in this session yet: press Optimize first "
                          "(or upload one in the 'Use a LoRA' tab)")
-    prompt, seed, scale = check_prompt(prompt), check_seed(seed), check_scale(scale, APP_MAX_SCALE)
     return gpu_generate(app.name, prompt, seed, path, scale)

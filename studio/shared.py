@@ -234,26 +234,21 @@ def handler(fn, app: App, outputs: dict[str, object] | None = None):
 # ---------- inputs whose values reach our checks as sent ----------------------------------------------------------
 
 
-class NumberBox(gr.Number):
-    """A gr.Number whose value reaches the handler as sent. Gradio's own preprocessing rounds a float to the
-    precision (a seed of 1.5 would silently become 2) and refuses text or out-of-range values with a message of its
-    own that names no field; the handlers' checks (pipelines/checks.py) name the field instead."""
-
-    def preprocess(self, payload):
-        return payload
-
-    def get_block_name(self) -> str:
-        return "number"  # the same component in the page
+def as_sent(component):
+    """The component's value reaches the handler as sent. Gradio's own preprocessing rounds a number to its
+    precision (a seed of 1.5 would silently become 2) and refuses text or out-of-range values (API callers bypass
+    the page's bounds) with a message of its own that names no field; the handlers' checks (pipelines/checks.py)
+    name the field instead. Set on the instance: a subclass would make Gradio write a .pyi beside this file."""
+    component.preprocess = lambda payload: payload
+    return component
 
 
-class SliderBox(gr.Slider):
-    """A gr.Slider whose value reaches the handler as sent (see NumberBox): API callers bypass its bounds."""
+def NumberBox(*args, **kwargs) -> gr.Number:  # noqa: N802  (reads like the component it makes)
+    return as_sent(gr.Number(*args, **kwargs))
 
-    def preprocess(self, payload):
-        return payload
 
-    def get_block_name(self) -> str:
-        return "slider"
+def SliderBox(*args, **kwargs) -> gr.Slider:  # noqa: N802
+    return as_sent(gr.Slider(*args, **kwargs))
 
 
 # ---------- uploads: files we open ourselves ----------------------------------------------------------------------

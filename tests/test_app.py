@@ -321,7 +321,7 @@ def test_ask_anything_draft_and_optimize(server, reference):
         client.predict("a red apple", 4, "  \n# only a comment", 3, api_name="/ask_optimize")
     with fails("prompt is empty"):
         client.predict("", 3, api_name="/draft_questions")
-    with fails("0 is less than minimum value 1"):
+    with fails("number of questions 0 must be a whole number from 1 to 8"):
         client.predict("an apple", 0, api_name="/draft_questions")
     assert_clean(reference, client)
 
@@ -330,7 +330,7 @@ def test_apply_without_a_lora_and_out_of_range_scale(server):
     client = server.client()
     with fails("no LoRA in this session"):
         client.predict("a desert", 5, 1.0, api_name="/apply_lora")
-    with fails("7.5 is greater than maximum value 5"):
+    with fails("LoRA scale 7.5 must be a number from 0 to 5"):
         client.predict("a desert", 5, 7.5, api_name="/ask_apply_lora")
 
 
@@ -640,9 +640,9 @@ def test_refine_ranks_candidates_against_the_baseline_and_sends_the_winner(serve
 
 @pytest.mark.parametrize(("args", "message"), [
     (("", 8, 0.9, 0.9, 0), "prompt is empty"),
-    (("a cat", 0, 0.9, 0.9, 0), "0 is less than minimum value 1"),
-    (("a cat", 17, 0.9, 0.9, 0), "17 is greater than maximum value 16"),
-    (("a cat", 8, 3.0, 0.9, 0), "3.0 is greater than maximum value 2.0"),
+    (("a cat", 0, 0.9, 0.9, 0), "number of candidates 0 must be a whole number from 1 to 16"),
+    (("a cat", 17, 0.9, 0.9, 0), "number of candidates 17 must be a whole number from 1 to 16"),
+    (("a cat", 8, 3.0, 0.9, 0), "temperature 3.0 must be a number from 0.05 to 2"),
     (("a cat", 8, 0.9, 0.9, -4), "-4"),
 ])
 def test_refine_bad_input(server, args, message):

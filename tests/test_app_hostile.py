@@ -226,13 +226,13 @@ def test_a_nan_loss_mid_run_says_so_and_the_app_serves_on(server, tmp_path, monk
     client = server.client()
     before = pixels(client.predict(PROMPT, SEED, api_name="/generate")[0])
     vlm = shared.models("tiny")[1]
-    real, calls = type(vlm).answer_nll, {"n": 0}
+    real, calls = vlm.answer_nll, {"n": 0}
 
-    def flaky(self, pixels_, qa):
+    def flaky(pixels_, qa):
         calls["n"] += 1
-        return real(self, pixels_, qa) * (float("nan") if calls["n"] == 2 else 1.0)
+        return real(pixels_, qa) * (float("nan") if calls["n"] == 2 else 1.0)
 
-    monkeypatch.setattr(type(vlm), "answer_nll", flaky)
+    monkeypatch.setattr(vlm, "answer_nll", flaky)
     refused(client, r"the loss became nan at step \d+: the run was stopped and no LoRA was saved", PROMPT, SEED,
             "horizon", editor(tmp_path, horizon_layer()), "", 5, api_name="/optimize")
     monkeypatch.undo()

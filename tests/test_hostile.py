@@ -193,14 +193,14 @@ def test_a_nan_loss_stops_the_run_saves_nothing_and_leaves_the_base(tiny_models,
     generator, vlm = tiny_models
     base = np.asarray(generator.generate("a beach", 2))
     calls = {"n": 0}
-    real = type(vlm).answer_nll
+    real = vlm.answer_nll
 
-    def flaky(self, pixels, qa):
+    def flaky(pixels, qa):
         calls["n"] += 1
-        nll = real(self, pixels, qa)
+        nll = real(pixels, qa)
         return nll * float("nan") if calls["n"] == 3 else nll
 
-    monkeypatch.setattr(type(vlm), "answer_nll", flaky)
+    monkeypatch.setattr(vlm, "answer_nll", flaky)
     with pytest.raises(ValueError, match="the loss became nan at step 3: the run was stopped and no LoRA was saved"):
         optimize.optimize(generator, vlm, "a beach", QA, steps=10, progress=False)
     monkeypatch.undo()
