@@ -210,22 +210,27 @@ def user_errors(what: str):
 # ---------- handlers bound to an app -----------------------------------------------------------------------------
 
 
-def handler(fn, app: App, outputs: dict[str, object] | None = None):
-    """`fn(app, ...)` as a Gradio event function: `app` bound, the rest of the signature kept (it names the API's
-    parameters). With `outputs` (name -> component), results that are dicts keyed by those names (streamed or
-    returned) are handed to Gradio keyed by component."""
-    bound = functools.partial(fn, app)
-
+def keyed_by_component(call, generator: bool, outputs: dict[str, object] | None):
+    """An event function around `call`: results that are dicts keyed by output names (streamed when `generator`)
+    are handed to Gradio keyed by the components in `outputs`."""
     def keyed(result):
         return {outputs[k]: v for k, v in result.items()} if outputs and isinstance(result, dict) else result
 
-    if inspect.isgeneratorfunction(fn):
+    if generator:
         def wrapper(*args, **kwargs):
-            for item in bound(*args, **kwargs):
+            for item in call(*args, **kwargs):
                 yield keyed(item)
     else:
         def wrapper(*args, **kwargs):
-            return keyed(bound(*args, **kwargs))
+            return keyed(call(*args, **kwargs))
+    return wrapper
+
+
+def handler(fn, app: App, outputs: dict[str, object] | None = None):
+    """`fn(app, ...)` as a Gradio event function: `app` bound, the rest of the signature kept (it names the API's
+    parameters). With `outputs` (name -> component), dict results are keyed by component (`keyed_by_component`)."""
+    bound = functools.partial(fn, app)
+    wrapper = keyed_by_component(bound, inspect.isgeneratorfunction(fn), outputs)
     functools.update_wrapper(wrapper, fn)
     wrapper.__signature__ = inspect.signature(bound)
     return wrapper

@@ -8,12 +8,11 @@ bit-identical at the end.
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from app_fixtures import PROMPT, SEED, editor, horizon_layer, pixels, server_fixture  # noqa: F401
+from bad_files import png_claiming
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -24,14 +23,6 @@ from studio import shared
 
 pytestmark = pytest.mark.slow
 QA = [("Is it a beach? Answer with Yes or No.", "Yes")]
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")

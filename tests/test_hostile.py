@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bad_files import png_claiming
 from PIL import Image
 
 from pipelines import generate, judge, lora, optimize, refine, self_reward
 from pipelines.optimize import save_result
 
 QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def make_files(tmp: Path) -> dict[str, Path]:

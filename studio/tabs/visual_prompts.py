@@ -32,6 +32,7 @@ from ..shared import (
     SliderBox,
     gpu_generate,
     handler,
+    keyed_by_component,
     read_upload,
     user_errors,
 )
@@ -168,16 +169,7 @@ def with_settings(fn: Callable, app: App, before: int, outputs: dict | None = No
         a = bound.arguments
         return fn(app, *[a[p.name] for p in head], {k: a[k] for k in keys}, *[a[p.name] for p in tail])
 
-    def keyed(result):
-        return {outputs[k]: v for k, v in result.items()} if outputs and isinstance(result, dict) else result
-
-    if inspect.isgeneratorfunction(getattr(fn, "__wrapped__", fn)):
-        def wrapper(*args, **kwargs):
-            for item in call(*args, **kwargs):
-                yield keyed(item)
-    else:
-        def wrapper(*args, **kwargs):
-            return keyed(call(*args, **kwargs))
+    wrapper = keyed_by_component(call, inspect.isgeneratorfunction(getattr(fn, "__wrapped__", fn)), outputs)
     wrapper.__name__ = fn.__name__
     wrapper.__signature__ = signature
     # Gradio finds the request and progress parameters by annotation and default.
