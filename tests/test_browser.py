@@ -143,7 +143,7 @@ def test_score_and_refine_tabs(browser, server):
     # Score: generate two images, score them, see the rubric and the order-free verdict
     page.get_by_role("tab", name="Score").click()
     page.click("#score-generate")
-    wait_until(lambda: page.locator("#score-a img").count() and page.locator("#score-b img").count(), 60,
+    wait_until(lambda: page.locator("#score-a-view img").count() and page.locator("#score-b-view img").count(), 60,
                "images A and B")
     page.click("#score")
     result = page.locator("#score-result")
