@@ -196,3 +196,12 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str = "--out
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{shown} cannot be written: the folder {str(parent)!r} is read-only")
     return path
+
+
+# --- image-pivot refinement (PRIP) -----------------------------------------------------------------------------------
+MAX_PIVOTS = 8  # images of the user's prompt the pivot is chosen from: each is generated and judged
+
+
+def check_pivots(pivots: object) -> int:
+    """How many images the pivot is chosen from, 1 to MAX_PIVOTS."""
+    return check_int(pivots, "number of pivot images", 1, MAX_PIVOTS)
