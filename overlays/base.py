@@ -121,6 +121,17 @@ class Control(ABC):
         """Messages about how the values were read (e.g. a line weight measured from the stroke)."""
         return []
 
+    def bottom_rows(self, spec: object, size: tuple[int, int]) -> int:
+        """Rows at the bottom edge this control's mark takes (0: it is not docked there). Several docked controls
+        in one overlay are stacked upwards in registry order (see `overlays.layout`)."""
+        return 0
+
+    def lifted(self, spec: object, rows: int) -> object:
+        """The spec with its docked mark moved up by `rows` pixels, to sit above another docked mark."""
+        if rows:
+            raise ValueError(f"the {self.name} overlay cannot be moved up to make room for another")
+        return spec
+
     def default_questions(self, values: Mapping[str, object]) -> list[QA]:
         """What the app's questions box starts with for this control."""
         return [(self.question, "Yes")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,14 +22,18 @@ QUESTION = f"Is the red line at the bottom representative of the line weight of 
 
 @dataclass(frozen=True)
 class Spec:
-    """Stroke thickness in pixels of the final image (checked against the width in render)."""
+    """Stroke thickness in pixels of the final image (checked against the width in render); `lift` raises it
+    that many pixels above its place (to sit above a palette strip in a combined overlay)."""
 
     px: int
+    lift: int = 0
 
     def __post_init__(self) -> None:
         px = self.px
         if isinstance(px, bool) or not isinstance(px, numbers.Integral) or px < 1:
             raise ValueError(f"line weight {px!r} px must be a positive int")
+        if isinstance(self.lift, bool) or not isinstance(self.lift, numbers.Integral) or self.lift < 0:
+            raise ValueError(f"line lift {self.lift!r} px must be a non-negative int")
 
 
 def max_px(width: int) -> float:
@@ -44,7 +49,7 @@ def stroke_box(spec: Spec, size: tuple[int, int]) -> tuple[int, int, int, int]:
             f"line weight {spec.px} px exceeds the limit {max_px(width):g} px (width/10) "
             f"for a {width} px wide image"
         )
-    y1 = height - max(1, round(BOTTOM_MARGIN * height))
+    y1 = height - max(1, round(BOTTOM_MARGIN * height)) - spec.lift
     y0 = y1 - spec.px
     if y0 < 0:
         raise ValueError(f"line weight {spec.px} px does not fit in an image {height} px high")
@@ -67,7 +72,7 @@ def questions(spec: Spec) -> list[tuple[str, str]]:
 
 def describe(spec: Spec) -> str:
     """One line for file metadata."""
-    return f"line weight {spec.px} px"
+    return f"line weight {spec.px} px" + (f", {spec.lift} px higher" if spec.lift else "")
 
 
 def max_line_px(resolution: int) -> int:
@@ -90,6 +95,12 @@ class LineWeight(Control):
                         minimum=1, maximum=max_line_px),)
     flags = (Flag("px", "line_px", "int", "line weight: stroke thickness in pixels"),)
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
+
+    def bottom_rows(self, spec: Spec, size: tuple[int, int]) -> int:
+        return size[1] - stroke_box(spec, size)[1]  # from the stroke's top row to the bottom edge
+
+    def lifted(self, spec: Spec, rows: int) -> Spec:
+        return dataclasses.replace(spec, lift=spec.lift + rows)
 
     def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
         if not blank(layer):  # a drawn stroke wins over the number

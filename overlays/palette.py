@@ -175,6 +175,9 @@ class Palette(Control):
              Flag("strip", "strip", "float", "palette: strip height as a fraction", 0.1))
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
 
+    def bottom_rows(self, spec: Spec, size: tuple[int, int]) -> int:
+        return strip_rows(spec, size[1])
+
     def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:
         strip = 0.1 if values.get("strip") is None else values["strip"]
         picture = values.get("palette_image")

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 # --- the engine (library and command line) ---------------------------------------------------------------------------
 MAX_SEED = 2**32 - 1  # what torch.Generator.manual_seed and the page's number box take
 MAX_STEPS = 10_000  # optimization steps of one run
+MAX_TOTAL_STEPS = 40_000  # steps behind one LoRA over the runs that continued it
 MAX_LORA_SCALE = 10.0  # the scale a LoRA is applied at
 MAX_RANK = 512
 MAX_PROMPT_CHARS = 2000

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overlays import CONTROLS, Control
+from overlays import CONTROLS, Control, layout
 from overlays.base import MissingValues, flag_dest
 
 from .checks import fit_upload, read_image
@@ -80,7 +80,8 @@ def pair(text: str, what: str = "point") -> tuple[float, float]:
 
 def add_control_args(p: argparse.ArgumentParser) -> None:
     """--control and every registered control's own flags (overlays.CONTROLS)."""
-    p.add_argument("--control", choices=list(CONTROLS), help="draw this visual prompt and ask its questions")
+    p.add_argument("--control", choices=list(CONTROLS), action="append",
+                   help="draw this visual prompt and ask its questions; repeat it to combine several in one overlay")
     for control in CONTROLS.values():
         control.add_arguments(p)
 
@@ -98,9 +99,8 @@ def control_values(args: argparse.Namespace, control: Control) -> dict[str, obje
     return values
 
 
-def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, list[tuple[str, str]], str]:
-    """The chosen visual prompt as (RGBA overlay at the generator's size, its questions, a description)."""
-    control = CONTROLS[args.control]
+def control_spec(args: argparse.Namespace, control: Control, size: int) -> object:
+    """One control's Spec from its flags; a missing value names the flags that give it."""
     values = control_values(args, control)
     try:
         spec = control.spec(values, None, size)
@@ -109,10 +109,22 @@ def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, 
         raise ValueError(f"--control {control.name} needs {' or '.join(flags[k] for k in exc.keys)}") from None
     for note in control.spec_notes(values, None, size) + control.notes(spec, (size, size)):
         print(f"note: {note}", file=sys.stderr)
-    with warnings.catch_warnings():  # the note above already told the user
+    return spec
+
+
+def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, list[tuple[str, str]], list[str]]:
+    """The chosen visual prompts (one or several `--control`) as (one RGBA overlay at the generator's size, all
+    their questions, one description per control). Several are laid out by `overlays.layout.combine`, in
+    registry order; marks that would overlap are refused."""
+    names = sorted(set(args.control), key=list(CONTROLS).index)
+    if len(names) != len(args.control):
+        twice = next(n for n in args.control if args.control.count(n) > 1)
+        raise ValueError(f"--control {twice} is given twice; each control can be used once per run")
+    parts = [(CONTROLS[name], control_spec(args, CONTROLS[name], size)) for name in names]
+    with warnings.catch_warnings():  # the notes above already told the user
         warnings.simplefilter("ignore", UserWarning)
-        overlay = np.asarray(control.render(spec, (size, size)))
-    return overlay, control.questions(spec), control.describe(spec)
+        placed = layout.combine(parts, (size, size))
+    return np.asarray(placed.overlay), placed.questions, placed.descriptions
 
 
 @contextmanager

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 from overlays import CONTROLS, composite
 from overlays.common import with_suffix
 
-from . import lora
+from . import lora, modelspec
 from .checks import (
     MAX_ANSWER_CHARS,
     MAX_EVAL_SEEDS,
+    MAX_TOTAL_STEPS,
     check_alpha,
     check_learning_rate,
     check_output,
@@ -42,7 +43,7 @@ from .generator import Conditioning, Generator
 from .vlm import QA, VLM, from_pil, to_pil
 
 TRAIN_SEED_STRIDE = 100_003  # step k of a run with seed s draws its noise from seed s * stride + k
-UNSEEN_SEED_OFFSET = 50_000  # evaluation seeds s * stride + offset + i: past any step count, never trained on
+UNSEEN_SEED_OFFSET = 50_000  # evaluation seeds s * stride + offset + i: past MAX_TOTAL_STEPS, never trained on
 EVAL_SEEDS = 4  # unseen seeds judged at the end of every run
 TARGET_WINDOW = 5  # early stopping looks at the running mean P over this many last steps
 
@@ -53,7 +54,7 @@ def train_seed(seed: int, step: int) -> int:
 
 
 def unseen_seeds(seed: int, k: int = EVAL_SEEDS) -> list[int]:
-    """k noise seeds that a run with `seed` never trains on (it has at most MAX_STEPS steps)."""
+    """k noise seeds that a run with `seed` never trains on (a LoRA has at most MAX_TOTAL_STEPS steps)."""
     return [seed * TRAIN_SEED_STRIDE + UNSEEN_SEED_OFFSET + i for i in range(k)]
 
 
@@ -107,6 +108,12 @@ class Result:
     cancelled: bool = False
     reached_target: bool = False  # stopped early: the running mean P passed `target_p`
     unseen: Evaluation = field(default_factory=lambda: Evaluation(skipped="no unseen seeds asked for"))
+    parent: lora.Parent | None = None  # the LoRA this run continued from
+
+    @property
+    def total_steps(self) -> int:
+        """Steps behind the weights: this run's and its parents'."""
+        return len(self.history) + (self.parent.steps if self.parent else 0)
 
 
 def with_yes_no(question: str) -> str:
@@ -180,7 +187,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              rank: int | None = None, alpha: float | None = None, seed: int = 0, preview_every: int = 0,
              callback: Callable[[Step], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
              progress: bool = True, gradient_checkpointing: bool | None = None,
-             target_p: float | None = None, eval_seeds: int = EVAL_SEEDS) -> Result:
+             target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -196,11 +203,20 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         target_p: stop early once the mean P(expected answers) of the last `TARGET_WINDOW` steps reaches it
             (None: run every step; the CLI and the app pass the preset's `target_p`).
         eval_seeds: at the end, judge this many unseen seeds at LoRA scale 0 and 1 (`Result.unseen`).
+        init: continue from these weights (`lora.read_parent`) instead of a fresh LoRA: same rank and targets,
+            and the steps' noise seeds go on from the parent's step count. AdamW starts afresh (a file holds no
+            optimizer state), so 10 + 10 steps differ from 20 in one run by Adam's moments only.
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
-    rank, alpha, lr = lora_settings(generator.preset, rank, alpha, lr)
+    if init is not None and rank not in (None, init.rank):
+        raise ValueError(f"rank {rank} differs from the rank {init.rank} of LoRA file {init.name!r}")
+    rank, alpha, lr = lora_settings(generator.preset, init.rank if init and rank is None else rank, alpha, lr)
     check_steps(steps)
+    done = init.steps if init else 0  # steps behind the starting weights: the noise seeds go on from there
+    if done + steps > MAX_TOTAL_STEPS:
+        raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
+                         f"{MAX_TOTAL_STEPS} a LoRA may have")
     check_target_p(target_p)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
@@ -209,13 +225,15 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
     try:
         generator.checkpointing(gradient_checkpointing)
         params = lora.add_lora(generator.transformer, rank, alpha, generator.preset.lora_targets)
+        if init is not None:
+            lora.load_parent(generator.transformer, init, alpha)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        result, start = Result({}, rank, alpha), time.perf_counter()
+        result, start = Result({}, rank, alpha, parent=init), time.perf_counter()
         for step in tqdm(range(1, steps + 1), desc="optimizing", disable=not progress):
             if should_stop():
                 result.cancelled = True
                 break
-            pixels = judged_pixels(generator, cond, train_seed(seed, step), overlay)
+            pixels = judged_pixels(generator, cond, train_seed(seed, done + step), overlay)
             nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
             loss = nll.mean()
             if not torch.isfinite(loss):  # a broken LoRA is worse than none: stop, save nothing
@@ -262,18 +280,41 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(f"{path}.json")
 
 
+def after_image(result: Result) -> Image.Image | None:
+    """The picture of what the LoRA does: the first unseen seed at scale 1, else the last preview."""
+    if result.unseen.images_lora:
+        return result.unseen.images_lora[0]
+    previews = [s.preview for s in result.history if s.preview is not None]
+    return previews[-1] if previews else None
+
+
 def save_result(result: Result, path: str | Path, generator: Generator, prompt: str, qa_pairs: list[QA],
-                overlay_description: str = "") -> Path:
-    """Write the LoRA file (our metadata in its header) and its JSON sidecar, each atomically."""
-    rank, alpha = result.rank, result.alpha
+                overlay_description: str = "", controls: list[str] | None = None, seed: int = 0) -> Path:
+    """Write the LoRA file (our metadata and the ModelSpec keys in its header) and its JSON sidecar, atomically.
+
+    Args:
+        overlay_description: one line for the overlay; `controls`: one line per visual prompt of the run
+            (default: the overlay's line, if any).
+        seed: the run's seed (recorded so that a continued run can go on with the same noise).
+    """
+    rank, alpha, preset = result.rank, result.alpha, generator.preset
+    controls = controls if controls is not None else [overlay_description] if overlay_description else []
     meta = {
-        "prompt": prompt, "questions": [list(qa) for qa in qa_pairs], "preset": generator.preset.name,
-        "rank": rank, "alpha": alpha, "steps": len(result.history), "overlay": overlay_description,
+        "prompt": prompt, "questions": [list(qa) for qa in qa_pairs], "preset": preset.name,
+        "rank": rank, "alpha": alpha, "steps": len(result.history), "total_steps": result.total_steps,
+        "seed": seed, "overlay": overlay_description, "controls": controls,
         "final_loss": result.history[-1].loss if result.history else None,
         "reached_target": result.reached_target,
         "unseen_seeds": result.unseen.as_dict(),
     }
-    lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, generator.preset.lora_targets, meta)
+    if result.parent is not None:
+        meta["parent_sha256"] = result.parent.sha256
+    spec = {"architecture": preset.architecture, "implementation": preset.implementation,
+            "title": f"{(controls[0].split(' ')[0] + ' ') if controls else ''}LoRA: {prompt}"[:120],
+            "resolution": preset.resolution, "thumbnail": after_image(result),
+            "description": modelspec.description(prompt, meta["questions"], controls),
+            "usage_hint": f"Apply at scale 1.0 (as trained; 0.5-1.5 to taste) with {preset.description}."}
+    lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, preset.lora_targets, meta, spec)
     history = [{"step": s.step, "loss": s.loss, "p": s.p, "elapsed_s": round(s.elapsed, 4)}
                for s in result.history]
     write_text(sidecar_path(path), json.dumps(meta | {"history": history}, indent=1) + "\n")
@@ -318,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also ask 'Does this image show {prompt}?' (expected Yes): a guard against drift")
     parser.add_argument("--eval-seeds", type=int, default=EVAL_SEEDS,
                         help="unseen seeds judged at LoRA scale 0 and 1 at the end (0: none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seeds the LoRA and every step's noise (default 0; with "
+                                                 "--init-lora, the parent's seed)")
+    parser.add_argument("--init-lora", help="continue training from this LoRA file (same preset, rank and targets); "
+                                            "the noise seeds go on from its step count, AdamW starts afresh")
     parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
                         help="gradient checkpointing: less memory, about a third more time per step")
     parser.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
@@ -330,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
         target_p = parse_target_p(args.target_p, preset)
-        check_seed(args.seed)
+        if args.seed is not None:
+            check_seed(args.seed)
+        if args.init_lora:
+            lora.check_lora_file(args.init_lora)
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
             raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to {MAX_EVAL_SEEDS}")
         prompt = check_prompt(args.prompt)
@@ -338,26 +385,29 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("give either --control or --overlay, not both")
         if not args.control and not args.question:
             raise ValueError("give at least one --question (or a --control, which brings its own)")
-        control = CONTROLS[args.control] if args.control else None
-        own = [] if control and control.uses_questions else args.question  # e.g. composition asks them itself
-        if args.answer and control and control.uses_questions:
-            raise ValueError(f"--answer does not apply to --control {control.name}: its questions expect Yes")
+        chosen = [CONTROLS[name] for name in args.control or []]
+        asks_own = [c for c in chosen if c.uses_questions]  # e.g. composition asks the --question values itself
+        own = [] if asks_own else args.question
+        if args.answer and asks_own:
+            raise ValueError(f"--answer does not apply to --control {asks_own[0].name}: its questions expect Yes")
         answers = [normalise_answer(check_text(a, "expected answer", MAX_ANSWER_CHARS))
                    for a in args.answer or ["Yes"] * len(own or [])]
         if len(answers) != len(own or []):
             raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
         questions = [with_yes_no(check_text(q, "question")) for q in own or []]
         qa_pairs = list(zip(questions, answers, strict=True))
-        overlay, description = None, ""
+        overlay, controls = None, []
         if args.overlay:
-            overlay, description = cli.read_overlay(args.overlay, preset.resolution), f"file {args.overlay}"
+            overlay, controls = cli.read_overlay(args.overlay, preset.resolution), [f"file {args.overlay}"]
         if args.control:
-            overlay, control_qa, description = cli.control_from_args(args, preset.resolution)
-            qa_pairs = control_qa + qa_pairs
+            overlay, control_qa, controls = cli.control_from_args(args, preset.resolution)
+            qa_pairs = control_qa + [qa for qa in qa_pairs if qa not in control_qa]
         if args.keep_prompt:
             qa_pairs = with_prompt_guard(qa_pairs, prompt)
         check_output(args.out, (".safetensors",))
         generator, vlm = cli.load_models(args, preset)
+        init = lora.read_parent(args.init_lora, generator.transformer, preset.name) if args.init_lora else None
+        seed = args.seed if args.seed is not None else (init.seed if init and init.seed is not None else 0)
         cond = generator.encode(prompt)
         if args.offload_text_encoders:
             generator.text_encoders_to("cpu")
@@ -368,15 +418,16 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
 
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
-                          rank=args.rank, alpha=args.alpha, seed=args.seed, callback=report,
+                          rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
                           eval_seeds=args.eval_seeds, target_p=target_p,
                           gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
-        save_result(result, args.out, generator, prompt, qa_pairs, description)
+        save_result(result, args.out, generator, prompt, qa_pairs, "; ".join(controls), controls, seed)
         if result.reached_target:
             print(f"stopped early at step {len(result.history)}: the mean P of the last {TARGET_WINDOW} steps "
                   f"reached {target_p:g}")
         print(result.unseen.line())
-        print(f"saved {args.out} and {sidecar_path(args.out)} ({len(result.history)} steps, "
+        total = f", {result.total_steps} in all with {init.name}" if init else ""
+        print(f"saved {args.out} and {sidecar_path(args.out)} ({len(result.history)} steps{total}, "
               f"final loss {bar['loss']:.4f})")
     return 0
 

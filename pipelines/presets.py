@@ -17,6 +17,7 @@ FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", 
 # The official code also targets the feed-forward convolutions. `ff.conv_depth` is left out: it is a depthwise
 # convolution (groups = channels, 11 200 in Sana 1.6B) and peft 0.21 refuses LoRA on a grouped convolution unless
 # the rank is a multiple of the groups.
+SANA_CODE = "https://github.com/NVlabs/Sana"
 SANA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.conv_inverted", "ff.conv_point")
 
 
@@ -51,6 +52,9 @@ class Preset:
     known_prompts: tuple[str, ...] = ()  # the prompts the generator was trained on (empty: any prompt)
     trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # ModelSpec: the base model's architecture name ("/lora" is appended) and where its code lives.
+    architecture: str = "flux-1-schnell"
+    implementation: str = "https://github.com/black-forest-labs/flux"
 
     @property
     def alpha(self) -> float:
@@ -96,16 +100,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(name="tiny", description="Offline CPU demo: tiny Flux-shaped generator and Qwen-shaped VLM",
            generator="flux", **_TINY),
     Preset(name="tiny-dev", description="Offline CPU: tiny multi-step Flux (guidance embedding)",
-           generator="flux", inference_steps=4, guidance=3.5, **_TINY),
+           generator="flux", inference_steps=4, guidance=3.5, architecture="flux-1-dev", **_TINY),
     Preset(name="tiny-sana", description="Offline CPU: tiny Sana-shaped generator",
-           generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY | {"resolution": 128}),
+           generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY | {"resolution": 128},
+           architecture="sana-1600m", implementation=SANA_CODE),
     Preset(name="tiny-idefics2", description="Offline CPU: tiny Flux-shaped generator, tiny Idefics2-shaped VLM",
            generator="flux", **_TINY | {"vlm": "idefics2"}),
     Preset(name="toy", description="Offline CPU: the trained toy world (tiny Flux-shaped one-step generator of "
                                    "landscapes, tiny Qwen2.5-VL-shaped judge)",
            generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
            vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
-           learning_rate=5e-4, steps=60, gradient_checkpointing=False,
+           learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
            known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
            notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
                   "'Does this image show {prompt}?' questions only",)),
@@ -117,12 +122,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            vlm="idefics2", vlm_source="HuggingFaceM4/idefics2-8b"),
     Preset(name="flux-dev", description="FLUX.1-dev (28 steps, guidance 3.5) + Qwen2.5-VL-7B-Instruct",
            generator="flux", generator_source="black-forest-labs/FLUX.1-dev", inference_steps=28, guidance=3.5,
-           max_sequence_length=512,
+           max_sequence_length=512, architecture="flux-1-dev",
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
     Preset(name="sana", description="Sana 1.6B 512px (20 steps) + Qwen2.5-VL-3B-Instruct",
            generator="sana", generator_source="Efficient-Large-Model/Sana_1600M_512px_diffusers",
            inference_steps=20, guidance=4.5, lora_targets=SANA_TARGETS, learning_rate=5e-6,
-           vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-3B-Instruct", random_vlm_size="full-3b"),
+           vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-3B-Instruct", random_vlm_size="full-3b",
+           architecture="sana-1600m", implementation=SANA_CODE),
 ]}
 
 

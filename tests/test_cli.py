@@ -174,7 +174,9 @@ def test_optimize_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, ca
     assert len(unseen["p_scale0"]) == 3 and len(side["history"]) == 2
     meta = lora.lora_metadata(out)
     assert meta["unseen_seeds"] == unseen and meta["alpha"] == 10.0
-    assert json.loads(lora.read_lora(out)[1]["lora_adapter_metadata"])["transformer.lora_alpha"] == 10.0
+    # The file says alpha = rank (scale 1) and carries alpha / rank = 2.5 folded into its B matrices.
+    assert json.loads(lora.read_lora(out)[1]["lora_adapter_metadata"])["transformer.lora_alpha"] == 4
+    assert meta["folded_scale"] == 2.5
 
 
 @pytest.mark.parametrize("argv,message", [
