@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,8 @@ class Generator(ABC):
 
     @torch.no_grad()
     def generate(self, prompt: str | Conditioning, seed: int, size: int | None = None,
-                 lora_path: str | Path | None = None, scale: float = 1.0) -> Image.Image:
+                 lora_path: str | Path | None = None, scale: float = 1.0,
+                 loras: Sequence[tuple[str | Path, float]] = ()) -> Image.Image:
         """One image from the stock pipeline: what a user gets.
 
         Args:
@@ -131,9 +133,11 @@ class Generator(ABC):
             size: the image side in pixels (None: the preset's resolution).
             lora_path: a LoRA file applied for this call only, at `scale`; without one, whatever adapters are
                 active (during a run, the LoRA being trained) shape the image.
+            loras: several (file, scale) pairs applied together for this call (stacked LoRAs), after `lora_path`.
         """
         cond = self.encode(prompt) if isinstance(prompt, str) else prompt
-        with lora.applied(self.pipe, lora_path, scale, preset=self.preset.name):
+        stack = ([(lora_path, scale)] if lora_path is not None else []) + list(loras)
+        with lora.stacked(self.pipe, stack, preset=self.preset.name):
             return self._generate(cond, seed, size)[0]
 
     @torch.no_grad()
