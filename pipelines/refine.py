@@ -1,10 +1,17 @@
-"""Self-rewarding prompt refinement and image-to-prompt.
+"""Prompt refinement in two modes, and image-to-prompt.
 
-The loaded VLM rewrites a short prompt into N candidates, every candidate is generated from the same
-seed, the same VLM judges every image, and the candidates are ranked with the original prompt as the
+Text mode (`refine`): the loaded VLM rewrites a short prompt into N candidates, every candidate is generated from
+the same seed, the same VLM judges every image, and the candidates are ranked with the original prompt as the
 baseline row (Yang et al. 2025's self-rewarding loop, without the training; see self_reward.py for that).
 
+Pivot mode (`pivot`): refinement through an image (PRIP, Zhan et al. 2024, "Prompt Refinement with Image Pivot for
+Text-to-Image Generation"): K images of the user's prompt are judged and the best becomes the pivot, the image the
+user would prefer; the VLM then looks at the pivot and writes prompts that would make the generator render it,
+each beginning with the user's prompt; those are generated from the baseline's seed and ranked as in text mode.
+PRIP trains both steps; here the generator and the judge do them without training.
+
     python -m pipelines.refine --preset tiny --prompt "a cat on a windowsill" --n 8
+    python -m pipelines.refine --preset tiny --prompt "a cat on a windowsill" --mode pivot --pivots 4
     python -m pipelines.refine --preset tiny --image photo.png
 """
 
@@ -21,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import judge
-from .checks import check_prompt, check_seed
+from .checks import MAX_PIVOTS, MAX_SEED, check_pivots, check_prompt, check_seed
 from .generator import Generator
 from .vlm import VLM, from_pil
 
@@ -31,6 +38,10 @@ REWRITE = ("Rewrite this short request into one detailed prompt for a text-to-im
 IMAGE_TO_PROMPT = ("Write the prompt a text-to-image model would need to recreate this image: subject, "
                    "setting, composition, colours, lighting and style, in one paragraph. Reply with the "
                    "prompt only.")
+PIVOT_TO_PROMPT = ("This image was made for the request \"{prompt}\". Write the prompt a text-to-image model "
+                   "needs to render exactly this image, as prompt-sharing sites write them: begin with the request "
+                   "word for word, then add comma-separated keywords for the subject, style, lighting, colours "
+                   "and composition you see. Reply with the prompt only, in one line.")
 SAME_CONTENT = ("Two images are shown side by side. Do they show the same scene, with the same subject, "
                 "composition and style? Answer with Yes or No.")
 MAX_CANDIDATES = 16
@@ -45,6 +56,8 @@ class Candidate:
     prompt: str
     truncated: bool = False  # cut at a word boundary to fit the generator's text limit
     baseline: bool = False  # the user's own prompt
+    pivot: bool = False  # an image of the user's own prompt from another seed, a pivot candidate (pivot mode)
+    seed: int | None = None  # the noise seed of `image`, when it is not the run's common seed (pivot images)
     image: Image.Image | None = None
     scores: dict[str, float | None] = field(default_factory=dict)  # rubric -> 0..5, plus "vqa" -> 0..1
 
@@ -91,24 +104,64 @@ def check_n(n: int) -> int:
     return n
 
 
-def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9, seed: int = 0,
-            tokenizer=None, limit: int | None = None, attempts: int = 4) -> list[Candidate]:
-    """Up to n distinct rewrites of `prompt` (never the prompt itself), sampled in batches."""
-    prompt, n = check_prompt(prompt), check_n(n)
+def check_sampling(temperature: float, top_p: float) -> tuple[float, float]:
     if not 0 < temperature <= 2 or not 0 < top_p <= 1:
         raise ValueError(f"temperature {temperature} must be in (0, 2] and top-p {top_p} in (0, 1]")
+    return temperature, top_p
+
+
+def anchored(prompt: str, reply: str) -> str:
+    """`reply` beginning with the user's `prompt` verbatim: PRIP's rule against hallucination, the refined prompt
+    keeps the user's words and only adds detail. A reply that already begins with them (in any case) gets the
+    user's exact spelling; any other reply is put after them."""
+    if reply[:len(prompt)].lower() == prompt.lower():
+        return prompt + reply[len(prompt):]
+    if not reply:
+        return prompt
+    return f"{prompt}{'' if prompt.endswith((',', ';', '.', ':')) else ','} {reply}"
+
+
+def sample_prompts(vlm: VLM, instruction: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
+                   tokenizer=None, limit: int | None = None, attempts: int = 4, image: Image.Image | None = None,
+                   anchor: bool = False) -> list[Candidate]:
+    """Up to n distinct generation prompts sampled from the VLM in batches (never `prompt` itself).
+
+    Args:
+        vlm: writes the prompts.
+        instruction: the VLM's turn (already holding the user's prompt).
+        prompt: the user's prompt: a reply equal to it (up to case and punctuation, `prompt_key`) is a duplicate.
+        n, temperature, top_p, seed: how many prompts and how they are sampled; duplicates are dropped and the
+            missing ones sampled again, `attempts` times at most, each with the next seed.
+        tokenizer, limit: the generator's prompt tokenizer and text limit; longer prompts are cut at a word
+            boundary and marked (`fit_to_limit`).
+        image: shown to the VLM with the instruction (pivot mode: the pivot image).
+        anchor: make every prompt begin with the user's prompt (`anchored`); a prompt that adds nothing once cut
+            to the limit is dropped.
+    """
     seen, out = {prompt_key(prompt)}, []
     for attempt in range(attempts):  # duplicates are dropped; sample again for the missing ones
-        replies = vlm.generate_text(REWRITE.format(prompt=prompt), max_new_tokens=120, temperature=temperature,
+        replies = vlm.generate_text(instruction, image=image, max_new_tokens=120, temperature=temperature,
                                     top_p=top_p, num_return_sequences=n - len(out), seed=seed + attempt)
         for reply in map(clean, replies):
+            reply = anchored(prompt, reply) if anchor else reply
             text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
+            if anchor and not text.startswith(prompt):  # cut inside the user's words: it would not begin with them
+                continue
             if prompt_key(text) and prompt_key(text) not in seen:  # empty once cut (one giant word): dropped
                 seen.add(prompt_key(text))
                 out.append(Candidate(text, truncated=cut))
         if len(out) >= n:
             break
     return out[:n]
+
+
+def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9, seed: int = 0,
+            tokenizer=None, limit: int | None = None, attempts: int = 4) -> list[Candidate]:
+    """Up to n distinct rewrites of `prompt` (never the prompt itself), sampled in batches."""
+    prompt, n = check_prompt(prompt), check_n(n)
+    temperature, top_p = check_sampling(temperature, top_p)
+    return sample_prompts(vlm, REWRITE.format(prompt=prompt), prompt, n, temperature, top_p, seed, tokenizer, limit,
+                          attempts)
 
 
 def score_all(vlm: VLM, candidates: list[Candidate], prompt: str, batch_size: int = 4) -> None:
@@ -142,12 +195,88 @@ def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature:
     with vlm_adapter(vlm, vlm_lora):
         candidates = propose(vlm, prompt, n, temperature, top_p, seed, generator.prompt_tokenizer,
                              generator.preset.max_sequence_length)
+    return ranked(generator, vlm, prompt, candidates, image_seed, batch_size)
+
+
+def ranked(generator: Generator, vlm: VLM, prompt: str, candidates: list[Candidate], image_seed: int,
+           batch_size: int = 4) -> list[Candidate]:
+    """The user's prompt (the baseline row) and `candidates`, all generated from `image_seed` in batches and judged
+    against the user's prompt by the VLM; returned best first."""
     rows = [Candidate(prompt, baseline=True), *candidates]
     for row, image in zip(rows, generator.generate_batch([r.prompt for r in rows], image_seed,
                                                          batch_size=batch_size), strict=True):
         row.image = image
     score_all(vlm, rows, prompt, batch_size)
     return sorted(rows, key=lambda r: r.combined, reverse=True)
+
+
+@dataclass
+class Pivoted:
+    """What `pivot` returns."""
+
+    pivot: Candidate  # the best-scored image of the user's prompt (its seed in `seed`), the one the VLM described
+    pivots: list[Candidate]  # all K images of the user's prompt, best first (the pivot is the first)
+    rows: list[Candidate]  # the baseline and the refined prompts, all from the common seed, best first
+
+    @property
+    def refined(self) -> list[Candidate]:
+        return [r for r in self.rows if not r.baseline]
+
+
+def pivot_seeds(image_seed: int, k: int) -> list[int]:
+    """The K seeds the pivot is chosen from: the common seed and the ones after it (wrapping past MAX_SEED)."""
+    return [(image_seed + i) % (MAX_SEED + 1) for i in range(k)]
+
+
+def pivot(generator: Generator, vlm: VLM, prompt: str, n: int = 8, pivots: int = 4, temperature: float = 0.9,
+          top_p: float = 0.9, seed: int = 0, image_seed: int = 0, batch_size: int = 4,
+          vlm_lora: str | Path | None = None) -> Pivoted:
+    """Refinement through an image pivot (PRIP, Zhan et al. 2024), without training: user prompt -> the image the
+    user would prefer -> a prompt in the generator's own "system language" that renders it.
+
+    1. `pivots` images of `prompt` (seeds `image_seed`, `image_seed + 1`, ...) are judged with the rubric scorer
+       (`score_all`); the best becomes the pivot, as PRIP takes the most-preferred image as its pivot.
+    2. The VLM looks at the pivot and writes `n` distinct prompts that would make the generator render it, each
+       beginning with the user's prompt (`anchored`) and cut to the generator's text limit (`fit_to_limit`).
+    3. Those prompts and the user's own (the baseline row) are generated from `image_seed` and ranked (`ranked`),
+       exactly as in text mode, so the two modes compare on the same prompt and seed.
+
+    Args:
+        generator, vlm: the loaded models; the VLM judges the pivots, writes the prompts and judges the results.
+        prompt: the user's short prompt; spaces inside it are folded to one (the refined prompts are cut at word
+            boundaries, which fold them, and must still begin with it exactly).
+        n: how many distinct refined prompts (1 to MAX_CANDIDATES).
+        pivots: how many images of the user's prompt the pivot is chosen from (1 to checks.MAX_PIVOTS).
+        temperature, top_p: sampling of the written prompts; seed: its seed.
+        image_seed: the common noise seed of the baseline and refined images, and the first pivot seed.
+        batch_size: images per judging and generation batch.
+        vlm_lora: a peft adapter folder of the VLM used while writing the prompts.
+
+    Raises:
+        ValueError: naming the value, for an empty prompt, `pivots` or `n` out of range, bad sampling values, a
+            bad seed, or a prompt that alone fills the generator's text limit (no room left for detail).
+    """
+    prompt = " ".join(check_prompt(prompt).split())
+    pivots, n, image_seed = check_pivots(pivots), check_n(n), check_seed(image_seed)
+    temperature, top_p = check_sampling(temperature, top_p)
+    tokenizer, limit = generator.prompt_tokenizer, generator.preset.max_sequence_length
+    if fit_to_limit(prompt, tokenizer, limit - 1)[1]:
+        raise ValueError(f"the prompt fills the generator's text limit ({limit} tokens): a refined prompt begins "
+                         f"with it, so no detail would fit; shorten the prompt")
+    # 1. user -> pivot. generate_batch gives every row one shared noise; the pivots need one noise each, so they are
+    # generated seed by seed (the prompt encoded once) and judged in batches.
+    cond = generator.encode(prompt)
+    candidates = [Candidate(prompt, pivot=True, seed=s, image=generator.generate(cond, s))
+                  for s in pivot_seeds(image_seed, pivots)]
+    score_all(vlm, candidates, prompt, batch_size)
+    candidates.sort(key=lambda c: c.combined, reverse=True)  # stable: of equal scores the lower seed leads
+    best = candidates[0]
+    # 2. pivot -> system prompts, written while the VLM sees the pivot.
+    with vlm_adapter(vlm, vlm_lora):
+        refined = sample_prompts(vlm, PIVOT_TO_PROMPT.format(prompt=prompt), prompt, n, temperature, top_p, seed,
+                                 tokenizer, limit, image=best.image, anchor=True)
+    # 3. every refined prompt and the user's own from the common seed, judged and ranked.
+    return Pivoted(best, candidates, ranked(generator, vlm, prompt, refined, image_seed, batch_size))
 
 
 def check_vlm_lora(path: str | Path) -> Path:
@@ -208,11 +337,17 @@ def recreate(generator: Generator, vlm: VLM, image: Image.Image, seed: int = 0) 
 def main(argv: list[str] | None = None) -> int:
     from . import cli, reports  # the command line only: the library does not depend on them
 
-    parser = cli.parser("Refine a prompt with the preset's VLM (self-rewarding), or write one from an image.")
+    parser = cli.parser("Refine a prompt with the preset's VLM (self-rewarding text rewrites, or through an image "
+                        "pivot), or write one from an image.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", help="the short prompt to refine")
     parser.add_argument("--image", help="write a prompt from this image instead (image-to-prompt)")
+    parser.add_argument("--mode", choices=("text", "pivot"), default="text",
+                        help="text: the VLM rewrites the prompt (default); pivot: through the best of --pivots "
+                             "images of it (PRIP)")
     parser.add_argument("--n", type=int, default=8, help=f"candidates, 1 to {MAX_CANDIDATES}")
+    parser.add_argument("--pivots", type=int, default=4,
+                        help=f"--mode pivot: images of the prompt the pivot is chosen from, 1 to {MAX_PIVOTS}")
     parser.add_argument("--temperature", type=float, default=0.9)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0, help="image seed, the same for every candidate")
@@ -222,27 +357,40 @@ def main(argv: list[str] | None = None) -> int:
     with cli.errors_as_messages():
         if (args.prompt is None) == (args.image is None):
             raise ValueError("give either --prompt or --image")
+        if args.image is not None and args.mode == "pivot":
+            raise ValueError("--mode pivot refines a --prompt; --image writes a prompt from an image")
         if args.prompt is not None:
             check_prompt(args.prompt)
             check_n(args.n)
+            check_sampling(args.temperature, args.top_p)
+        if args.mode == "pivot":
+            check_pivots(args.pivots)
         check_seed(args.seed)
         if args.vlm_lora:
             check_vlm_lora(args.vlm_lora)
         image = cli.load_upload(args.image) if args.image else None
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
+        named: list[tuple[str, Candidate]] = []  # (file name, row) for --out-dir
         if image is not None:
             candidate, closeness = recreate(generator, vlm, image, args.seed)
             print(f"prompt: {candidate.prompt}{' [cut]' if candidate.truncated else ''}\n"
                   f"similarity to the original: {closeness:.3f}")
             rows = [candidate]
+        elif args.mode == "pivot":
+            result = pivot(generator, vlm, args.prompt, args.n, args.pivots, args.temperature, args.top_p,
+                           seed=args.seed, image_seed=args.seed, vlm_lora=args.vlm_lora)
+            print(reports.format_pivot_table(result))
+            rows = result.rows
+            named.append((f"00-pivot-seed{result.pivot.seed}.png", result.pivot))
         else:
             rows = refine(generator, vlm, args.prompt, args.n, args.temperature, args.top_p, seed=args.seed,
                           image_seed=args.seed, vlm_lora=args.vlm_lora)
             print(reports.format_table(rows))
+        named += [(f"{i:02d}{'-baseline' if r.baseline else ''}.png", r) for i, r in enumerate(rows, 1)]
         if args.out_dir:
             Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-            for i, r in enumerate(rows, 1):
-                r.image.save(Path(args.out_dir) / f"{i:02d}{'-baseline' if r.baseline else ''}.png")
+            for name, r in named:
+                r.image.save(Path(args.out_dir) / name)
     return 0
 
 

@@ -6,7 +6,7 @@ Kept apart from the scoring itself (`judge.py`, `refine.py`), which returns numb
 from __future__ import annotations
 
 from .judge import LEVELS, Comparison, Report, vqa_question
-from .refine import RUBRICS, Candidate
+from .refine import RUBRICS, Candidate, Pivoted
 
 
 def report_markdown(report: Report, title: str) -> str:
@@ -37,14 +37,31 @@ def table(rows: list[Candidate]) -> list[list[object]]:
     out = []
     for i, r in enumerate(rows, 1):
         scores = [round(r.scores[k], 3) if r.scores.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
-        tag = " [baseline]" if r.baseline else " [cut]" if r.truncated else ""
+        tag = (" [baseline]" if r.baseline else f" [pivot image, seed {r.seed}]" if r.pivot else
+               " [cut]" if r.truncated else "")
         out.append([i, round(r.combined, 3), *scores, r.prompt + tag])
     return out
 
 
+def pivot_table(result: Pivoted) -> list[list[object]]:
+    """Pivot mode's table: the pivot image's row first (rank "pivot": it comes from another seed, so it stays out of
+    the ranking), then the baseline and the refined prompts, best first."""
+    return [["pivot", *table([result.pivot])[0][1:]], *table(result.rows)]
+
+
 def format_table(rows: list[Candidate]) -> str:
-    widths = [4, 8, 9, 9, 10, 8]
+    """`table` as aligned text for the terminal."""
+    return format_rows(table(rows))
+
+
+def format_pivot_table(result: Pivoted) -> str:
+    """`pivot_table` as aligned text for the terminal."""
+    return format_rows(pivot_table(result))
+
+
+def format_rows(rows: list[list[object]]) -> str:
+    widths = [5, 8, 9, 9, 10, 8]
     lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_HEADERS, widths, strict=False)) + "  prompt"]
-    for row in table(rows):
+    for row in rows:
         lines.append("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=False)) + f"  {row[-1]}")
     return "\n".join(lines)

@@ -4,7 +4,12 @@ For each prompt the refiner's candidates are generated and scored; the best and 
 (with distinct scores) become a preference pair, written as JSONL. DPO (beta 0.1) then trains a LoRA of
 the VLM's language model to prefer writing the better rewrite; `pipelines.refine --vlm-lora` uses it.
 
+With `--pivot-pairs FILE.jsonl` it also refines every prompt through an image pivot (`refine.pivot`, PRIP) and
+writes (pivot image, winning system prompt) pairs: the pivot as a PNG beside the file, one JSONL row per prompt
+(`PivotPair`), so the VLM's pivot -> system step can be trained later on its own results.
+
     python -m pipelines.self_reward --preset tiny --prompts prompts.txt --rounds 1 --out runs/sr
+    python -m pipelines.self_reward --preset tiny --prompts prompts.txt --pivot-pairs runs/sr/pivots.jsonl
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from .checks import check_learning_rate, check_prompt
+from . import files
+from .checks import check_learning_rate, check_output, check_pivots, check_prompt
 from .generator import Generator
-from .refine import REWRITE, check_n, refine
+from .refine import REWRITE, check_n, pivot, refine
 from .vlm import VLM
 
 # The language model's attention projections only: the vision tower is not asked to change.
@@ -46,6 +52,55 @@ def preference_pairs(generator: Generator, vlm: VLM, prompts: list[str], n: int 
                                   vlm_lora=vlm_lora) if not r.baseline]
         if len(rows) >= 2 and rows[0].combined - rows[-1].combined > min_gap:
             pairs.append(Pair(prompt, rows[0].prompt, rows[-1].prompt, rows[0].combined, rows[-1].combined))
+    return pairs
+
+
+@dataclass
+class PivotPair:
+    """One prompt refined through an image pivot: the pivot image and the system prompt that won with it."""
+
+    image: str  # the pivot image, a PNG path relative to the JSONL file
+    prompt: str  # the user's prompt (every system prompt begins with it)
+    system_prompt: str  # the best-scored refined prompt, written by the VLM looking at the pivot
+    system_score: float  # its image's combined score (0-5), generated from the common seed
+    rejected: str | None  # the worst-scored refined prompt (for DPO), None with fewer than two distinct scores
+    rejected_score: float | None
+    baseline_score: float  # the user's prompt from the same seed
+    pivot_seed: int
+    pivot_score: float
+    seed: int  # the common seed of the baseline and refined images
+
+
+def pivot_pairs(generator: Generator, vlm: VLM, prompts: list[str], out: str | Path, n: int = 8, pivots: int = 4,
+                seed: int = 0) -> list[PivotPair]:
+    """Refine each prompt through an image pivot (`refine.pivot`) and write (pivot image, winning system prompt)
+    pairs: `out` (JSONL, one `PivotPair` per line) and the pivots as PNG files beside it, named after `out`.
+
+    Args:
+        generator, vlm: the loaded models (the VLM as loaded: the rounds' LoRAs learn the text rewriter's turn).
+        prompts: the user prompts; one with no refined prompt left (all duplicates) gives no row.
+        out: the JSONL file; its folder is created.
+        n, pivots: refined prompts per prompt and images the pivot is chosen from.
+        seed: the common image seed; the i-th prompt's prompts are sampled with seed + i.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for i, prompt in enumerate(tqdm(prompts, desc="pivot pairs")):
+        result = pivot(generator, vlm, prompt, n=n, pivots=pivots, seed=seed + i, image_seed=seed)
+        refined = result.refined
+        if not refined:
+            continue
+        best, worst = refined[0], refined[-1]
+        baseline = next(r for r in result.rows if r.baseline)  # its prompt: the user's, spaces folded
+        name = f"{out.stem}-{i:04d}.png"
+        with files.replacing(out.parent / name) as tmp:
+            result.pivot.image.save(tmp, format="PNG")
+        distinct = best.combined > worst.combined
+        pairs.append(PivotPair(name, baseline.prompt, best.prompt, best.combined,
+                               worst.prompt if distinct else None, worst.combined if distinct else None,
+                               baseline.combined, result.pivot.seed, result.pivot.combined, seed))
+    files.write_text(out, "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
     return pairs
 
 
@@ -146,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--out", default="self_reward", help="folder for pairs (JSONL) and the VLM LoRA")
+    parser.add_argument("--pivot-pairs", metavar="FILE",
+                        help="also write (pivot image, winning system prompt) pairs here (.jsonl; PNGs beside it)")
+    parser.add_argument("--pivots", type=int, default=4, help="with --pivot-pairs: images the pivot is chosen from")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
         prompts = read_prompts(args.prompts)
@@ -157,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--beta {args.beta} must be a positive number (DPO's temperature, 0.1 by default)")
         check_learning_rate(args.lr)
         check_n(args.n)
+        if args.pivot_pairs:
+            check_output(args.pivot_pairs, (".jsonl",), "--pivot-pairs")
+            check_pivots(args.pivots)
         generator, vlm = cli.load_models(args, cli.preset_from_args(args))
+        if args.pivot_pairs:  # before the rounds: the VLM as loaded writes from the pivots
+            written = pivot_pairs(generator, vlm, prompts, args.pivot_pairs, n=args.n, pivots=args.pivots)
+            print(f"pivot pairs: {len(written)} in {args.pivot_pairs} (pivot images beside it)")
         out, lora_dir = Path(args.out), None
         for round_ in range(1, args.rounds + 1):  # each round refines with the LoRA of the one before
             pairs = preference_pairs(generator, vlm, prompts, n=args.n, seed=round_ * 1000, vlm_lora=lora_dir)

@@ -111,11 +111,17 @@ def refine_seconds(preset_name: str, prompt: str, n: int, *args, **kwargs) -> in
     return 20 + (n + 1) * (2 * get_preset(preset_name).inference_steps + 6)
 
 
+def pivot_seconds(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
+                  pivots: int) -> int:
+    return 20 + (n + 1 + pivots) * (2 * get_preset(preset_name).inference_steps + 6)
+
+
 @on_gpu(image_seconds)
-def gpu_generate(preset_name: str, prompt: str, seed: int, lora_path: str | None = None, scale: float = 1.0):
+def gpu_generate(preset_name: str, prompt: str, seed: int, lora_path: str | None = None, scale: float = 1.0,
+                 loras: list[tuple[str, float]] = ()):
     generator, _ = models(preset_name)
     with MODEL_LOCK:
-        return generator.generate(prompt, seed, lora_path=lora_path, scale=scale)
+        return generator.generate(prompt, seed, lora_path=lora_path, scale=scale, loras=loras)
 
 
 @on_gpu(image_seconds)
@@ -127,10 +133,11 @@ def gpu_draft(preset_name: str, prompt: str, n: int) -> tuple[list[str], str]:
 
 @on_gpu(run_seconds)
 def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, out_path: str, overlay=None,
-            overlay_description: str = ""):
+            overlay_description: str = "", controls: list[str] | None = None, init_path: str | None = None):
     generator, vlm = models(preset_name)
     yield from run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
-                   overlay=overlay, overlay_description=overlay_description, target_p=generator.preset.target_p)
+                   overlay=overlay, overlay_description=overlay_description, target_p=generator.preset.target_p,
+                   controls=controls, init_path=init_path)
 
 
 @on_gpu(score_seconds)
@@ -147,6 +154,14 @@ def gpu_refine(preset_name: str, prompt: str, n: int, temperature: float, top_p:
     generator, vlm = models(preset_name)
     with MODEL_LOCK:
         return refine.refine(generator, vlm, prompt, n, temperature, top_p, seed=seed, image_seed=seed)
+
+
+@on_gpu(pivot_seconds)
+def gpu_refine_pivot(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
+                     pivots: int):
+    generator, vlm = models(preset_name)
+    with MODEL_LOCK:
+        return refine.pivot(generator, vlm, prompt, n, pivots, temperature, top_p, seed=seed, image_seed=seed)
 
 
 @on_gpu(image_seconds)

@@ -98,7 +98,7 @@ def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",
                      "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/score_generate", "/score", "/refine",
-                     "/use_prompt", "/image_to_prompt"}
+                     "/refine_pivot", "/use_prompt", "/image_to_prompt"}
 
 
 def test_generate_returns_the_generators_exact_image(server, reference):
@@ -648,6 +648,36 @@ def test_refine_ranks_candidates_against_the_baseline_and_sends_the_winner(serve
 def test_refine_bad_input(server, args, message):
     with fails(message):
         server.client().predict(*args, api_name="/refine")
+
+
+def test_refine_pivot_shows_the_pivot_the_baseline_and_prompts_that_begin_with_yours(server):
+    client = server.client()
+    gallery, table, choice, note = client.predict("a cat on a windowsill", 3, 0.9, 0.9, 2, 3,
+                                                  api_name="/refine_pivot")
+    rows = table["data"]
+    assert len(rows) == 1 + 1 + 3 and len(gallery) == 5  # the pivot, the baseline and 3 refined prompts
+    assert rows[0][0] == "pivot" and re.fullmatch(r"a cat on a windowsill \[pivot image, seed [234]\]", rows[0][-1])
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    assert [float(r[1]) for r in rows[1:]] == sorted((float(r[1]) for r in rows[1:]), reverse=True)
+    assert sum(r[-1] == "a cat on a windowsill [baseline]" for r in rows) == 1
+    assert all(r[-1].startswith("a cat on a windowsill") for r in rows)
+    assert gallery[0]["caption"].startswith("pivot, seed ")
+    assert "best of 3 images of your prompt (seeds 2 to 4)" in note and "3 candidates and your prompt" in note
+    assert "all from seed 2" in note
+    winner = choice["value"]
+    assert winner.startswith("#1: a cat on a windowsill")
+    assert client.predict(winner, api_name="/use_prompt") == winner[4:]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("", 3, 0.9, 0.9, 0, 4), "prompt is empty"),
+    (("a cat", 3, 0.9, 0.9, 0, 0), "number of pivot images 0 must be a whole number from 1 to 8"),
+    (("a cat", 3, 0.9, 0.9, 0, 9), "number of pivot images 9 must be a whole number from 1 to 8"),
+    (("a cat", 17, 0.9, 0.9, 0, 4), "number of candidates 17"),
+])
+def test_refine_pivot_bad_input(server, args, message):
+    with fails(message):
+        server.client().predict(*args, api_name="/refine_pivot")
 
 
 def test_image_to_prompt_recreates_and_scores(server, two_images):

@@ -1,7 +1,7 @@
 """Hostile and mistaken input through every kind of app endpoint (gradio_client, bypassing the page's bounds):
 one short gr.Error line naming the field as the page labels it, and the app serving the next request unchanged.
 
-Families (cases): uploads (12), numbers (14), text (5), LoRA files (3). The shared pipeline is checked
+Families (cases): uploads (12), numbers (16), text (5), LoRA files (3). The shared pipeline is checked
 bit-identical at the end.
 """
 
@@ -70,6 +70,8 @@ NUMBERS = [
     (("a cat", "many", 0.9, 0.9, 0), "/refine", "number of candidates 'many'"),
     (("a cat", 2, 9.0, 0.9, 0), "/refine", "temperature 9.0 must be a number from 0.05 to 2"),
     (("a cat", 2, 0.9, -1, 0), "/refine", "top-p -1"),
+    (("a cat", 2, 0.9, 0.9, 0, "four"), "/refine_pivot", "number of pivot images 'four'"),
+    (("a cat", 2, 0.9, 0.9, 0, 2.5), "/refine_pivot", "number of pivot images 2.5"),
     (("a cat", 99), "/draft_questions", "number of questions 99"),
     (("a cat", 2.5), "/draft_questions", "number of questions 2.5"),
     (("a red bicycle", "x"), "/score_generate", "Seed 'x'"),

@@ -1,35 +1,97 @@
-"""The Refine prompt tab: the VLM rewrites a short prompt into candidates, each is generated and judged, the best
-wins (self-rewarding refinement); and a prompt written from an uploaded image."""
+"""The Refine prompt tab: a short prompt refined in one of two modes, each result generated and judged, the best
+wins; and a prompt written from an uploaded image.
+
+- Rewrite the text (self-rewarding): the VLM rewrites the prompt into candidates (`refine.refine`).
+- Through an image (PRIP): the best of K images of the prompt is the pivot, and the VLM writes prompts that render
+  it, each beginning with the user's prompt (`refine.pivot`).
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from pipelines import refine, reports
-from pipelines.checks import MAX_SEED, check_int, check_prompt, check_real, check_seed
+from pipelines.checks import MAX_PIVOTS, MAX_SEED, check_int, check_pivots, check_prompt, check_real, check_seed
 
 from ..controls import for_display
-from ..shared import GPU_EVENT, App, ImageUpload, NumberBox, SliderBox, gpu_recreate, gpu_refine, handler, user_errors
+from ..shared import (
+    GPU_EVENT,
+    LIGHT_EVENT,
+    App,
+    ImageUpload,
+    NumberBox,
+    SliderBox,
+    gpu_recreate,
+    gpu_refine,
+    gpu_refine_pivot,
+    handler,
+    user_errors,
+)
 from .score import uploaded
 
+TEXT_MODE, PIVOT_MODE = "Rewrite the text (self-rewarding)", "Through an image (PRIP)"
 
-@user_errors("refining the prompt")
-def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple:
+
+def checked(prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple[str, int, float, float, int]:
+    """The inputs both modes share, checked and named as the page labels them."""
     prompt, seed = check_prompt(prompt), check_seed(seed)
     n = check_int(n, "number of candidates", 1, refine.MAX_CANDIDATES)
     temperature = check_real(temperature, "temperature", 0.05, 2.0)
     top_p = check_real(top_p, "top-p", 0.05, 1.0)
-    rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed)
-    gallery = [(for_display(r.image), f"#{i} {r.combined:.2f}{' (your prompt)' if r.baseline else ''}: {r.prompt}")
-               for i, r in enumerate(rows, 1)]
+    return prompt, n, temperature, top_p, seed
+
+
+def ranked_outputs(rows: list[refine.Candidate], seed: int, table: list[list[object]], lead: str | None = None,
+                   first: tuple | None = None) -> tuple:
+    """Gallery, table, candidate choices and note for ranked rows (best first, the baseline among them).
+
+    Args:
+        rows: the ranked rows; the choices are theirs, the winner first.
+        seed: their common seed.
+        table: the score table to show (`reports.table` or `reports.pivot_table`).
+        lead: a sentence put before the note; first: a (picture, caption) shown before the ranked pictures.
+    """
+    gallery = [*([first] if first else []),
+               *[(for_display(r.image), f"#{i} {r.combined:.2f}{' (your prompt)' if r.baseline else ''}: {r.prompt}")
+                 for i, r in enumerate(rows, 1)]]
     choices = [f"#{i}: {r.prompt}" for i, r in enumerate(rows, 1)]
     best, base = rows[0], next(r for r in rows if r.baseline)
-    note = (f"{len(rows) - 1} candidates and your prompt, all from seed {seed}, judged by the same VLM. "
-            + ("**Your own prompt scored best.**" if best.baseline else
-               f"Best: **{best.combined:.2f}** against **{base.combined:.2f}** for your prompt."))
+    parts = [lead] if lead else []
+    parts.append(f"{len(rows) - 1} candidates and your prompt, all from seed {seed}, judged by the same VLM.")
+    parts.append("**Your own prompt scored best.**" if best.baseline else
+                 f"Best: **{best.combined:.2f}** against **{base.combined:.2f}** for your prompt.")
     if any(r.truncated for r in rows):
-        note += " Rows marked [cut] were shortened at a word boundary to fit the generator's text limit."
-    return gallery, reports.table(rows), gr.update(choices=choices, value=choices[0]), note
+        parts.append("Rows marked [cut] were shortened at a word boundary to fit the generator's text limit.")
+    return gallery, table, gr.update(choices=choices, value=choices[0]), " ".join(parts)
+
+
+@user_errors("refining the prompt")
+def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple:
+    prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
+    rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed)
+    return ranked_outputs(rows, seed, reports.table(rows))
+
+
+@user_errors("refining the prompt through an image")
+def refine_pivot(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float,
+                 pivots: float) -> tuple:
+    prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
+    pivots = check_pivots(pivots)
+    result = gpu_refine_pivot(app.name, prompt, n, temperature, top_p, seed, pivots)
+    p = result.pivot
+    seeds = refine.pivot_seeds(seed, pivots)
+    chosen = (f"the only image of your prompt (seed {p.seed})" if pivots == 1 else
+              f"the best of {pivots} images of your prompt (seeds {seeds[0]} to {seeds[-1]}): seed {p.seed}")
+    lead = (f"The pivot is {chosen}, scored **{p.combined:.2f}**. The VLM looked at it and wrote prompts that would "
+            "render it, each beginning with your prompt (PRIP):")
+    pivot_item = (for_display(p.image), f"pivot, seed {p.seed}, {p.combined:.2f}: {p.prompt}")
+    return ranked_outputs(result.rows, seed, reports.pivot_table(result), lead, pivot_item)
+
+
+def show_mode(mode: str) -> tuple:
+    """The pivot count and the mode's Refine button, shown for the chosen mode."""
+    pivot = mode == PIVOT_MODE
+    return gr.update(visible=pivot), gr.update(visible=not pivot), gr.update(visible=pivot)
 
 
 def chosen_prompt(choice: str | None) -> str:
@@ -58,20 +120,28 @@ class RefinePromptTab:
 
     def __init__(self, app: App):
         with gr.Tab("Refine prompt", id="refine"):
-            gr.Markdown("The VLM rewrites a short prompt into candidates; each is generated from the same seed, "
-                        "the same VLM judges every image, and the candidates are ranked with your prompt as the "
-                        "baseline (self-rewarding refinement).")
+            gr.Markdown("Two ways to refine a short prompt; each result is generated from the same seed, the same "
+                        "VLM judges every image, and the candidates are ranked with your prompt as the baseline. "
+                        "**Rewrite the text**: the VLM rewrites the prompt (self-rewarding refinement). **Through an "
+                        "image**: the best of several images of your prompt is the pivot, and the VLM writes prompts "
+                        "that would render it, each beginning with yours (PRIP, Zhan et al. 2024).")
             with gr.Row():
                 with gr.Column(scale=2):
                     self.prompt = gr.Textbox(label="Short prompt", value="a cat on a windowsill",
                                              elem_id="refine-prompt")
+                    self.mode = gr.Radio([TEXT_MODE, PIVOT_MODE], value=TEXT_MODE, label="Refine",
+                                         elem_id="refine-mode")
                     with gr.Row():
                         self.n = SliderBox(1, refine.MAX_CANDIDATES, value=8, step=1, label="Candidates")
                         self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                    self.pivots = SliderBox(1, MAX_PIVOTS, value=4, step=1, label="Pivot images (one is chosen)",
+                                            visible=False, elem_id="refine-pivots")
                     with gr.Row():
                         self.temperature = SliderBox(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
                         self.top_p = SliderBox(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
                     self.button = gr.Button("Refine", variant="primary", elem_id="refine")
+                    self.pivot_button = gr.Button("Refine through an image", variant="primary", visible=False,
+                                                  elem_id="refine-pivot")
                     self.note = gr.Markdown(elem_id="refine-note")
                     self.choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
                     self.use = gr.Button("Use this prompt in Visual prompts", elem_id="refine-use")
@@ -94,6 +164,11 @@ class RefinePromptTab:
                         self.i2p_use = gr.Button("Use this prompt in Visual prompts")
         self.button.click(handler(refine_prompt, app), [self.prompt, self.n, self.temperature, self.top_p, self.seed],
                           [self.gallery, self.table, self.choice, self.note], api_name="refine", **GPU_EVENT)
+        self.pivot_button.click(handler(refine_pivot, app),
+                                [self.prompt, self.n, self.temperature, self.top_p, self.seed, self.pivots],
+                                [self.gallery, self.table, self.choice, self.note], api_name="refine_pivot",
+                                **GPU_EVENT)
+        self.mode.change(show_mode, self.mode, [self.pivots, self.button, self.pivot_button], **LIGHT_EVENT)
         self.i2p_button.click(handler(image_to_prompt, app), [self.i2p_image.file, self.i2p_seed],
                               [self.i2p_prompt, self.i2p_result, self.i2p_note], api_name="image_to_prompt",
                               **GPU_EVENT)
