@@ -56,8 +56,8 @@ class Candidate:
     prompt: str
     truncated: bool = False  # cut at a word boundary to fit the generator's text limit
     baseline: bool = False  # the user's own prompt
-    pivot: bool = False  # an image of the user's own prompt from another seed, a pivot candidate (pivot mode)
-    seed: int | None = None  # the noise seed of `image`, when it is not the run's common seed (pivot images)
+    pivot: bool = False  # one of the K images of the user's own prompt the pivot is chosen from (pivot mode)
+    seed: int | None = None  # the noise seed of `image` for pivot images (the other rows share the run's seed)
     image: Image.Image | None = None
     scores: dict[str, float | None] = field(default_factory=dict)  # rubric -> 0..5, plus "vqa" -> 0..1
 
@@ -114,7 +114,7 @@ def anchored(prompt: str, reply: str) -> str:
     """`reply` beginning with the user's `prompt` verbatim: PRIP's rule against hallucination, the refined prompt
     keeps the user's words and only adds detail. A reply that already begins with them (in any case) gets the
     user's exact spelling; any other reply is put after them."""
-    if reply[:len(prompt)].lower() == prompt.lower():
+    if reply[:len(prompt)].lower() == prompt.lower() and not reply[len(prompt):len(prompt) + 1].isalnum():
         return prompt + reply[len(prompt):]
     if not reply:
         return prompt
