@@ -2,6 +2,7 @@
 
     python app.py                         # no GPU: the offline `toy` preset on the CPU (the trained toy world)
     python app.py --preset flux-schnell   # with a GPU; or PRESET=flux-schnell python app.py
+    python app.py --mcp                   # also an MCP server for agents (MCP=1 on a Space)
 
 The entry point a Hugging Face Space runs. The page is built in `studio/` (one module per tab).
 """
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=MAX_QUEUE, help="jobs that may wait in line")
     parser.add_argument("--gen-device", help="device of the generator (default: cuda if present)")
     parser.add_argument("--vlm-device", help="device of the VLM (default: the generator's)")
+    parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as MCP tools (for agents) at "
+                                                           "/gradio_api/mcp/; MCP=1 does the same on a Space")
     args = parser.parse_args(argv)
     from diffusers.utils import logging as diffusers_logging
 
@@ -42,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     DEVICES.update(generator=args.gen_device, vlm=args.vlm_device)
     print(f"loading preset {name!r} ...")
     demo = build_demo(name, max_queue=args.max_queue, note=note)
+    mcp = args.mcp or os.environ.get("MCP", "").strip().lower() in ("1", "true", "yes")
+    if mcp:
+        print("serving MCP tools at /gradio_api/mcp/ (schema: /gradio_api/mcp/schema)")
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{APP_MAX_UPLOAD_MB}mb",
-                show_error=True)
+                show_error=True, mcp_server=mcp)
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 import overlays
-from overlays import canvas
+from overlays import canvas, layout
 from overlays.base import MissingValues
 from pipelines.checks import read_image
 from pipelines.vlm import QA, from_pil
@@ -30,6 +30,8 @@ class BuiltControl:
     questions: list[QA]
     description: str
     notes: list[str] = field(default_factory=list)
+    controls: list[str] | None = None  # one line per control when several are combined
+    added: list[QA] = field(default_factory=list)  # the combined controls' questions (asked beside the box's)
 
 
 def get_control(name: str) -> overlays.Control:
@@ -65,6 +67,32 @@ def build_control(name: str, resolution: int, *, drawing: object = None, questio
     notes = control.spec_notes(values, layer, resolution)
     return BuiltControl(name, spec, control.render(spec, size), control.questions(spec), control.describe(spec),
                         notes)
+
+
+def build_controls(name: str, combine: Sequence[str], resolution: int, *, drawing: object = None,
+                   questions: Sequence[str] = (), **values: object) -> BuiltControl:
+    """`build_control` for the canvas's control plus the controls ticked to combine with it (set by their settings
+    only: the canvas belongs to the first), laid out in one overlay by `overlays.layout.combine` (registry order;
+    marks that would overlap are refused)."""
+    main = build_control(name, resolution, drawing=drawing, questions=questions, **values)
+    others = [n for n in combine if n != name]
+    if not others:
+        return main
+    built = [main]
+    for other in others:
+        try:
+            built.append(build_control(other, resolution, questions=questions, **values))
+        except ValueError as exc:
+            raise ValueError(f"combined control {other}: {exc} (a combined control is set with its settings; "
+                             "the canvas is the Control's)") from None
+    order = list(overlays.CONTROLS)
+    built.sort(key=lambda b: order.index(b.name))
+    placed = layout.combine([(get_control(b.name), b.spec) for b in built], (resolution, resolution))
+    added = [qa for b in built[1:] if b is not main for qa in b.questions]
+    added += [qa for qa in built[0].questions if built[0] is not main]
+    return BuiltControl(" + ".join(b.name for b in built), placed.specs, placed.overlay, placed.questions,
+                        "; ".join(placed.descriptions), [n for b in built for n in b.notes], placed.descriptions,
+                        [qa for qa in added if qa not in main.questions])
 
 
 def default_questions(name: str, values: Mapping[str, object] | None = None) -> list[QA]:

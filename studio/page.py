@@ -76,13 +76,15 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
         with gr.Tabs() as tabs:
             visual = VisualPromptsTab(app, session)
             AskAnythingTab(app, session)
-            UseALoraTab(app)
+            use = UseALoraTab(app, session)
             ScoreTab(app)
             refine = RefinePromptTab(app)
         # Links between tabs: a refined or image-written prompt goes to Visual prompts.
         refine.use.click(use_candidate, refine.choice, [visual.prompt, tabs], api_name="use_prompt", queue=False)
         refine.i2p_use.click(send_prompt, refine.i2p_prompt, [visual.prompt, tabs], api_visibility="private",
                              queue=False)
+        use.continued.success(lambda: (True, gr.Tabs(selected="visual")), None,
+                              [visual.results.continue_from, tabs], api_visibility="private", queue=False)
         demo.load(**visual.show, queue=False, api_visibility="private", show_progress="hidden")
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     demo.studio_root = root  # where the sessions' LoRA files go

@@ -20,6 +20,8 @@ from pipelines.optimize import Evaluation, Step
 from .controls import DISPLAY, for_display, overlaid
 from .shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_generate, gpu_run, handler, new_session, slug, user_errors
 
+CONTINUE_LABEL = ("Continue from this LoRA: the next Optimize starts from the LoRA above (or the one sent from "
+                  "'Use a LoRA') instead of from zero")
 FIELDS = ("status", "live", "loss", "p", "slider", "scores", "download", "unseen", "session")
 
 
@@ -43,6 +45,7 @@ class Results:
             with gr.Column():
                 self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
                 self.download = gr.DownloadButton("Download the LoRA (.safetensors)", elem_id=f"{prefix}-download")
+                self.continue_from = gr.Checkbox(False, label=CONTINUE_LABEL, elem_id=f"{prefix}-continue")
         self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
                                  columns=4, height=300, elem_id=f"{prefix}-unseen")
         with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
@@ -94,10 +97,23 @@ def unseen_gallery(unseen: Evaluation | None, overlay: Image.Image | np.ndarray 
             for images, ps, label in rows for image, p, seed in zip(images, ps, unseen.seeds, strict=True)]
 
 
+def continued_lora(session: dict | None, tab: str, continue_from: bool) -> str | None:
+    """The LoRA the next run of this tab starts from: the session's latest (or the one sent from 'Use a LoRA')
+    when the box is ticked; refused when there is none."""
+    if not continue_from:
+        return None
+    path = (session or {}).get("lora", {}).get(tab)
+    if not path or not Path(path).is_file():
+        raise ValueError("there is no LoRA to continue from yet: untick 'Continue from this LoRA', or press Optimize "
+                         "once (or send a LoRA from the 'Use a LoRA' tab)")
+    return path
+
+
 def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | None, progress, prompt: str,
-               seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay=None,
-               description: str = "") -> Iterator[dict[str, object]]:
+               seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay=None, description: str = "",
+               controls: Sequence[str] | None = None, continue_from: bool = False) -> Iterator[dict[str, object]]:
     """The run behind an Optimize button as updates of the Results block (dicts keyed by FIELDS)."""
+    init_path = continued_lora(session, tab, continue_from)
     session = session or new_session(app, request)
     session["runs"] += 1
     out_path = Path(session["dir"]) / f"{tab}-{session['runs']}-{slug(prompt)}.safetensors"
@@ -109,7 +125,8 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
     yield {"status": "Generating the base image and asking the VLM..." + (f"\n\n_{note}_" if note else ""),
            "live": None, "loss": empty, "p": empty, "slider": None, "scores": "", "download": None, "unseen": [],
            "session": session}
-    for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description):
+    for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description,
+                         None if controls is None else list(controls), init_path):
         if event.kind == "start":
             yield {"status": f"Optimizing: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
                    "live": for_display(event.before)}
@@ -134,7 +151,8 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
                      if len(event.history) < steps else "")
             scores = (f"**P(expected answers)** for seed {seed}, as the VLM sees it: before "
                       f"**{event.p_before:.4f}**, after **{event.p_after:.4f}** (LoRA scale 1)\n\n{asked}\n\n"
-                      f"LoRA `{Path(event.path).name}`: {len(event.history)} steps{early}, rank "
+                      f"LoRA `{Path(event.path).name}`: {len(event.history)} steps{early}"
+                      f"{f' continuing `{event.parent}` ({event.total_steps} in all)' if event.parent else ''}, rank "
                       f"{app.preset.lora_rank}\n\n{unseen_markdown(event.unseen)}")
             yield {"status": f"Done: {len(event.history)} steps in {time.monotonic() - start:.1f} s, final loss "
                              f"{event.history[-1].loss:.4f}.",

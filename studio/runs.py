@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 import overlays
+from pipelines import lora
 from pipelines.generator import Conditioning, Generator
 from pipelines.optimize import Evaluation, Result, Step, optimize, save_result, score_image
 from pipelines.presets import Preset
@@ -77,6 +78,8 @@ class RunEvent:
     path: str | None = None
     history: list[Step] = field(default_factory=list)
     unseen: Evaluation | None = None  # the LoRA judged on unseen seeds at scale 0 and 1
+    total_steps: int = 0  # this run's steps and those of the LoRA it continued
+    parent: str | None = None  # the LoRA file it continued from
 
 
 def preview_every(steps: int) -> int:
@@ -86,32 +89,37 @@ def preview_every(steps: int) -> int:
 
 def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequence[QA], *, steps: int,
         out_path: str | Path, lock: threading.Lock, overlay: Image.Image | np.ndarray | None = None,
-        overlay_description: str = "", target_p: float | None = None) -> Iterator[RunEvent]:
+        overlay_description: str = "", target_p: float | None = None, controls: Sequence[str] | None = None,
+        init_path: str | Path | None = None) -> Iterator[RunEvent]:
     """The whole job behind the Optimize button, as a stream of events.
 
     Base image for (prompt, seed) and its score -> the optimization, step by step -> the LoRA file, the image
     for the same seed with the LoRA at scale 1, and its score. The shared pipeline never keeps the LoRA.
+    `controls`: one line per visual prompt (metadata); `init_path`: a LoRA file the run continues from.
     """
     if overlay is not None:
         overlay = overlays.overlay_array(overlay)
     with lock:
+        init = lora.read_parent(init_path, generator.transformer, generator.preset.name) if init_path else None
         cond = generator.encode(prompt)
         before = generator.generate(cond, seed)
         p_before = score_image(vlm, before, overlay, list(qa_pairs))
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
     for item in optimize_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
-                                seed=seed, preview_every=preview_every(steps), target_p=target_p):
+                                seed=seed, preview_every=preview_every(steps), target_p=target_p, init=init):
         if isinstance(item, Result):
             result = item
         else:
             yield RunEvent("step", step=item)
-    save_result(result, str(out_path), generator, prompt, list(qa_pairs), overlay_description)
+    save_result(result, str(out_path), generator, prompt, list(qa_pairs), overlay_description,
+                None if controls is None else list(controls), seed)
     with lock:
         after = generator.generate(cond, seed, lora_path=out_path, scale=1.0)
         p_after = score_image(vlm, after, overlay, list(qa_pairs))
     yield RunEvent("done", before=before, p_before=p_before, after=after, p_after=p_after, path=str(out_path),
-                   history=result.history, unseen=result.unseen)
+                   history=result.history, unseen=result.unseen, total_steps=result.total_steps,
+                   parent=init.name if init else None)
 
 
 def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:

@@ -97,7 +97,7 @@ def optimize_args(tmp_path, control="horizon", layers=None, **extra):
 def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",
-                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/score_generate", "/score", "/refine",
+                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/continue_lora", "/score_generate", "/score", "/refine",
                      "/refine_pivot", "/use_prompt", "/image_to_prompt"}
 
 
@@ -350,8 +350,10 @@ def made_lora(tmp_path_factory) -> Path:
 
 def test_upload_and_apply_a_lora(server, made_lora, reference):
     client = server.client()
-    meta, info = client.predict(handle_file(str(made_lora)), api_name="/upload_lora")
+    meta, info, thumbnail = client.predict(handle_file(str(made_lora)), api_name="/upload_lora")
     assert meta["prompt"] == "a beach" and meta["preset"] == "tiny"
+    assert pixels(thumbnail).shape == (112, 112, 3)  # the after image, as the file's ModelSpec thumbnail
+    assert "- architecture: flux-1-schnell/lora" in info and "- resolution: 112x112" in info
     assert "beach.safetensors" in info and "Is it a beach?" in info
     image, info = client.predict(handle_file(str(made_lora)), "a forest", 2, 2.0, api_name="/apply_uploaded")
     assert pixels(image).shape == (112, 112, 3)

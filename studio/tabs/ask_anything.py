@@ -32,13 +32,15 @@ def draft_questions(app: App, prompt: str, n: float) -> tuple[str, str]:
 
 @user_errors("optimizing")
 def ask_optimize(app: App, prompt: str, seed: float, questions: str, steps: float, keep_prompt: bool = False,
-                 session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+                 continue_from: bool = False, session: dict | None = None, request: gr.Request = None,
+                 progress=gr.Progress()):  # noqa: B008
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
     qa = parse_questions(questions)
     if keep_prompt:
         qa = with_prompt_guard(qa, prompt)
-    yield from stream_run(app, "ask", session, request, progress, prompt, seed, qa, steps)
+    yield from stream_run(app, "ask", session, request, progress, prompt, seed, qa, steps,
+                          continue_from=bool(continue_from))
 
 
 class AskAnythingTab:
@@ -68,7 +70,8 @@ class AskAnythingTab:
                          api_name="draft_questions", **GPU_EVENT)
         results = self.results.components(session)
         run = self.button.click(handler(ask_optimize, app, results),
-                                [self.prompt, self.seed, self.questions, self.steps, self.keep, session],
+                                [self.prompt, self.seed, self.questions, self.steps, self.keep,
+                                 self.results.continue_from, session],
                                 list(results.values()), api_name="ask_optimize",
                                 show_progress_on=[self.results.status], **GPU_EVENT)
         self.stop.click(None, None, None, cancels=[run], api_visibility="private").then(

@@ -48,6 +48,16 @@ def score_generate(app: App, prompt: str, seed: float) -> tuple[str, str]:
 
 @user_errors("scoring")
 def score(app: App, prompt: str, image_a, image_b, sampled: bool) -> str:
+    """Judge one image (or compare two) against a prompt with the VLM: aesthetic, alignment and preference rubric
+    scores from 0 to 5, a VQAScore P(Yes) that the image shows the prompt, and with two images which one is
+    preferred; returned as a Markdown report.
+
+    Args:
+        prompt: the text the image should show, e.g. "a red apple on a wooden table".
+        image_a: the image to judge (PNG or JPEG file).
+        image_b: optional second image to compare with the first.
+        sampled: also sample a short written critique from the VLM (slower) instead of the scores alone.
+    """
     prompt = check_prompt(prompt)
     (a, note_a), (b, note_b) = uploaded(image_a, "Image A"), uploaded(image_b, "Image B")
     if a is None:

@@ -19,7 +19,7 @@ from overlays.colors import parse_colors, to_hex
 from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
 from pipelines.optimize import with_prompt_guard
 
-from ..controls import DISPLAY, build_control, checkerboard, default_questions, editor_value, for_display, overlaid
+from ..controls import DISPLAY, build_controls, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
 from ..questions import format_questions, parse_questions
 from ..results import Results, stopped, stream_run
@@ -37,6 +37,8 @@ from ..shared import (
     user_errors,
 )
 
+COMBINE_LABEL = ("Combine with (each set with its own settings below; the canvas is the Control's). The marks must not "
+                 "overlap: a palette strip and a line-weight stroke are stacked at the bottom")
 KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
               "away from the prompt)")
 START_CONTROL = "horizon"
@@ -56,6 +58,13 @@ def setting_defaults() -> dict[str, object]:
 
 @user_errors("generating the base image")
 def generate_base(app: App, prompt: str, seed: float) -> dict[str, object]:
+    """Generate one image of a prompt with the base text-to-image model (no LoRA): the base image a visual prompt
+    is drawn on. Returns the image, the canvas value with it as background, and a note.
+
+    Args:
+        prompt: what to generate, e.g. "a tropical beach at sunset".
+        seed: the noise seed, 0 to 4294967295 (the same seed gives the same image).
+    """
     prompt, seed = check_prompt(prompt), check_seed(seed)
     image = gpu_generate(app.name, prompt, seed)
     note = app.preset.prompt_note(prompt)
@@ -63,31 +72,49 @@ def generate_base(app: App, prompt: str, seed: float) -> dict[str, object]:
             "base_note": f"Base image for seed {seed}: draw on it on the right." + (f"\n\n_{note}_" if note else "")}
 
 
-def built(app: App, control: str, drawing: object, questions_box: str | None, settings: dict):
-    """The control from the page's inputs; a control that asks the user's own questions reads the box."""
+def built(app: App, control: str, drawing: object, questions_box: str | None, settings: dict,
+          combine: list[str] | None = None):
+    """The control (and those combined with it) from the page's inputs; a control that asks the user's own
+    questions reads the box."""
     own = []
-    if overlays.CONTROLS.get(control) is not None and overlays.CONTROLS[control].uses_questions:
+    if any(overlays.CONTROLS.get(c) is not None and overlays.CONTROLS[c].uses_questions
+           for c in [control, *(combine or [])]):
         box = (questions_box or "").strip()
         own = [q for q, _ in parse_questions(box)] if box else []
-    return build_control(control, app.resolution, drawing=drawing, questions=own, **settings)
+    return build_controls(control, combine or [], app.resolution, drawing=drawing, questions=own, **settings)
 
 
-def preview(app: App, base, control: str, drawing, questions: str | None, settings: dict) -> tuple:
+def asked(ctrl, questions_box: str | None) -> list[tuple[str, str]]:
+    """The questions box's questions (they replace the Control's own), plus every combined control's."""
+    box = (questions_box or "").strip()
+    if not box:
+        return ctrl.questions
+    own = parse_questions(box)
+    return own + [qa for qa in ctrl.added if qa not in own]
+
+
+def groups_shown(control: str, combine: list[str] | None) -> list:
+    """One visibility update per control's settings group: the Control's and the combined ones'."""
+    return [gr.update(visible=bool(entry.settings) and (name == control or name in (combine or [])))
+            for name, entry in overlays.CONTROLS.items()]
+
+
+def preview(app: App, base, control: str, drawing, questions: str | None, settings: dict,
+            combine: list[str] | None = None) -> tuple:
     """The overlay on the base image at the generator's resolution, and the exact questions. Never raises for bad
     input: the problem is shown in the note (this runs on every edit)."""
     res = app.resolution
     try:
-        ctrl = built(app, control, drawing, questions, settings)
+        ctrl = built(app, control, drawing, questions, settings, combine)
     except ValueError as exc:
         return for_display(overlaid(base, None, res)), f"**Overlay:** {exc}"
     try:
-        box = (questions or "").strip()
-        qa = parse_questions(box) if box else ctrl.questions
-        asked = "\n".join(f"{i}. {q} -> expected **{a}**" for i, (q, a) in enumerate(qa, 1))
+        qa = asked(ctrl, questions)
+        lines = "\n".join(f"{i}. {q} -> expected **{a}**" for i, (q, a) in enumerate(qa, 1))
     except ValueError as exc:
-        asked = f"**Questions:** {exc}"
+        lines = f"**Questions:** {exc}"
     notes = "".join(f"\n\n_{n}_" for n in ctrl.notes)
-    text = f"**The VLM sees this** ({res}x{res} px; {ctrl.description}) and is asked:\n\n{asked}{notes}"
+    text = f"**The VLM sees this** ({res}x{res} px; {ctrl.description}) and is asked:\n\n{lines}{notes}"
     return for_display(overlaid(base, ctrl.overlay, res)), text
 
 
@@ -108,26 +135,39 @@ def questions_for(app: App, control: str, settings: dict) -> str:
     return format_questions(default_questions(control, settings))
 
 
-def on_control(app: App, control: str, base, settings: dict) -> dict[str, object]:
+def on_control(app: App, control: str, base, settings: dict, combine: list[str] | None = None) -> dict[str, object]:
     """A new control: its settings shown, its questions in the box, a fresh canvas, its hint."""
-    return {"groups": [gr.update(visible=control == name) for name in overlays.CONTROLS],
+    return {"groups": groups_shown(control, combine),
             "questions": questions_for(app, control, settings),
             "editor": editor_value(base or checkerboard(app.resolution)), "hint": canvas_hint(app, control)}
 
 
 @user_errors("optimizing")
 def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions: str | None, steps: float,
-             settings: dict, keep_prompt: bool = False, session: dict | None = None, request: gr.Request = None,
-             progress=gr.Progress()):  # noqa: B008
+             settings: dict, keep_prompt: bool = False, combine: list[str] | None = None, continue_from: bool = False,
+             session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+    """Train a LoRA so the VLM answers the visual prompt's questions as expected; streams progress, then the
+    before/after images, the scores and the LoRA file.
+
+    Args:
+        prompt: what to generate, e.g. "a tropical beach at sunset".
+        seed: the noise seed of the before/after image (0 to 4294967295).
+        control: the visual prompt read from the canvas: palette, horizon, line-weight, depth or composition.
+        canvas: the canvas (an ImageEditor value: background and a drawn RGBA layer) with the control drawn in red.
+        questions: Yes/No questions, one per line as 'question | expected answer' (empty: the control's own).
+        steps: optimization steps (about 100 for a visible change).
+        keep_prompt: also ask 'Does this image show {prompt}?' (a guard against drift).
+        combine: other controls drawn into the same overlay from their settings, e.g. ["palette"].
+        continue_from: start from this session's latest LoRA instead of from zero.
+    """
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
-    ctrl = built(app, control, canvas, questions, settings)
-    box = (questions or "").strip()
-    qa = parse_questions(box) if box else ctrl.questions
+    ctrl = built(app, control, canvas, questions, settings, combine)
+    qa = asked(ctrl, questions)
     if keep_prompt:
         qa = with_prompt_guard(qa, prompt)
     yield from stream_run(app, "visual", session, request, progress, prompt, seed, qa, steps, ctrl.overlay,
-                          ctrl.description)
+                          ctrl.description, ctrl.controls, bool(continue_from))
 
 
 @user_errors("reading the palette")
@@ -170,7 +210,7 @@ def with_settings(fn: Callable, app: App, before: int, outputs: dict | None = No
         return fn(app, *[a[p.name] for p in head], {k: a[k] for k in keys}, *[a[p.name] for p in tail])
 
     wrapper = keyed_by_component(call, inspect.isgeneratorfunction(getattr(fn, "__wrapped__", fn)), outputs)
-    wrapper.__name__ = fn.__name__
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__  # the doc describes the endpoint (API, MCP)
     wrapper.__signature__ = signature
     # Gradio finds the request and progress parameters by annotation and default.
     wrapper.__annotations__ = {p.name: gr.Request for p in tail if p.name == "request"}
@@ -224,6 +264,8 @@ class VisualPromptsTab:
                     self.base_note = gr.Markdown()
                     self.control = gr.Radio(list(overlays.CONTROLS), value=START_CONTROL, label="Control",
                                             elem_id="control")
+                    self.combine = gr.CheckboxGroup(list(overlays.CONTROLS), value=[], label=COMBINE_LABEL,
+                                                    elem_id="combine")
                     for name, entry in overlays.CONTROLS.items():
                         with gr.Group(visible=name == START_CONTROL and bool(entry.settings)) as group:
                             for setting in entry.settings:
@@ -294,18 +336,19 @@ class VisualPromptsTab:
             labels.append(f"{ex['control']}: {ex['prompt']}")
         gr.Examples(rows, inputs=[self.prompt, self.seed, self.control, self.base, self.editor, self.questions,
                                   *[self.settings[k] for k in keys], self.results.slider, self.results.scores],
-                    outputs=[*self.groups, self.hint], fn=self.on_example, run_on_click=True, cache_examples=False,
+                    outputs=[*self.groups, self.hint, self.combine], fn=self.on_example, run_on_click=True,
+                    cache_examples=False,
                     example_labels=labels, label="Precomputed examples", api_visibility="private")
 
     def on_example(self, *values):
         control = values[2]
-        return [gr.update(visible=control == name) for name in overlays.CONTROLS] + [canvas_hint(self.app, control)]
+        return [*groups_shown(control, []), canvas_hint(self.app, control), []]
 
     def wire(self) -> None:
         app, s = self.app, self.settings
         settings = [s[k] for k in setting_keys()]
         show = dict(fn=with_settings(preview, app, 4), inputs=[self.base, self.control, self.editor, self.questions,
-                                                                *settings],
+                                                                *settings, self.combine],
                     outputs=[self.overlay_view, self.overlay_note])
         # the user's strokes; registered first so that this event is the one named /preview
         self.editor.input(**show, api_name="preview", queue=False, show_progress="hidden")
@@ -323,8 +366,10 @@ class VisualPromptsTab:
             update = change(*args)
             return [*update["groups"], update["questions"], update["editor"], update["hint"]]
 
-        self.control.input(on_control_event, [self.control, self.base, *settings],
+        self.control.input(on_control_event, [self.control, self.base, *settings, self.combine],
                            [*self.groups, *control_out.values()], **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
+        self.combine.input(groups_shown, [self.control, self.combine], self.groups, **LIGHT_EVENT).then(
+            **show, **LIGHT_EVENT)
         for entry in overlays.CONTROLS.values():
             for setting in entry.settings:
                 component = s[setting.key]
@@ -352,7 +397,8 @@ class VisualPromptsTab:
         run = self.opt_button.click(
             with_settings(optimize, app, 6, results),
             [self.prompt, self.seed, self.control, self.editor, self.questions, self.steps, *settings, self.keep,
-             self.session], list(results.values()), api_name="optimize", show_progress_on=[self.results.status],
+             self.combine, self.results.continue_from, self.session], list(results.values()), api_name="optimize",
+            show_progress_on=[self.results.status],
             **GPU_EVENT)
         self.stop_button.click(None, None, None, cancels=[run], api_visibility="private").then(
             stopped, None, self.results.status, **LIGHT_EVENT)
