@@ -97,8 +97,8 @@ def optimize_args(tmp_path, control="horizon", layers=None, **extra):
 def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",
-                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/continue_lora", "/score_generate", "/score",
-                     "/refine", "/refine_pivot", "/use_prompt", "/image_to_prompt"}
+                     "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/continue_lora", "/score_generate",
+                     "/score", "/refine", "/refine_pivot", "/use_prompt", "/image_to_prompt"}
 
 
 def test_generate_returns_the_generators_exact_image(server, reference):
