@@ -232,11 +232,10 @@ def build_qwen_vl(size: str = "tiny") -> tuple[Qwen2_5_VLForConditionalGeneratio
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
-    if size == "tiny":
-        config = qwen_config(size, len(tokenizer), ids, (tokenizer.pad_token_id, tokenizer.eos_token_id))
-    else:
-        config = qwen_config(size, 152064, {"image_token_id": 151655, "video_token_id": 151656,
-                                            "vision_start_token_id": 151652, "vision_end_token_id": 151653})
+    # Full-size builds keep the real vocabulary (its embedding table and lm_head cost real memory) but take the
+    # special token ids from the tokenizer they come with: the model finds the image tokens by these ids.
+    vocab = len(tokenizer) if size == "tiny" else 152064
+    config = qwen_config(size, vocab, ids, (tokenizer.pad_token_id, tokenizer.eos_token_id))
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
