@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from overlays import CONTROLS, Control, layout
 from overlays.base import MissingValues, flag_dest
 
 from .checks import fit_upload, read_image
-from .generator import Generator
+from .generator import BASE_WEIGHTS, Generator
 from .loading import default_device, load_generator, load_vlm
 from .presets import PRESETS, Preset, get_preset
 from .vlm import VLM
@@ -38,12 +39,22 @@ def add_model_args(p: argparse.ArgumentParser, vlm: bool = True) -> None:
     if vlm:
         p.add_argument("--vlm", help="override the preset's VLM: hub id or local folder")
         p.add_argument("--vlm-device", default=None, help="device of the VLM (default: the generator's)")
-        p.add_argument("--offload-text-encoders", action="store_true",
-                       help="move the text encoders to the CPU once the prompt is encoded")
+    p.add_argument("--text-encoders", choices=["preset", "gpu", "offload"], default="preset",
+                   help="offload: the text encoders wait on the CPU and visit the GPU only to encode a new prompt "
+                        "(default: the preset's; on for the real presets)")
+    p.add_argument("--base-weights", choices=["preset", *BASE_WEIGHTS], default="preset",
+                   help="frozen transformer weights: bf16 as loaded, or int8 / fp8 weight-only (torchao; half the "
+                        "memory, the LoRA stays fp32); default: the preset's")
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
-    return get_preset(args.preset).with_sources(args.generator, getattr(args, "vlm", None))
+    preset = get_preset(args.preset).with_sources(args.generator, getattr(args, "vlm", None))
+    changes: dict[str, object] = {}
+    if getattr(args, "text_encoders", "preset") != "preset":
+        changes["offload_text_encoders"] = args.text_encoders == "offload"
+    if getattr(args, "base_weights", "preset") != "preset":
+        changes["base_weights"] = args.base_weights
+    return dataclasses.replace(preset, **changes) if changes else preset
 
 
 def load_models(args: argparse.Namespace, preset: Preset, generator: bool = True) -> tuple[Generator | None, VLM]:

@@ -14,8 +14,11 @@ Both families are rectified flows: x_t = (1 - s) x0 + s noise, v = noise - x0.
 from __future__ import annotations
 
 import random
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +62,34 @@ class Generator(ABC):
         self.vae = pipe.vae
         self.vae.requires_grad_(False)
         self.transformer.requires_grad_(False)
+        quantize_base_weights(self.transformer, preset.base_weights)
+        # Between prompts the text encoders wait on the CPU (T5-XXL alone is 9.5 GB); `encode` brings them over.
+        self.text_encoder_home = torch.device("cpu") if preset.offload_text_encoders else self.device
+        self.text_encoders_to(self.text_encoder_home)
+        self.encoded: OrderedDict[str, Conditioning] = OrderedDict()  # the last prompts' conditioning
+        self.compiled_module, self.compiled_for = None, None  # see `compiled`
+
+    def encode(self, prompt: str | list[str]) -> Conditioning:
+        """Prompt(s) -> conditioning tensors with one row per prompt, no gradient. A prompt seen among the last
+        `ENCODED_PROMPTS` is not encoded again (the text encoders stay where they wait)."""
+        if isinstance(prompt, str) and prompt in self.encoded:
+            self.encoded.move_to_end(prompt)
+            return self.encoded[prompt]
+        try:
+            self.text_encoders_to(self.device)
+            cond = self.encode_prompt(prompt)
+        finally:
+            self.text_encoders_to(self.text_encoder_home)
+        if isinstance(prompt, str):
+            self.encoded[prompt] = cond
+            while len(self.encoded) > ENCODED_PROMPTS:
+                self.encoded.popitem(last=False)
+        return cond
 
     # --- family-specific -------------------------------------------------------------------
     @abstractmethod
-    def encode(self, prompt: str | list[str]) -> Conditioning:
-        """Prompt(s) -> conditioning tensors with one row per prompt, no gradient."""
+    def encode_prompt(self, prompt: str | list[str]) -> Conditioning:
+        """Prompt(s) -> conditioning tensors, with the text encoders on `self.device`."""
 
     @abstractmethod
     def initial_noise(self, seed: int, size: int) -> torch.Tensor:
@@ -170,12 +196,50 @@ class Generator(ABC):
             if getattr(model, "_supports_gradient_checkpointing", False):
                 model.enable_gradient_checkpointing() if on else model.disable_gradient_checkpointing()
 
+    @contextmanager
+    def compiled(self, on: bool = True) -> Iterator[None]:
+        """Inside: `self.transformer` is the torch.compile'd module (the same weights and adapters); the stock
+        pipeline keeps the plain one, and so does everything after. The compiled module is kept for the next
+        call with the same adapters, so a run compiles once."""
+        if not on:
+            yield
+            return
+        plain = self.transformer
+        if self.compiled_for is not plain:
+            self.compiled_module, self.compiled_for = torch.compile(plain), plain
+        self.transformer = self.compiled_module
+        try:
+            yield
+        finally:
+            self.transformer = plain
+
     def text_encoders_to(self, device: str | torch.device) -> None:
-        """Free accelerator memory once the prompt is encoded: the text encoders are not used again."""
+        """Move the text encoders (a no-op where they already are)."""
         for name in ("text_encoder", "text_encoder_2"):
             module = getattr(self.pipe, name, None)
-            if module is not None:
+            if module is not None and next(module.parameters()).device != torch.device(device):
                 module.to(device)
+
+
+ENCODED_PROMPTS = 8  # conditionings a generator keeps, so the app's repeated prompts skip the text encoders
+BASE_WEIGHTS = ("bf16", "int8", "fp8")
+
+
+def quantize_base_weights(module: torch.nn.Module, kind: str) -> None:
+    """Frozen nn.Linear weights of `module` in 8 bits, weight-only (torchao): half the bytes of bf16. peft wraps
+    such layers in its torchao LoRA layer, so the LoRA (fp32) trains, saves and loads as usual. "bf16" keeps the
+    weights as loaded."""
+    if kind not in BASE_WEIGHTS:
+        raise ValueError(f"base weights {kind!r} must be one of {', '.join(BASE_WEIGHTS)}")
+    if kind == "bf16":
+        return
+    try:
+        from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+    except ImportError:
+        raise ValueError(f"base weights {kind} need torchao (pip install torchao==0.18.0)") from None
+    quantize_(module, Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig())
+    # peft's torchao LoRA layer warns that it cannot merge into 8-bit weights; a LoRA here is never merged.
+    warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without", category=UserWarning)
 
 
 def check_prompts(prompt: str | list[str]) -> None:
@@ -195,7 +259,7 @@ class FluxGenerator(Generator):
     """FLUX.1 (schnell, dev): packed 2x2 latents, timestep = sigma, T5 + CLIP conditioning, optional guidance
     embedding (dev)."""
 
-    def encode(self, prompt: str | list[str]) -> Conditioning:
+    def encode_prompt(self, prompt: str | list[str]) -> Conditioning:
         check_prompts(prompt)
         with torch.no_grad():
             embeds, pooled, _ = self.pipe.encode_prompt(prompt, prompt_2=None, device=self.device,
@@ -260,7 +324,7 @@ class SanaGenerator(Generator):
     """Sana: DC-AE latents (32x down), timestep = 1000 sigma, Gemma conditioning, classifier-free guidance in one
     batch."""
 
-    def encode(self, prompt: str | list[str]) -> Conditioning:
+    def encode_prompt(self, prompt: str | list[str]) -> Conditioning:
         check_prompts(prompt)
         with torch.no_grad():
             embeds, mask, neg, neg_mask = self.pipe.encode_prompt(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -187,7 +188,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              rank: int | None = None, alpha: float | None = None, seed: int = 0, preview_every: int = 0,
              callback: Callable[[Step], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
              progress: bool = True, gradient_checkpointing: bool | None = None,
-             target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None) -> Result:
+             target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None,
+             compile: bool = False) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -206,6 +208,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         init: continue from these weights (`lora.read_parent`) instead of a fresh LoRA: same rank and targets,
             and the steps' noise seeds go on from the parent's step count. AdamW starts afresh (a file holds no
             optimizer state), so 10 + 10 steps differ from 20 in one run by Adam's moments only.
+        compile: run the gradient step's transformer through torch.compile (faster steps after a compile of a
+            minute or so on a GPU; ZeroGPU does not support it).
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
@@ -233,17 +237,20 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             if should_stop():
                 result.cancelled = True
                 break
-            pixels = judged_pixels(generator, cond, train_seed(seed, done + step), overlay)
+            with generator.compiled(compile):
+                pixels = judged_pixels(generator, cond, train_seed(seed, done + step), overlay)
             nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
             loss = nll.mean()
-            if not torch.isfinite(loss):  # a broken LoRA is worse than none: stop, save nothing
-                raise ValueError(f"the loss became {loss.item()} at step {step}: the run was stopped and no LoRA "
-                                 f"was saved (try a lower learning rate than {lr:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            info = Step(step, loss.item(), vlm.probability(nll), time.perf_counter() - start)
+            # One host sync per step, after the step is queued: the loss and P for the callback and the check.
+            loss_value, p = torch.stack([loss.detach(), torch.exp(-nll.detach()).mean()]).tolist()
+            if not math.isfinite(loss_value):  # a broken LoRA is worse than none: stop, save nothing
+                raise ValueError(f"the loss became {loss_value} at step {step}: the run was stopped and no LoRA "
+                                 f"was saved (try a lower learning rate than {lr:g})")
+            info = Step(step, loss_value, p, time.perf_counter() - start)
             if preview_every and (step % preview_every == 0 or step == steps):
                 info.preview = to_pil(pixels)
             result.history.append(info)
@@ -365,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "the noise seeds go on from its step count, AdamW starts afresh")
     parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
                         help="gradient checkpointing: less memory, about a third more time per step")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer for the gradient step (off by default; not on ZeroGPU)")
     parser.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
@@ -409,8 +418,6 @@ def main(argv: list[str] | None = None) -> int:
         init = lora.read_parent(args.init_lora, generator.transformer, preset.name) if args.init_lora else None
         seed = args.seed if args.seed is not None else (init.seed if init and init.seed is not None else 0)
         cond = generator.encode(prompt)
-        if args.offload_text_encoders:
-            generator.text_encoders_to("cpu")
         bar = {"loss": None}
 
         def report(step: Step) -> None:
@@ -419,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                           rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
-                          eval_seeds=args.eval_seeds, target_p=target_p,
+                          eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile,
                           gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
         save_result(result, args.out, generator, prompt, qa_pairs, "; ".join(controls), controls, seed)
         if result.reached_target:

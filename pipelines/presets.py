@@ -52,6 +52,10 @@ class Preset:
     known_prompts: tuple[str, ...] = ()  # the prompts the generator was trained on (empty: any prompt)
     trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The memory plan (BENCHMARKS.md, `pipelines.bench --cost`): frozen transformer weights as loaded ("bf16") or
+    # 8-bit weight-only ("int8", "fp8"; torchao), and text encoders that wait on the CPU between prompts.
+    base_weights: str = "bf16"
+    offload_text_encoders: bool = True
     # ModelSpec: the base model's architecture name ("/lora" is appended) and where its code lives.
     architecture: str = "flux-1-schnell"
     implementation: str = "https://github.com/black-forest-labs/flux"
