@@ -2,15 +2,23 @@
 
     python -m pipelines.bench --preset tiny
     python -m pipelines.bench --preset flux-schnell --random-weights --size 512    # on a GPU, no download
+    python -m pipelines.bench --cost --preset flux-schnell --size 512 [--json cost.json]   # a CPU, seconds
+    python -m pipelines.bench --cost --memory-plans --preset flux-schnell              # the plans' table
 
 `--random-weights` builds the preset's full-size architectures from configs in `random_models.py`:
-time and memory do not depend on the weights' values.
+time and memory do not depend on the weights' values. `--cost` builds them on the meta device instead and
+counts ONE optimisation step of our code (`pipelines/cost.py`): FLOPs by stage, the time floor at
+`--peak-tflops`, saved activations with checkpointing on and off, and a predicted peak of GPU memory under the
+memory plan (`--checkpointing`, `--text-encoders`, `--base-weights`, `--quantize-vlm`): a prediction, nothing
+runs on a GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 import platform
 import resource
 import statistics
@@ -19,11 +27,11 @@ import time
 
 import torch
 
-from . import cli
+from . import cli, cost
 from .checks import check_renoise
 from .optimize import Step, optimize
 
-QUESTION = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
+QUESTION = cost.QUESTION  # the one question a timed step asks (and a counted one)
 
 
 def peak_memory_gb() -> dict[str, float]:
@@ -39,6 +47,66 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def add_cost_args(parser: argparse.ArgumentParser) -> None:
+    """--cost and its options. The memory plan's --text-encoders / --base-weights may come with the model
+    arguments already (`cli.add_model_args`); they are added here only where they do not."""
+    parser.add_argument("--cost", action="store_true",
+                        help="count one optimisation step on the meta device (no weights, no GPU, a CPU and "
+                             "seconds): FLOPs, time floor, saved activations, predicted peak GPU memory")
+    parser.add_argument("--memory-plans", action="store_true",
+                        help="with --cost: the predicted peak of every plan (checkpointing on/off x text encoders "
+                             "gpu/offload x base weights bf16/int8) as a markdown table")
+    parser.add_argument("--peak-tflops", type=float, default=cost.DEFAULT_PEAK_TFLOPS,
+                        help="with --cost: the matmul rate of the time floor, TFLOP/s (default: an H200's bf16)")
+    parser.add_argument("--quantize-vlm", action="store_true",
+                        help="with --cost and int8/fp8 base weights: quantise the VLM's nn.Linear weights too")
+    for flag, choices, text in (
+            ("--text-encoders", ["preset", *cost.TEXT_ENCODERS],
+             "offload: the text encoders wait on the CPU and visit the GPU only to encode a prompt"),
+            ("--base-weights", ["preset", *cost.BASE_WEIGHTS],
+             "frozen transformer weights: bf16 as loaded, or int8 / fp8 weight-only (torchao)")):
+        try:
+            parser.add_argument(flag, choices=choices, default="preset", help=text + " (default: the preset's)")
+        except argparse.ArgumentError:
+            pass  # the model arguments have it
+
+
+def cost_main(args: argparse.Namespace) -> int:
+    """`bench --cost`: the cost report (or with --memory-plans the plans' table) of the preset at --size."""
+    with cli.errors_as_messages():
+        if not args.cost:
+            raise ValueError("--memory-plans needs --cost")
+        preset = cli.preset_from_args(args)
+        if not (args.peak_tflops > 0 and math.isfinite(args.peak_tflops)):
+            raise ValueError(f"--peak-tflops {args.peak_tflops:g} must be a positive number")
+        if args.size is not None and args.size <= 0:
+            raise ValueError(f"--size {args.size} must be a positive number of pixels")
+        checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
+        text_encoders = getattr(args, "text_encoders", "preset")
+        if getattr(args, "offload_text_encoders", False):  # the older flag of the model arguments
+            text_encoders = "offload"
+        base_weights = getattr(args, "base_weights", "preset")
+        if args.memory_plans:
+            reports = cost.memory_plans(preset, args.size, quantize_vlm=args.quantize_vlm,
+                                        peak_tflops=args.peak_tflops)
+            text = "PREDICTIONS (counted on the meta device; nothing ran on a GPU)\n" + cost.plans_table(reports)
+            data: object = [r.as_dict() for r in reports]
+        else:
+            report = cost.estimate(preset, args.size, checkpointing,
+                                   None if text_encoders == "preset" else text_encoders,
+                                   None if base_weights == "preset" else base_weights, args.quantize_vlm,
+                                   args.peak_tflops)
+            text, data = report.text(), report.as_dict()
+    if args.json == "-":
+        print(json.dumps(data, indent=1))
+    else:
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(data, f, indent=1)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__.splitlines()[0])
     cli.add_model_args(parser)
@@ -50,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
                         help="gradient checkpointing of the transformer and VAE decoder (default: the preset's)")
     parser.add_argument("--renoise", help="one-step models: re-noise to a sigma in LO,HI (the old default 0.3,1.0)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", help="also write the figures to this file ('-' with --cost: print JSON instead)")
+    add_cost_args(parser)
     args = parser.parse_args(argv)
+    if args.cost or args.memory_plans:
+        return cost_main(args)
     with cli.errors_as_messages():
         preset = cli.preset_from_args(args)
         for flag in ("steps", "generations"):

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -514,7 +515,13 @@ def component(name: str, role: str, model: torch.nn.Module, kind: str = "bf16") 
 def build(preset: Preset, base_weights: str = "bf16", quantize_vlm: bool = False):
     """The preset's generator and VLM on the meta device (call inside `on_meta()`), the frozen nn.Linear weights
     of the transformer (and with `quantize_vlm` the VLM's, lm_head aside) quantised as `base_weights` says."""
+    preset = random_preset(preset)
     generator, vlm = load_generator(preset, META), load_vlm(preset, META)
+    # A tiny build is made on the CPU and moved: the move gives tied weights (T5's embeddings) one copy each.
+    for model in (getattr(generator.pipe, "text_encoder", None), getattr(generator.pipe, "text_encoder_2", None),
+                  vlm.model):
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
     quantize(generator.transformer, base_weights)
     if quantize_vlm:
         quantize(vlm.model, base_weights, skip=("lm_head",))
@@ -647,7 +654,9 @@ def measure(preset: Preset, size: int | None = None, base_weights: str = "bf16",
         overlay = np.zeros((preset.resolution, preset.resolution, 4), np.uint8)  # same cost whatever is drawn
         rank, alpha, _ = lora_settings(preset, None, None, None)
         # Attached once for both counted steps: peft's injection is the slow part on meta, and the step is the same.
-        params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
+        with warnings.catch_warnings():  # peft on quantised layers: merging would need torchao's config; unused
+            warnings.filterwarnings("ignore", "TorchaoLoraLinear was instantiated", UserWarning)
+            params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
         try:
             runs = {on: run_step(generator, vlm, cond, params, qa_pairs, overlay, on, seed, values)
                     for on in (False, True)}

@@ -77,7 +77,7 @@ def tiny_tokenizer(special_tokens: list[str] | None = None, vocab_size: int = 51
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,  # it writes to stdout
     )
     tok.train_from_iterator(_CORPUS * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=special[0], eos_token=special[1],
