@@ -48,8 +48,8 @@ def sync() -> None:
 
 
 def add_cost_args(parser: argparse.ArgumentParser) -> None:
-    """--cost and its options. The memory plan's --text-encoders / --base-weights may come with the model
-    arguments already (`cli.add_model_args`); they are added here only where they do not."""
+    """--cost and its options (the memory plan's --text-encoders and --base-weights come with the model
+    arguments, `cli.add_model_args`)."""
     parser.add_argument("--cost", action="store_true",
                         help="count one optimisation step on the meta device (no weights, no GPU, a CPU and "
                              "seconds): FLOPs, time floor, saved activations, predicted peak GPU memory")
@@ -60,15 +60,6 @@ def add_cost_args(parser: argparse.ArgumentParser) -> None:
                         help="with --cost: the matmul rate of the time floor, TFLOP/s (default: an H200's bf16)")
     parser.add_argument("--quantize-vlm", action="store_true",
                         help="with --cost and int8/fp8 base weights: quantise the VLM's nn.Linear weights too")
-    for flag, choices, text in (
-            ("--text-encoders", ["preset", *cost.TEXT_ENCODERS],
-             "offload: the text encoders wait on the CPU and visit the GPU only to encode a prompt"),
-            ("--base-weights", ["preset", *cost.BASE_WEIGHTS],
-             "frozen transformer weights: bf16 as loaded, or int8 / fp8 weight-only (torchao)")):
-        try:
-            parser.add_argument(flag, choices=choices, default="preset", help=text + " (default: the preset's)")
-        except argparse.ArgumentError:
-            pass  # the model arguments have it
 
 
 def cost_main(args: argparse.Namespace) -> int:
@@ -82,20 +73,15 @@ def cost_main(args: argparse.Namespace) -> int:
         if args.size is not None and args.size <= 0:
             raise ValueError(f"--size {args.size} must be a positive number of pixels")
         checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
-        text_encoders = getattr(args, "text_encoders", "preset")
-        if getattr(args, "offload_text_encoders", False):  # the older flag of the model arguments
-            text_encoders = "offload"
-        base_weights = getattr(args, "base_weights", "preset")
+        # `preset_from_args` put --text-encoders / --base-weights into the preset: its plan is the one to cost.
         if args.memory_plans:
             reports = cost.memory_plans(preset, args.size, quantize_vlm=args.quantize_vlm,
                                         peak_tflops=args.peak_tflops)
             text = "PREDICTIONS (counted on the meta device; nothing ran on a GPU)\n" + cost.plans_table(reports)
             data: object = [r.as_dict() for r in reports]
         else:
-            report = cost.estimate(preset, args.size, checkpointing,
-                                   None if text_encoders == "preset" else text_encoders,
-                                   None if base_weights == "preset" else base_weights, args.quantize_vlm,
-                                   args.peak_tflops)
+            report = cost.estimate(preset, args.size, checkpointing, quantize_vlm=args.quantize_vlm,
+                                   peak_tflops=args.peak_tflops)
             text, data = report.text(), report.as_dict()
     if args.json == "-":
         print(json.dumps(data, indent=1))

@@ -1,30 +1,33 @@
-"""What one optimisation step costs, counted without weights, compute or a GPU.
+"""What one optimisation step costs, counted without weights, compute or a GPU: a prediction.
 
     python -m pipelines.bench --cost --preset flux-schnell --size 512 [--json cost.json]
 
 The preset's full-size architectures (`random_models.py`) are built on the meta device: every tensor has its
-shape and dtype and no memory. ONE optimisation step of our own code then runs on them, the calls `optimize()`
-makes in that order: `generator.checkpointing`, `lora.add_lora`, AdamW, `judged_pixels` (the sampler without
-gradient, ONE transformer step with the LoRA, the VAE decode, the overlay), `VLM.answer_nll`, `loss.backward()`,
-the gradient clip and the AdamW step. While it runs:
+shape and dtype and no memory. ONE optimisation step of our own code then runs on them, twice (gradient
+checkpointing off, then on), with the calls `optimize()` makes: `Generator.checkpointing`, `lora.add_lora` (once for
+both), AdamW, `judged_pixels` (the sampler without gradient, ONE transformer step with the LoRA, the VAE decode,
+the overlay), `VLM.answer_nll`, `loss.backward()`, the gradient clip and the AdamW step. While it runs:
 
 - `torch.utils.flop_counter.FlopCounterMode` counts the FLOPs of matrix multiplies, convolutions and attention
-  (elementwise ops are not counted), forward and backward, per model;
+  (elementwise ops are not counted), split by stage where the step crosses from one model to the next
+  (`StepProbe`), forward and backward;
 - `torch.autograd.graph.saved_tensors_hooks` sees every tensor autograd keeps for the backward pass: its bytes
-  are numel x element size (nothing is allocated on meta). Rule: one count per storage (views and repeated saves
-  of one tensor count once), parameters and buffers never (they are the weights). With gradient checkpointing
-  on, the model's own checkpointing (diffusers `enable_gradient_checkpointing`) keeps only each block's inputs,
-  and those are what the hooks see.
+  are its storage's (nothing is allocated on meta, the sizes are exact). Rule: one count per storage (views and
+  repeated saves of one tensor count once), the weights' storages never. With checkpointing on, the models' own
+  checkpointing (diffusers `enable_gradient_checkpointing`) keeps each block's inputs only, and those are what
+  the hooks see.
 
-Two things a meta tensor cannot do are bridged, and the report says so:
+Two things a meta tensor cannot do are bridged:
 - values: the step reads a few small tensors (token ids, the VLM's image grid and positions, masks). Tensors of at
-  most `KNOWN_MAX` elements whose inputs are known are computed for real on the CPU alongside their meta twins,
-  so `.item()`, `.tolist()` and data-dependent shapes work; everything large stays shapes only.
-- attention: on meta, `F.scaled_dot_product_attention` takes the math path, which keeps the full attention matrix
-  in fp32. A GPU runs fused kernels, so attention is sent to their meta implementations (flash attention for
-  unmasked bf16/fp16, the memory-efficient kernel otherwise): their FLOPs and what they save.
+  most `KNOWN_MAX` elements whose inputs are known are computed for real on the CPU beside their meta twins, so
+  `.item()`, `.tolist()` and data-dependent shapes work; everything large stays shapes only.
+- attention: on meta, `F.scaled_dot_product_attention` takes the math path, which keeps the attention matrix in
+  fp32. A GPU runs fused kernels, so the call is sent to their meta implementations (flash attention for
+  unmasked bf16 / fp16, the memory-efficient kernel otherwise): their FLOPs and what they save.
 
-Memory is then a sum, with its assumptions in `CostReport.assumptions`.
+With `base_weights` int8 / fp8 the transformer is quantised as `Generator` loads it (torchao, weight-only) before
+the step runs, so what the quantised layers save for the backward pass is counted too. Memory is then a sum
+(`estimate`), with its assumptions listed in the report.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+# torch's documented base class for dispatch modes, and its pytree helpers, live in these modules only.
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
@@ -147,13 +152,14 @@ class CostReport:
     saved_bytes: dict[str, int]  # "on" / "off": saved activations with checkpointing on and off
     memory: dict[str, int]  # the terms of the step's peak
     peak_bytes: int  # the optimisation step
-    encode_peak_bytes: int  # encoding the prompt, all models loaded (offload moves the text encoders after it)
+    encode_peak_bytes: int  # encoding a prompt: every model on the GPU (offloaded text encoders visit it)
     lora_parameters: int
     tokens: dict[str, object]
     assumptions: list[str] = field(default_factory=list)
 
     @property
     def process_peak_bytes(self) -> int:
+        """The run's peak: the step's, or encoding a prompt's when that is higher."""
         return max(self.peak_bytes, self.encode_peak_bytes)
 
     def fits(self, gib: float) -> bool:
@@ -162,6 +168,7 @@ class CostReport:
         return self.process_peak_bytes + HEADROOM_GIB * GIB <= gib * GIB
 
     def as_dict(self) -> dict[str, object]:
+        """Every field, plus the derived figures (what `bench --cost --json` writes)."""
         out = dataclasses.asdict(self)
         out |= {"prediction": True, "flops_per_step_total": self.flops_per_step,
                 "process_peak_bytes": self.process_peak_bytes,
@@ -201,9 +208,11 @@ class CostReport:
 
     @property
     def mode(self) -> str:
+        """Checkpointing as "on" / "off" (the keys of `saved_bytes`)."""
         return "on" if self.checkpointing else "off"
 
     def json(self) -> str:
+        """`as_dict` as indented JSON."""
         return json.dumps(self.as_dict(), indent=1)
 
 
