@@ -650,6 +650,9 @@ def measure(preset: Preset, size: int | None = None, base_weights: str = "bf16",
         seed: the run's seed (the step counted is its first).
     """
     check_choice(base_weights, BASE_WEIGHTS, "base weights")
+    if preset.vlm != "qwen2_5_vl":  # Idefics2 finds its padding images by the pixels' values, unknown on meta
+        raise ValueError(f"the cost model counts Qwen2.5-VL judges only; preset {preset.name!r} judges with "
+                         f"{preset.vlm}, whose forward reads the pixel values")
     quantize_vlm = quantize_vlm and base_weights != "bf16"
     plan = plan_of(preset)
     preset = random_preset(dataclasses.replace(preset, resolution=size or preset.resolution))

@@ -178,6 +178,7 @@ def test_bench_cost_cli(tmp_path, capsys):
     (["--cost", "--peak-tflops", "0"], "--peak-tflops 0"),
     (["--cost", "--size", "-16"], "--size -16"),
     (["--cost", "--base-weights", "int4"], "int4"),
+    (["--cost", "--preset", "tiny-idefics2"], "Qwen2.5-VL judges only"),
 ])
 def test_bench_cost_bad_input_is_one_line(argv, message, capsys):
     code, out, err = run_main(argv, capsys)
