@@ -118,8 +118,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
            notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
                   "'Does this image show {prompt}?' questions only",)),
+    # The flagship fits ZeroGPU's default 48 GB slice: checkpointing on, text encoders offloaded, and an int8
+    # transformer (predicted 33.5 GiB per step, 35.8 GiB while a prompt is encoded; bf16 would be 44.5 / 46.9 GiB,
+    # no margin). BENCHMARKS.md, "The memory plan"; `--base-weights bf16` on an 80 or 96 GB card.
     Preset(name="flux-schnell", description="FLUX.1-schnell (1 step) + Qwen2.5-VL-7B-Instruct",
-           generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",
+           generator="flux", generator_source="black-forest-labs/FLUX.1-schnell", base_weights="int8",
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
     Preset(name="flux-schnell-idefics2", description="FLUX.1-schnell (1 step) + Idefics2-8B (commonsense)",
            generator="flux", generator_source="black-forest-labs/FLUX.1-schnell",

@@ -58,7 +58,7 @@ def reference_image(path: Path) -> Path:
 
 CONTROL_ARGS = {
     "horizon": ["--control", "horizon", "--y", "0.35", "--gen-device", "cpu", "--vlm-device", "cpu",
-                "--offload-text-encoders"],
+                "--text-encoders", "offload"],
     "palette": ["--control", "palette", "--palette", "pastel"],
     "palette-colors": ["--control", "palette", "--colors", "#2b1d0e;#8c6d46;rgb(200, 180, 150)"],
     "palette-image": ["--control", "palette", "--palette-image", "REF", "--swatches", "3"],
