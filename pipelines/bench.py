@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true", help="full-size architectures, random weights")
     parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
                         help="gradient checkpointing of the transformer and VAE decoder (default: the preset's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the gradient step's transformer "
+                                                               "(the warm-up steps absorb the compile)")
     parser.add_argument("--renoise", help="one-step models: re-noise to a sigma in LO,HI (the old default 0.3,1.0)")
     parser.add_argument("--json", help="also write the figures to this file ('-' with --cost: print JSON instead)")
     add_cost_args(parser)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
         optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False,
-                 gradient_checkpointing=checkpointing, eval_seeds=0)
+                 gradient_checkpointing=checkpointing, eval_seeds=0, compile=args.compile)
         step_times = [b - a for a, b in zip([start] + marks[:-1], marks, strict=False)][args.warmup:]
         s_per_step = statistics.median(step_times)
         result = {
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
             "torch": torch.__version__, "dtype": str(generator.transformer.dtype),
             "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
-            "renoise": preset.renoise,
+            "renoise": preset.renoise, "compile": args.compile, "base_weights": preset.base_weights,
+            "text_encoders": "offload" if preset.offload_text_encoders else "gpu",
             "load_s": round(load_s, 2),
             "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 2),
             "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),
