@@ -51,6 +51,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import lora
+from .generator import quantize_base_weights
 from .loading import load_generator, load_vlm
 from .optimize import judged_pixels, lora_settings, train_seed
 from .presets import Preset, is_local
@@ -482,20 +483,6 @@ def plan_of(preset: Preset) -> tuple[str, str]:
     return ("offload" if offload else "gpu"), getattr(preset, "base_weights", "bf16")
 
 
-def quantize(module: torch.nn.Module, kind: str, skip: tuple[str, ...] = ()) -> None:
-    """Frozen nn.Linear weights of `module` in 8 bits, weight-only (torchao), as `Generator` loads them under
-    `base_weights`; nn.Linear modules named in `skip` (the VLM's lm_head) stay as they are."""
-    if kind == "bf16":
-        return
-    try:
-        from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
-    except ImportError:
-        raise ValueError(f"base weights {kind} need torchao (pip install torchao==0.18.0)") from None
-    config = Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig()
-    quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear)
-              and fqn.split(".")[-1] not in skip)
-
-
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor; a quantised tensor subclass counts the tensors it holds (data and scales)."""
     if hasattr(t, "__tensor_flatten__"):
@@ -531,9 +518,9 @@ def build(preset: Preset, base_weights: str = "bf16", quantize_vlm: bool = False
                   vlm.model):
         if hasattr(model, "tie_weights"):
             model.tie_weights()
-    quantize(generator.transformer, base_weights)
+    quantize_base_weights(generator.transformer, base_weights)
     if quantize_vlm:
-        quantize(vlm.model, base_weights, skip=("lm_head",))
+        quantize_base_weights(vlm.model, base_weights, skip=("lm_head",))
     return generator, vlm
 
 

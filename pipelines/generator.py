@@ -225,10 +225,10 @@ ENCODED_PROMPTS = 8  # conditionings a generator keeps, so the app's repeated pr
 BASE_WEIGHTS = ("bf16", "int8", "fp8")
 
 
-def quantize_base_weights(module: torch.nn.Module, kind: str) -> None:
+def quantize_base_weights(module: torch.nn.Module, kind: str, skip: tuple[str, ...] = ()) -> None:
     """Frozen nn.Linear weights of `module` in 8 bits, weight-only (torchao): half the bytes of bf16. peft wraps
     such layers in its torchao LoRA layer, so the LoRA (fp32) trains, saves and loads as usual. "bf16" keeps the
-    weights as loaded."""
+    weights as loaded; nn.Linear modules whose last name is in `skip` (a VLM's lm_head) stay as they are."""
     if kind not in BASE_WEIGHTS:
         raise ValueError(f"base weights {kind!r} must be one of {', '.join(BASE_WEIGHTS)}")
     if kind == "bf16":
@@ -237,7 +237,8 @@ def quantize_base_weights(module: torch.nn.Module, kind: str) -> None:
         from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
     except ImportError:
         raise ValueError(f"base weights {kind} need torchao (pip install torchao==0.18.0)") from None
-    quantize_(module, Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig())
+    quantize_(module, Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig(),
+              filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn.split(".")[-1] not in skip)
     # peft's torchao LoRA layer warns that it cannot merge into 8-bit weights; a LoRA here is never merged.
     warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without", category=UserWarning)
 
