@@ -164,7 +164,7 @@ class Generator(ABC):
         cond = self.encode(prompt) if isinstance(prompt, str) else prompt
         stack = ([(lora_path, scale)] if lora_path is not None else []) + list(loras)
         with lora.stacked(self.pipe, stack, preset=self.preset.name):
-            return self._generate(cond, seed, size)[0]
+            return self._generate(cond, [seed], size)[0]
 
     @torch.no_grad()
     def generate_batch(self, prompts: list[str], seed: int, size: int | None = None,
@@ -172,14 +172,28 @@ class Generator(ABC):
         """One image per prompt, all from the same starting noise, `batch_size` per pipeline call."""
         images: list[Image.Image] = []
         for i in range(0, len(prompts), batch_size):
-            images += self._generate(self.encode(prompts[i:i + batch_size]), seed, size)
+            images += self._generate(self.encode(prompts[i:i + batch_size]), [seed], size)
         return images
 
-    def _generate(self, cond: Conditioning, seed: int, size: int | None) -> list[Image.Image]:
+    @torch.no_grad()
+    def generate_seeds(self, prompt: str | Conditioning, seeds: Sequence[int], size: int | None = None,
+                       batch_size: int = 4) -> list[Image.Image]:
+        """One image of one prompt per seed, `batch_size` seeds per pipeline call: each the image
+        `generate(prompt, seed)` gives, up to the batch's float rounding."""
+        cond = self.encode(prompt) if isinstance(prompt, str) else prompt
+        images: list[Image.Image] = []
+        for i in range(0, len(seeds), batch_size):
+            chunk = list(seeds[i:i + batch_size])
+            rows = Conditioning({k: v.expand(len(chunk), *v.shape[1:]) for k, v in cond.tensors.items()})
+            images += self._generate(rows, chunk, size)
+        return images
+
+    def _generate(self, cond: Conditioning, seeds: list[int], size: int | None) -> list[Image.Image]:
+        """The stock pipeline on `cond`'s rows: one seed's noise for every row, or one seed per row."""
         size = self.size if size is None else check_generate_size(size)
         rows = cond.tensors["prompt_embeds"].shape[0]
-        noise = self.initial_noise(seed, size)
-        latents = noise.expand(rows, *noise.shape[1:]).contiguous()
+        noise = torch.cat([self.initial_noise(s, size) for s in seeds])
+        latents = noise.expand(rows, *noise.shape[1:]).contiguous() if len(seeds) == 1 else noise
         out = self.pipe(**cond.tensors, latents=latents, height=size, width=size,
                         num_inference_steps=self.preset.inference_steps, output_type="pil",
                         **self.pipeline_kwargs(size))

@@ -263,11 +263,11 @@ def pivot(generator: Generator, vlm: VLM, prompt: str, n: int = 8, pivots: int =
     if fit_to_limit(prompt, tokenizer, limit - 1)[1]:
         raise ValueError(f"the prompt fills the generator's text limit ({limit} tokens): a refined prompt begins "
                          f"with it, so no detail would fit; shorten the prompt")
-    # 1. user -> pivot. generate_batch gives every row one shared noise; the pivots need one noise each, so they are
-    # generated seed by seed (the prompt encoded once) and judged in batches.
-    cond = generator.encode(prompt)
-    candidates = [Candidate(prompt, pivot=True, seed=s, image=generator.generate(cond, s))
-                  for s in pivot_seeds(image_seed, pivots)]
+    # 1. user -> pivot: one image per seed, `batch_size` seeds per pipeline call, judged in batches.
+    seeds = pivot_seeds(image_seed, pivots)
+    candidates = [Candidate(prompt, pivot=True, seed=s, image=image)
+                  for s, image in zip(seeds, generator.generate_seeds(prompt, seeds, batch_size=batch_size),
+                                      strict=True)]
     score_all(vlm, candidates, prompt, batch_size)
     candidates.sort(key=lambda c: c.combined, reverse=True)  # stable: of equal scores the lower seed leads
     best = candidates[0]
