@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from overlays import CONTROLS, horizon, layout, line_weight, palette
 from overlays.layout import clashes
@@ -171,6 +172,13 @@ def test_init_lora_on_the_cli_and_its_refusals(tiny_models, tmp_path, capsys):
                                               "--out", str(tmp_path / "r.safetensors")], capsys)
     assert code == 2 and err.strip().splitlines() == [
         "error: rank 8 differs from the rank 4 of LoRA file 'p.safetensors'"]
+    tensors, header = lora.read_lora(parent)
+    other = tmp_path / "sana.safetensors"
+    save_file(tensors, str(other), metadata=header | {"dual_process.preset": "tiny-sana"})
+    code, out, err = run_main(optimize.main, [*base, "--init-lora", str(other),
+                                              "--out", str(tmp_path / "o.safetensors")], capsys)
+    assert code == 2 and err.strip() == ("error: LoRA file 'sana.safetensors' was made for preset 'tiny-sana'; this "
+                                         "model is preset 'tiny'")
     code, out, err = run_main(optimize.main, [*base, "--init-lora", str(tmp_path / "none.safetensors"),
                                               "--out", str(tmp_path / "n.safetensors")], capsys)
     assert code == 2 and "none.safetensors" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
