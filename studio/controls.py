@@ -88,8 +88,7 @@ def build_controls(name: str, combine: Sequence[str], resolution: int, *, drawin
     order = list(overlays.CONTROLS)
     built.sort(key=lambda b: order.index(b.name))
     placed = layout.combine([(get_control(b.name), b.spec) for b in built], (resolution, resolution))
-    added = [qa for b in built[1:] if b is not main for qa in b.questions]
-    added += [qa for qa in built[0].questions if built[0] is not main]
+    added = [qa for b in built if b is not main for qa in b.questions]
     return BuiltControl(" + ".join(b.name for b in built), placed.specs, placed.overlay, placed.questions,
                         "; ".join(placed.descriptions), [n for b in built for n in b.notes], placed.descriptions,
                         [qa for qa in added if qa not in main.questions])
