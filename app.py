@@ -20,7 +20,7 @@ import os
 import torch
 
 from pipelines.checks import APP_MAX_UPLOAD_MB
-from studio import build_demo, choose_preset
+from studio import build_demo, choose_preset, expose_as_tools
 from studio.shared import DEVICES, MAX_QUEUE
 
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(name, max_queue=args.max_queue, note=note)
     mcp = args.mcp or os.environ.get("MCP", "").strip().lower() in ("1", "true", "yes")
     if mcp:
+        expose_as_tools(demo)
         print("serving MCP tools at /gradio_api/mcp/ (schema: /gradio_api/mcp/schema)")
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{APP_MAX_UPLOAD_MB}mb",
                 show_error=True, mcp_server=mcp)

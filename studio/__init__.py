@@ -2,6 +2,6 @@
 share (models, GPU functions, errors, sessions); `controls.py`, `questions.py`, `runs.py`, `results.py` and
 `examples.py` are the app's logic, testable without a browser. The engine (`pipelines/`) never imports this."""
 
-from .page import build_demo, choose_preset
+from .page import MCP_TOOLS, build_demo, choose_preset, expose_as_tools
 
-__all__ = ["build_demo", "choose_preset"]
+__all__ = ["MCP_TOOLS", "build_demo", "choose_preset", "expose_as_tools"]

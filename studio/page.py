@@ -62,6 +62,22 @@ def use_candidate(choice: str | None) -> tuple[str, gr.Tabs]:
     return chosen_prompt(choice), gr.Tabs(selected="visual")
 
 
+# What an agent gets when the app serves MCP: the endpoints that do a whole job from plain arguments. The others
+# are page plumbing (previews, tab links) or read the browser session, which an MCP call does not carry.
+MCP_TOOLS = ("generate", "optimize", "score", "apply_uploaded", "refine", "refine_pivot", "image_to_prompt")
+
+
+def expose_as_tools(demo: gr.Blocks, names: tuple[str, ...] = MCP_TOOLS) -> None:
+    """Keep only `names` as MCP tools (and in the API page): the other public endpoints become "undocumented",
+    still callable by gradio_client but not offered to an agent. Call before `launch(mcp_server=True)`."""
+    endpoints = {fn.api_name for fn in demo.fns.values()}
+    if missing := set(names) - endpoints:
+        raise ValueError(f"MCP tools {sorted(missing)} are not endpoints of the app")
+    for fn in demo.fns.values():
+        if fn.api_visibility == "public" and fn.api_name not in names:
+            fn.api_visibility = "undocumented"
+
+
 def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_upload_mb: float = APP_MAX_UPLOAD_MB,
                output_dir: str | Path | None = None, note: str | None = None) -> gr.Blocks:
     """The whole app for one preset (its models load here, once per process). Launch it yourself."""

@@ -3,6 +3,7 @@ finished or an upload), stacked LoRAs, the ModelSpec thumbnail, and the MCP serv
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from gradio_client.exceptions import AppError
 from overlays import horizon, palette
 from pipelines import lora, modelspec
 from pipelines.lora import lora_metadata
-from studio import shared
+from studio import MCP_TOOLS, shared
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,18 @@ def test_continue_from_an_upload_and_stack_two_loras(server, tmp_path):
         client.predict(handle_file(a), "a forest", 2, 1.0, [handle_file(b)], "x", api_name="/apply_uploaded")
 
 
+async def call_generate(url: str) -> tuple:
+    """What an agent gets from the generate tool over MCP's streamable HTTP: a good call, then an empty prompt."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async with streamablehttp_client(url) as (read, write, _), ClientSession(read, write) as session:
+        await session.initialize()
+        made = await session.call_tool("generate_base", {"prompt": "a beach", "seed": 3})
+        refused = await session.call_tool("generate_base", {"prompt": " ", "seed": 3})
+        return made, refused
+
+
 def test_mcp_serves_generate_optimize_and_score_as_tools(tmp_path):
     port = free_port()
     env = os.environ | {"MCP": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -116,13 +129,17 @@ def test_mcp_serves_generate_optimize_and_score_as_tools(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert tools is not None, proc.stdout.read() if proc.poll() is not None else "no schema"
+        made, refused = asyncio.run(call_generate(f"http://127.0.0.1:{port}/gradio_api/mcp/"))
     finally:
         proc.terminate()
         proc.wait(20)
-    assert {"generate", "optimize", "score"} <= set(tools), sorted(tools)
-    for name in ("generate", "optimize", "score"):
+    assert set(tools) == set(MCP_TOOLS), sorted(tools)  # no page plumbing offered to an agent
+    assert {"generate", "optimize", "score"} <= set(tools)
+    for name in MCP_TOOLS:
         assert len(tools[name]["description"]) > 80, (name, tools[name]["description"])
     assert "LoRA" in tools["optimize"]["description"]
     props = tools["optimize"]["inputSchema"]["properties"]
     assert {"prompt", "seed", "control", "steps", "combine"} <= set(props)
     assert "e.g." in props["prompt"]["description"]
+    assert not made.isError and "image.png" in made.content[0].text, made
+    assert refused.isError and [c.text for c in refused.content] == ["The prompt is empty"], refused

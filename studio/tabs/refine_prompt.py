@@ -67,6 +67,17 @@ def ranked_outputs(rows: list[refine.Candidate], seed: int, table: list[list[obj
 
 @user_errors("refining the prompt")
 def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple:
+    """Rewrite a short prompt into better ones (self-rewarding): the VLM writes n distinct candidates, each is
+    generated from the same seed as the user's prompt, the same VLM scores every image (aesthetic, alignment,
+    preference, 0-5) and the candidates are ranked, the user's prompt as the baseline row.
+
+    Args:
+        prompt: the user's short prompt, e.g. "a cat on a sofa".
+        n: how many candidates the VLM writes, 1 to 8.
+        temperature: sampling temperature of the rewriter, e.g. 0.9.
+        top_p: nucleus sampling of the rewriter, 0 to 1, e.g. 0.95.
+        seed: the noise seed every candidate is generated from (0 to 4294967295).
+    """
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
     rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed)
     return ranked_outputs(rows, seed, reports.table(rows))
@@ -75,6 +86,18 @@ def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: fl
 @user_errors("refining the prompt through an image")
 def refine_pivot(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float,
                  pivots: float) -> tuple:
+    """Refine a prompt through an image (PRIP, Zhan et al.): generate `pivots` images of the user's prompt, keep the
+    one the VLM scores best as the pivot, let the VLM write n prompts that would render the pivot (each begins with
+    the user's prompt and adds detail), then generate and rank them from the baseline's seed.
+
+    Args:
+        prompt: the user's short prompt, e.g. "a cat on a sofa".
+        n: how many refined prompts the VLM writes, 1 to 8.
+        temperature: sampling temperature of the writer, e.g. 0.9.
+        top_p: nucleus sampling of the writer, 0 to 1, e.g. 0.95.
+        seed: the seed of the baseline and the refined images; the pivots use the next seeds.
+        pivots: how many images of the user's prompt compete to be the pivot, 1 to 8 (e.g. 4).
+    """
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
     pivots = check_pivots(pivots)
     result = gpu_refine_pivot(app.name, prompt, n, temperature, top_p, seed, pivots)
@@ -104,6 +127,14 @@ def chosen_prompt(choice: str | None) -> str:
 
 @user_errors("writing a prompt from the image")
 def image_to_prompt(app: App, image, seed: float) -> tuple:
+    """Write a prompt that recreates an image: the VLM describes the picture as a prompt for the generator, the
+    prompt is generated from `seed`, and the VLM says how close the recreation is (P(Yes) that both images show the
+    same scene, 0 to 1). Returns the prompt, the recreated image and a note.
+
+    Args:
+        image: the picture to describe (PNG or JPEG file).
+        seed: the noise seed of the recreation (0 to 4294967295).
+    """
     image, note = uploaded(image, "Your image")
     if image is None:
         raise ValueError("there is no image: upload the picture to describe")
