@@ -186,3 +186,44 @@ def test_score_and_refine_tabs(browser, server):
     wait_until(lambda: page.locator("#prompt textarea").input_value() == chosen[4:], 20, "the sent prompt")
     assert not errors, errors
     context.close()
+
+
+def test_refine_through_an_image_from_the_mode_switch(browser, server):
+    """The PRIP mode in the page: the switch shows the pivot count and its own button, the run lists the pivot,
+    the baseline and the refined prompts, each beginning with the user's prompt, and the switch back restores the
+    text mode's button."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#header", timeout=60_000)
+    page.get_by_role("tab", name="Refine prompt").click()
+    assert page.locator("#refine").is_visible() and not page.locator("#refine-pivot").is_visible()
+
+    page.locator("#refine-mode").get_by_text("Through an image (PRIP)").click()
+    wait_until(lambda: page.locator("#refine-pivot").is_visible(), 20, "the pivot mode's button")
+    assert page.locator("#refine-pivots").is_visible() and not page.locator("#refine").is_visible()
+    prompt = page.locator("#refine-prompt textarea").input_value()
+    n = page.locator("#refine-prompt").locator("xpath=ancestor::div[contains(@class,'column')][1]") \
+        .locator("input[type=number]").first
+    n.fill("2")
+    n.press("Enter")
+    page.click("#refine-pivot")
+    note = wait_until(lambda: (t := page.locator("#refine-note").inner_text()) and "pivot is" in t and t, 120,
+                      "the pivot mode's result")
+    assert "the best of 4 images of your prompt" in note, note
+    table = page.locator("#refine-table").inner_text()
+    assert "pivot" in table and "[baseline]" in table, table
+    grid = page.locator("#refine-table [role=row]:not([aria-rowindex='1'])")  # the header row is row 1
+    rows = [[c.strip() for c in r.split("\n") if c.strip()] for r in grid.all_inner_texts() if r.strip()]
+    assert [r[0] for r in rows] == ["pivot", "1", "2", "3"], rows  # the pivot, then baseline + 2 refined, ranked
+    assert all(r[-1].startswith(prompt) for r in rows), (prompt, rows)
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "refine-pivot.png"), full_page=True)
+
+    page.locator("#refine-mode").get_by_text("Rewrite the text (self-rewarding)").click()
+    wait_until(lambda: page.locator("#refine").is_visible(), 20, "the text mode's button")
+    assert not page.locator("#refine-pivot").is_visible()
+    assert not errors, errors
+    context.close()
