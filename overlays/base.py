@@ -25,7 +25,8 @@ class Setting:
 
     Attributes:
         key: the name `Control.spec` reads from its values (also the app endpoint's parameter name).
-        kind: "colors" (a palette editor), "slider", "dropdown", "checkbox", "image" or "radio".
+        kind: "colors" (a palette editor), "slider", "dropdown", "checkbox", "image", "radio", "number" (a box
+            that may be left empty: None) or "point" ('x, y' fractions as text, empty: None).
         label: what the page shows.
         default: the starting value.
         choices: for "dropdown" and "radio".
@@ -145,6 +146,15 @@ class Control(ABC):
         for flag in self.flags:
             group.add_argument(f"--{flag.name}", dest=flag_dest(flag), type=types.get(flag.kind, str),
                                default=flag.default, help=flag.help)
+
+
+def pair(text: str, what: str = "point") -> tuple[float, float]:
+    """'0.3,0.6' -> (0.3, 0.6), for a "point" flag or setting; `what` names the value in the error."""
+    try:
+        x, y = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{what} {text!r} must be two numbers separated by a comma, e.g. 0.3,0.6") from None
+    return x, y
 
 
 def flag_dest(flag: Flag) -> str:

@@ -185,7 +185,10 @@ class Depth(Control):
     settings = (Setting("depth_relation", "dropdown", "Point A (the left dot) is ... relative to Point B",
                         default="foreground", choices=tuple(RELATIONS), sets_questions=True),
                 Setting("depth_contrast", "checkbox", "Also ask the swapped question (expects No)", default=False,
-                        sets_questions=True))
+                        sets_questions=True),
+                # Used when nothing is drawn: how the points are set when depth is combined with a drawn Control.
+                Setting("point_a", "point", "Point A (x, y as fractions of the image; when not drawn)"),
+                Setting("point_b", "point", "Point B (x, y as fractions of the image; when not drawn)"))
     flags = (Flag("a", "point_a", "point", "depth: point A as 'x,y' fractions"),
              Flag("b", "point_b", "point", "depth: point B as 'x,y' fractions"),
              Flag("relation", "depth_relation", "text", "depth: foreground, background, closer or further",

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from overlays import CONTROLS, Control, layout
-from overlays.base import MissingValues, flag_dest
+from overlays.base import MissingValues, flag_dest, pair
 
 from .checks import fit_upload, read_image
 from .generator import BASE_WEIGHTS, Generator
@@ -78,15 +78,6 @@ def read_overlay(path: str | Path, size: int) -> np.ndarray:
         print(f"note: overlay {str(path)!r} is {im.size[0]}x{im.size[1]}; resized to {size}x{size}", file=sys.stderr)
         im = im.resize((size, size), Image.LANCZOS)
     return np.asarray(im)
-
-
-def pair(text: str, what: str = "point") -> tuple[float, float]:
-    """'0.3,0.6' -> (0.3, 0.6); `what` names the value in the error."""
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{what} {text!r} must be two numbers separated by a comma, e.g. 0.3,0.6") from None
-    return x, y
 
 
 def add_control_args(p: argparse.ArgumentParser) -> None:

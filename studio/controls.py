@@ -15,7 +15,7 @@ from PIL import Image
 
 import overlays
 from overlays import canvas, layout
-from overlays.base import MissingValues
+from overlays.base import MissingValues, pair
 from pipelines.checks import read_image
 from pipelines.vlm import QA, from_pil
 
@@ -48,22 +48,31 @@ def drawn_layer(drawing: object) -> np.ndarray | None:
 
 
 def build_control(name: str, resolution: int, *, drawing: object = None, questions: Sequence[str] = (),
-                  **values: object) -> BuiltControl:
+                  combined: bool = False, **values: object) -> BuiltControl:
     """The overlay (at the generator's resolution), its questions and a description, from the page's settings
     (`values`, by setting key) and, for drawn controls, what was painted on the canvas (`drawing`, any size).
-    `questions` are the questions box's questions (a control that asks the user's own questions reads them)."""
+    `questions` are the questions box's questions (a control that asks the user's own questions reads them).
+    `combined`: set by its settings alone, beside the canvas's Control (a missing value names the setting)."""
     control = get_control(name)
     layer = drawn_layer(drawing) if control.drawn else None
     values = dict(values) | {"questions": list(questions)}
-    for setting in control.settings:  # image settings arrive as files: opened here under our own limits
-        value = values.get(setting.key)
+    for setting in control.settings:  # files opened under our own limits, 'x, y' text parsed, empty boxes None
+        value, what = values.get(setting.key), setting.label.split(" (")[0]
         if setting.kind == "image" and isinstance(value, (str, Path)):
-            values[setting.key] = read_image(value, "RGBA", what=setting.label.split(" (")[0], name=Path(value).name)
+            values[setting.key] = read_image(value, "RGBA", what=what, name=Path(value).name)
+        elif setting.kind in ("point", "number") and (value is None or not str(value).strip()):
+            values[setting.key] = None
+        elif setting.kind == "point":
+            values[setting.key] = pair(value, what)
     size = (resolution, resolution)
     try:
         spec = control.spec(values, layer, resolution)
     except MissingValues as exc:
-        raise ValueError(str(exc)) from None
+        if not combined:
+            raise ValueError(str(exc)) from None
+        labels = {s.key: s.label.split(" (")[0] for s in control.settings}
+        raise ValueError(f"combined control {name} needs {' and '.join(labels.get(k, k) for k in exc.keys)} in its "
+                         "settings (the canvas is the Control's)") from None
     notes = control.spec_notes(values, layer, resolution)
     return BuiltControl(name, spec, control.render(spec, size), control.questions(spec), control.describe(spec),
                         notes)
@@ -81,10 +90,11 @@ def build_controls(name: str, combine: Sequence[str], resolution: int, *, drawin
     built = [main]
     for other in others:
         try:
-            built.append(build_control(other, resolution, questions=questions, **values))
+            built.append(build_control(other, resolution, questions=questions, combined=True, **values))
         except ValueError as exc:
-            raise ValueError(f"combined control {other}: {exc} (a combined control is set with its settings; "
-                             "the canvas is the Control's)") from None
+            message = str(exc)
+            raise ValueError(message if message.startswith("combined control") else
+                             f"combined control {other}: {message}") from None
     order = list(overlays.CONTROLS)
     built.sort(key=lambda b: order.index(b.name))
     placed = layout.combine([(get_control(b.name), b.spec) for b in built], (resolution, resolution))

@@ -55,13 +55,28 @@ def test_horizon_drawn_and_a_palette_in_one_run(server, tmp_path):
     assert (shown[-20:, :, 0] > 200).any() and (shown[-20:, :, 1] > 120).any()  # the strip is at the bottom
 
 
-def test_a_clash_and_a_drawn_only_combined_control_are_refused(server, tmp_path):
+def test_a_clash_and_a_combined_control_without_its_settings_are_refused(server, tmp_path):
     client = server.client()
     with fails("the palette and horizon overlays overlap"):
         run(client, tmp_path, canvas=editor(tmp_path, horizon_layer(y=0.97, tilt_px=0)), combine=["palette"],
             palette_colors="#e63946 #2a9d8f")
-    with fails("combined control depth: .*the canvas is the Control's"):
+    with fails("combined control depth needs Point A and Point B in its settings"):
         run(client, tmp_path, combine=["depth"])
+
+
+def test_drawn_controls_combine_through_their_settings(server, tmp_path):
+    """A drawn horizon with depth points typed in; a palette Control with a horizon height typed in."""
+    client = server.client()
+    final = run(client, tmp_path, combine=["depth"], point_a="0.2, 0.8", point_b="0.75, 0.55")
+    assert final[STATUS].startswith("Done: 2 steps"), final[STATUS]
+    meta = lora_metadata(final[DOWNLOAD])
+    assert meta["controls"][0].startswith("horizon at y=0.3") and meta["controls"][1].startswith(
+        "depth: A=(0.20, 0.80) foreground vs B=(0.75, 0.55)"), meta["controls"]
+    image, note = client.predict(None, "palette", None, "", api_name="/preview", combine=["horizon"],
+                                 palette_colors="#e63946 #2a9d8f", horizon_y=0.4, horizon_tilt=0)
+    assert palette.QUESTION in note and horizon.QUESTION in note and "horizon at y=0.40" in note, note
+    red_rows = np.flatnonzero((pixels(image)[..., 0] > 200).mean(axis=1) > 0.9)
+    assert any(abs(r / pixels(image).shape[0] - 0.4) < 0.02 for r in red_rows), red_rows
 
 
 def test_continue_from_the_run_just_finished(server, tmp_path):

@@ -37,8 +37,9 @@ from ..shared import (
     user_errors,
 )
 
-COMBINE_LABEL = ("Combine with (each set with its own settings below; the canvas is the Control's). The marks must not "
-                 "overlap: a palette strip and a line-weight stroke are stacked at the bottom")
+COMBINE_LABEL = ("Combine with (each set with its own settings below; the canvas is the Control's: a combined horizon "
+                 "takes its height, combined depth its points). The marks must not overlap: a palette strip and a "
+                 "line-weight stroke are stacked at the bottom")
 KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
               "away from the prompt)")
 START_CONTROL = "horizon"
@@ -235,6 +236,12 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
         return gr.Checkbox(bool(default), label=label)
     if kind == "radio":
         return gr.Radio(list(setting.choices), value=default, label=label)
+    if kind == "number":  # as sent: an out-of-range value reaches the Spec's check, which names it
+        return NumberBox(value=default, label=label, minimum=setting.minimum, maximum=setting.max_for(resolution),
+                         elem_id=setting.key.replace("_", "-"))
+    if kind == "point":
+        return gr.Textbox(value=default or "", label=label, placeholder="e.g. 0.3, 0.6", elem_id=setting.key.replace(
+            "_", "-"))
     if kind == "image":
         return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=setting.key.replace("_", "-"))
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
