@@ -43,6 +43,11 @@ class Setting:
     maximum: float | Callable[[int], float] = 1
     sets_questions: bool = False
 
+    @property
+    def name(self) -> str:
+        """The label without its parenthesis: how a message names this setting."""
+        return self.label.split(" (")[0]
+
     def max_for(self, resolution: int) -> float:
         return self.maximum(resolution) if callable(self.maximum) else self.maximum
 

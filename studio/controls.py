@@ -56,23 +56,27 @@ def build_control(name: str, resolution: int, *, drawing: object = None, questio
     control = get_control(name)
     layer = drawn_layer(drawing) if control.drawn else None
     values = dict(values) | {"questions": list(questions)}
-    for setting in control.settings:  # files opened under our own limits, 'x, y' text parsed, empty boxes None
-        value, what = values.get(setting.key), setting.label.split(" (")[0]
-        if setting.kind == "image" and isinstance(value, (str, Path)):
-            values[setting.key] = read_image(value, "RGBA", what=what, name=Path(value).name)
-        elif setting.kind in ("point", "number") and (value is None or not str(value).strip()):
-            values[setting.key] = None
-        elif setting.kind == "point":
-            values[setting.key] = pair(value, what)
-    size = (resolution, resolution)
     try:
+        for setting in control.settings:  # files opened under our own limits, 'x, y' text parsed, empty boxes None
+            value = values.get(setting.key)
+            if setting.kind == "image" and isinstance(value, (str, Path)):
+                values[setting.key] = read_image(value, "RGBA", what=setting.name, name=Path(value).name)
+            elif setting.kind in ("point", "number") and (value is None or not str(value).strip()):
+                values[setting.key] = None
+            elif setting.kind == "point":
+                values[setting.key] = pair(value, setting.name)
         spec = control.spec(values, layer, resolution)
     except MissingValues as exc:
         if not combined:
             raise ValueError(str(exc)) from None
-        labels = {s.key: s.label.split(" (")[0] for s in control.settings}
-        raise ValueError(f"combined control {name} needs {' and '.join(labels.get(k, k) for k in exc.keys)} in its "
+        names = {s.key: s.name for s in control.settings}
+        raise ValueError(f"combined control {name} needs {' and '.join(names.get(k, k) for k in exc.keys)} in its "
                          "settings (the canvas is the Control's)") from None
+    except ValueError as exc:
+        if not combined:
+            raise
+        raise ValueError(f"combined control {name}: {exc}") from None
+    size = (resolution, resolution)
     notes = control.spec_notes(values, layer, resolution)
     return BuiltControl(name, spec, control.render(spec, size), control.questions(spec), control.describe(spec),
                         notes)
@@ -87,14 +91,7 @@ def build_controls(name: str, combine: Sequence[str], resolution: int, *, drawin
     others = [n for n in combine if n != name]
     if not others:
         return main
-    built = [main]
-    for other in others:
-        try:
-            built.append(build_control(other, resolution, questions=questions, combined=True, **values))
-        except ValueError as exc:
-            message = str(exc)
-            raise ValueError(message if message.startswith("combined control") else
-                             f"combined control {other}: {message}") from None
+    built = [main, *(build_control(n, resolution, questions=questions, combined=True, **values) for n in others)]
     order = list(overlays.CONTROLS)
     built.sort(key=lambda b: order.index(b.name))
     placed = layout.combine([(get_control(b.name), b.spec) for b in built], (resolution, resolution))

@@ -63,6 +63,18 @@ WATCH_PROGRESS = """() => {
 }"""
 
 
+def open_page(browser, server, **options) -> tuple:
+    """A fresh browser context on the app, its page loaded to the header, and the page's script errors (a list the
+    test asserts empty at the end)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#header", timeout=60_000)
+    return context, page, errors
+
+
 def wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,11 +86,7 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def test_draw_optimize_and_download(browser, server, tmp_path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url, wait_until="domcontentloaded")
+    context, page, errors = open_page(browser, server, accept_downloads=True)
     page.wait_for_selector("#canvas .pixi-target canvas", timeout=60_000)
     assert "images are noise" in page.locator("#header").inner_text()
 
@@ -147,12 +155,7 @@ def test_draw_optimize_and_download(browser, server, tmp_path):
 
 
 def test_score_and_refine_tabs(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.wait_for_selector("#header", timeout=60_000)
+    context, page, errors = open_page(browser, server)
 
     # Score: generate two images, score them, see the rubric and the order-free verdict
     page.get_by_role("tab", name="Score").click()
@@ -192,12 +195,7 @@ def test_refine_through_an_image_from_the_mode_switch(browser, server):
     """The PRIP mode in the page: the switch shows the pivot count and its own button, the run lists the pivot,
     the baseline and the refined prompts, each beginning with the user's prompt, and the switch back restores the
     text mode's button."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url, wait_until="domcontentloaded")
-    page.wait_for_selector("#header", timeout=60_000)
+    context, page, errors = open_page(browser, server)
     page.get_by_role("tab", name="Refine prompt").click()
     assert page.locator("#refine").is_visible() and not page.locator("#refine-pivot").is_visible()
 

@@ -224,12 +224,13 @@ def with_settings(fn: Callable, app: App, before: int, outputs: dict | None = No
 def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
     """A component for one setting, by its kind (the "colors" kind brings the palette editor's extras)."""
     kind, label, default = setting.kind, setting.label, setting.default
+    elem_id = setting.key.replace("_", "-")
     if kind == "colors":
-        return gr.Textbox(label=label, value=default, elem_id=setting.key.replace("_", "-"))
+        return gr.Textbox(label=label, value=default, elem_id=elem_id)
     if kind == "slider":
         top = setting.max_for(resolution)
         return SliderBox(setting.minimum, top, value=min(default, top), step=1, label=f"{label} ({resolution} px)",
-                         elem_id=setting.key.replace("_", "-"))
+                         elem_id=elem_id)
     if kind == "dropdown":
         return gr.Dropdown(list(setting.choices), value=default, label=label)
     if kind == "checkbox":
@@ -238,12 +239,11 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
         return gr.Radio(list(setting.choices), value=default, label=label)
     if kind == "number":  # as sent: an out-of-range value reaches the Spec's check, which names it
         return NumberBox(value=default, label=label, minimum=setting.minimum, maximum=setting.max_for(resolution),
-                         elem_id=setting.key.replace("_", "-"))
+                         elem_id=elem_id)
     if kind == "point":
-        return gr.Textbox(value=default or "", label=label, placeholder="e.g. 0.3, 0.6", elem_id=setting.key.replace(
-            "_", "-"))
+        return gr.Textbox(value=default or "", label=label, placeholder="e.g. 0.3, 0.6", elem_id=elem_id)
     if kind == "image":
-        return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=setting.key.replace("_", "-"))
+        return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
 
 
