@@ -102,7 +102,7 @@ class Horizon(Control):
             y, tilt = horizon_from_layer(layer)
             return Spec(round(y, 3), round(tilt, 1))
         if values.get("horizon_y") is None:
-            raise MissingValues(self.name, ["horizon_y"], f"the canvas is blank: draw {self.drawn} first")
+            raise MissingValues(self.name, ["horizon_y"], f"the canvas is blank: draw {self.drawn}, or type its height")
         return Spec(values["horizon_y"], values.get("horizon_tilt") or 0.0)
 
     def example(self) -> Example:

@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +109,8 @@ class Result:
     rank: int
     alpha: float
     history: list[Step] = field(default_factory=list)
-    cancelled: bool = False
+    cancelled: bool = False  # the caller went away (`should_stop`): nothing was evaluated
+    stopped_at: int | None = None  # the user stopped the run after this many steps (`finish_now`); kept and judged
     reached_target: bool = False  # stopped early: the running mean P passed `target_p`
     unseen: Evaluation = field(default_factory=lambda: Evaluation(skipped="no unseen seeds asked for"))
     parent: lora.Parent | None = None  # the LoRA this run continued from
@@ -187,7 +191,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              overlay: np.ndarray | None = None, steps: int = 100, lr: float | None = None,
              rank: int | None = None, alpha: float | None = None, seed: int = 0, preview_every: int = 0,
              callback: Callable[[Step], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
-             progress: bool = True, gradient_checkpointing: bool | None = None,
+             finish_now: Callable[[], bool] = lambda: False, progress: bool = True,
+             gradient_checkpointing: bool | None = None,
              target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None,
              compile: bool = False) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
@@ -200,7 +205,10 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         steps, lr, rank, alpha: AdamW steps and learning rate, LoRA rank and alpha (None: the preset's).
         seed: seeds the LoRA's initial weights and every step's noise (`train_seed`).
         preview_every: keep the judged image on every n-th `Step` (0: never).
-        callback: called with each `Step`; `should_stop`: checked before each step (a UI's Stop).
+        callback: called with each `Step`.
+        should_stop: checked before each step: the caller has gone (a closed page), so stop and evaluate nothing.
+        finish_now: checked before each step: the user pressed Stop, so end here and keep what was trained (the
+            LoRA so far is returned and judged on the unseen seeds as after a full run; `Result.stopped_at`).
         gradient_checkpointing: recompute activations in the backward pass (None: the preset's).
         target_p: stop early once the mean P(expected answers) of the last `TARGET_WINDOW` steps reaches it
             (None: run every step; the CLI and the app pass the preset's `target_p`).
@@ -237,6 +245,9 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             if should_stop():
                 result.cancelled = True
                 break
+            if finish_now():
+                result.stopped_at = step - 1
+                break
             with generator.compiled(compile):
                 pixels = judged_pixels(generator, cond, train_seed(seed, done + step), overlay)
             nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
@@ -264,6 +275,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         generator.checkpointing(False)
         if result.cancelled:
             result.unseen = Evaluation(skipped="the run was stopped")
+        elif not result.history:
+            result.unseen = Evaluation(skipped="the run was stopped before its first step")
         elif eval_seeds:
             result.unseen = evaluate_unseen(generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds), overlay)
         return result
@@ -326,6 +339,28 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
                for s in result.history]
     write_text(sidecar_path(path), json.dumps(meta | {"history": history}, indent=1) + "\n")
     return Path(path)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C once: finish after the current step and keep the LoRA so far (users of every LoRA trainer ask for
+    'stop and save'); twice: abandon the run as usual. Yields the check `optimize(finish_now=...)` takes."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield asked.is_set
+        return
+
+    def on_interrupt(signum, frame) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        tqdm.write("stopping after this step; the LoRA so far will be saved (Ctrl-C again to abandon the run)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def parse_target_p(text: str | None, preset) -> float | None:
@@ -424,10 +459,15 @@ def main(argv: list[str] | None = None) -> int:
             bar["loss"] = step.loss
             tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
 
-        result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
-                          rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
-                          eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile,
-                          gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
+        with stop_on_interrupt() as stop:
+            result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
+                              rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
+                              eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile, finish_now=stop,
+                              gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
+        if not result.history:
+            raise ValueError("stopped before the first step: nothing was trained and no LoRA was saved")
+        if result.stopped_at is not None:
+            print(f"stopped at step {result.stopped_at} of {steps}: the LoRA so far is saved")
         save_result(result, args.out, generator, prompt, qa_pairs, "; ".join(controls), controls, seed)
         if result.reached_target:
             print(f"stopped early at step {len(result.history)}: the mean P of the last {TARGET_WINDOW} steps "

@@ -65,10 +65,12 @@ def build_control(name: str, resolution: int, *, drawing: object = None, questio
                 values[setting.key] = None
             elif setting.kind == "point":
                 values[setting.key] = pair(value, setting.name)
+            elif setting.kind == "number" and isinstance(value, str):
+                values[setting.key] = number(value, setting.name)
         spec = control.spec(values, layer, resolution)
     except MissingValues as exc:
         if not combined:
-            raise ValueError(str(exc)) from None
+            raise
         names = {s.key: s.name for s in control.settings}
         raise ValueError(f"combined control {name} needs {' and '.join(names.get(k, k) for k in exc.keys)} in its "
                          "settings (the canvas is the Control's)") from None
@@ -99,6 +101,14 @@ def build_controls(name: str, combine: Sequence[str], resolution: int, *, drawin
     return BuiltControl(" + ".join(b.name for b in built), placed.specs, placed.overlay, placed.questions,
                         "; ".join(placed.descriptions), [n for b in built for n in b.notes], placed.descriptions,
                         [qa for qa in added if qa not in main.questions])
+
+
+def number(text: str, what: str) -> float:
+    """A number typed in a settings box; ValueError naming the setting when it is not one."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{what} {text.strip()!r} is not a number") from None
 
 
 def default_questions(name: str, values: Mapping[str, object] | None = None) -> list[QA]:

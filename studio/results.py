@@ -18,7 +18,19 @@ from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale,
 from pipelines.optimize import Evaluation, Step
 
 from .controls import DISPLAY, for_display, overlaid
-from .shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_generate, gpu_run, handler, new_session, slug, user_errors
+from .shared import (
+    GPU_EVENT,
+    LIGHT_EVENT,
+    App,
+    NumberBox,
+    SliderBox,
+    gpu_generate,
+    gpu_run,
+    handler,
+    new_session,
+    slug,
+    user_errors,
+)
 
 CONTINUE_LABEL = ("Continue from this LoRA: the next Optimize starts from the LoRA above (or the one sent from "
                   "'Use a LoRA') instead of from zero")
@@ -54,6 +66,9 @@ class Results:
                 self.apply_seed = NumberBox(label="Seed", value=1, precision=0, minimum=0, maximum=MAX_SEED)
                 self.apply_scale = SliderBox(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")
             self.apply_button = gr.Button("Generate with the LoRA", elem_id=f"{prefix}-apply")
+            # Made here, inside the tab: a component made later, between tabs, becomes a child of gr.Tabs, and the
+            # browser then shows the next tab's button twice (Gradio 6.31).
+            self.tab = gr.State(prefix)
             self.applied = gr.Image(label=f"With the LoRA ({resolution} px)", type="pil", format="png",
                                     interactive=False, height=320, elem_id=f"{prefix}-applied")
 
@@ -63,9 +78,15 @@ class Results:
     def outputs(self, session: gr.State) -> list:
         return list(self.components(session).values())
 
+    def wire_stop(self, button: gr.Button, session: gr.State, api_name: str) -> None:
+        """Stop (ends the run after its step, keeping the LoRA so far) and Download's message when empty."""
+        button.click(request_stop, [session, self.tab], self.status, api_name=api_name, queue=False,
+                     api_visibility="undocumented", show_progress="hidden")
+        self.download.click(nothing_to_download, self.download, None, **LIGHT_EVENT)
+
     def wire_apply(self, app: App, session: gr.State, api_name: str) -> None:
         self.apply_button.click(handler(apply_lora, app), [self.apply_prompt, self.apply_seed, self.apply_scale,
-                                                            session, gr.State(self.prefix)],
+                                                            session, self.tab],
                                 self.applied, api_name=api_name, **GPU_EVENT)
 
 
@@ -117,6 +138,20 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
     session = session or new_session(app, request)
     session["runs"] += 1
     out_path = Path(session["dir"]) / f"{tab}-{session['runs']}-{slug(prompt)}.safetensors"
+    stop_file = Path(session["dir"]) / f"stop-{tab}-{session['runs']}"
+    session.setdefault("active", {})[tab] = str(stop_file)  # what this tab's Stop button touches
+    try:
+        yield from run_updates(app, tab, session, progress, out_path, stop_file, prompt, seed, qa, steps, overlay,
+                               description, controls, init_path)
+    finally:
+        session["active"].pop(tab, None)
+        stop_file.unlink(missing_ok=True)
+
+
+def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, stop_file: Path, prompt: str,
+                seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay, description: str,
+                controls: Sequence[str] | None, init_path: str | None) -> Iterator[dict[str, object]]:
+    """stream_run's updates, once the session, the LoRA's path and the stop file are set."""
     history: list[Step] = []
     empty = history_frame([])
     start, last = time.monotonic(), 0.0
@@ -126,7 +161,7 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
            "live": None, "loss": empty, "p": empty, "slider": None, "scores": "", "download": None, "unseen": [],
            "session": session}
     for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description,
-                         None if controls is None else list(controls), init_path):
+                         None if controls is None else list(controls), init_path, str(stop_file)):
         if event.kind == "start":
             yield {"status": f"Optimizing: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
                    "live": for_display(event.before)}
@@ -139,33 +174,52 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
                 continue  # at most two plot updates a second between previews
             last = now
             frame = history_frame(history)
+            stopping = " Stopping after this step..." if stop_file.exists() else ""
             update = {"status": f"Optimizing: step {step.step}/{steps}, loss {step.loss:.4f}, P {step.p:.4f}, "
-                                f"{step.elapsed:.1f} s", "loss": frame, "p": frame}
+                                f"{step.elapsed:.1f} s.{stopping}", "loss": frame, "p": frame}
             if step.preview is not None:
                 update["live"] = for_display(step.preview)
             yield update
+        elif event.stopped_at == 0:
+            yield {"status": "Stopped before the first step: nothing was trained, so there is no LoRA. Press "
+                             "Optimize to start again.", "session": session}
         else:
             session["lora"][tab] = event.path
             frame = history_frame(event.history)
-            early = (f" (stopped early: P reached {app.preset.target_p:g})"
-                     if len(event.history) < steps else "")
+            stopped = event.stopped_at is not None
+            early = (f" (stopped at step {event.stopped_at} of {steps})" if stopped
+                     else f" (stopped early: P reached {app.preset.target_p:g})" if len(event.history) < steps
+                     else "")
             scores = (f"**P(expected answers)** for seed {seed}, as the VLM sees it: before "
                       f"**{event.p_before:.4f}**, after **{event.p_after:.4f}** (LoRA scale 1)\n\n{asked}\n\n"
                       f"LoRA `{Path(event.path).name}`: {len(event.history)} steps{early}"
                       f"{f' continuing `{event.parent}` ({event.total_steps} in all)' if event.parent else ''}, rank "
                       f"{app.preset.lora_rank}\n\n{unseen_markdown(event.unseen)}")
-            yield {"status": f"Done: {len(event.history)} steps in {time.monotonic() - start:.1f} s, final loss "
-                             f"{event.history[-1].loss:.4f}.",
+            done = (f"Stopped at step {event.stopped_at} of {steps}: the LoRA so far is saved, shown before/after "
+                    "and judged on unseen seeds below" if stopped else f"Done: {len(event.history)} steps")
+            yield {"status": f"{done} ({time.monotonic() - start:.1f} s, final loss {event.history[-1].loss:.4f}).",
                    "live": for_display(overlaid(event.after, overlay, app.resolution)), "loss": frame, "p": frame,
                    "slider": (for_display(event.before), for_display(event.after)), "scores": scores,
                    "download": event.path, "unseen": unseen_gallery(event.unseen, overlay, app.resolution),
                    "session": session}
 
 
-def stopped() -> str:
-    time.sleep(0.3)  # let the cancelled run's last update land first
-    return ("Stopped. The base model is unchanged; the evaluation on unseen seeds was skipped because the run was "
-            "stopped. Press Optimize to start again.")
+def request_stop(session: dict | None, tab: str) -> str:
+    """The Stop button: the tab's running job ends after its current step and keeps what it trained (see
+    `runs.run`'s stop file); the run itself then shows the LoRA so far."""
+    target = ((session or {}).get("active") or {}).get(tab)
+    if not target:
+        return "Nothing is running in this tab: press Optimize to start."
+    Path(target).touch()
+    return ("Stopping after this step: the LoRA so far will be saved, shown before/after and judged on unseen "
+            "seeds.")
+
+
+def nothing_to_download(path: str | None) -> None:
+    """Download pressed before there is a LoRA: say so (the button alone would do nothing)."""
+    if not path:
+        raise gr.Error("There is no LoRA to download yet: press Optimize first (a stopped run keeps its LoRA too).",
+                       print_exception=False)
 
 
 @user_errors("applying the LoRA")

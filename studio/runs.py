@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import uuid
@@ -80,6 +81,7 @@ class RunEvent:
     unseen: Evaluation | None = None  # the LoRA judged on unseen seeds at scale 0 and 1
     total_steps: int = 0  # this run's steps and those of the LoRA it continued
     parent: str | None = None  # the LoRA file it continued from
+    stopped_at: int | None = None  # the user pressed Stop after this many steps (0: nothing trained, no file)
 
 
 def preview_every(steps: int) -> int:
@@ -90,12 +92,15 @@ def preview_every(steps: int) -> int:
 def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequence[QA], *, steps: int,
         out_path: str | Path, lock: threading.Lock, overlay: Image.Image | np.ndarray | None = None,
         overlay_description: str = "", target_p: float | None = None, controls: Sequence[str] | None = None,
-        init_path: str | Path | None = None) -> Iterator[RunEvent]:
+        init_path: str | Path | None = None, stop_file: str | Path | None = None) -> Iterator[RunEvent]:
     """The whole job behind the Optimize button, as a stream of events.
 
     Base image for (prompt, seed) and its score -> the optimization, step by step -> the LoRA file, the image
     for the same seed with the LoRA at scale 1, and its score. The shared pipeline never keeps the LoRA.
     `controls`: one line per visual prompt (metadata); `init_path`: a LoRA file the run continues from.
+    `stop_file`: when this file appears (the page's Stop), the run ends after the current step and keeps what it
+    trained: the LoRA so far is saved and judged like a finished one. A file, not an event: on ZeroGPU the run
+    is in another process.
     """
     if overlay is not None:
         overlay = overlays.overlay_array(overlay)
@@ -106,12 +111,19 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
         p_before = score_image(vlm, before, overlay, list(qa_pairs))
     yield RunEvent("start", before=before, p_before=p_before)
     result: Result | None = None
+    def finish_now() -> bool:
+        return stop_file is not None and os.path.exists(stop_file)
+
     for item in optimize_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
-                                seed=seed, preview_every=preview_every(steps), target_p=target_p, init=init):
+                                seed=seed, preview_every=preview_every(steps), target_p=target_p, init=init,
+                                finish_now=finish_now):
         if isinstance(item, Result):
             result = item
         else:
             yield RunEvent("step", step=item)
+    if not result.history:
+        yield RunEvent("done", before=before, p_before=p_before, stopped_at=0)
+        return
     save_result(result, str(out_path), generator, prompt, list(qa_pairs), overlay_description,
                 None if controls is None else list(controls), seed)
     with lock:
@@ -119,7 +131,7 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
         p_after = score_image(vlm, after, overlay, list(qa_pairs))
     yield RunEvent("done", before=before, p_before=p_before, after=after, p_after=p_after, path=str(out_path),
                    history=result.history, unseen=result.unseen, total_steps=result.total_steps,
-                   parent=init.name if init else None)
+                   parent=init.name if init else None, stopped_at=result.stopped_at)
 
 
 def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:

@@ -133,11 +133,12 @@ def gpu_draft(preset_name: str, prompt: str, n: int) -> tuple[list[str], str]:
 
 @on_gpu(run_seconds)
 def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, out_path: str, overlay=None,
-            overlay_description: str = "", controls: list[str] | None = None, init_path: str | None = None):
+            overlay_description: str = "", controls: list[str] | None = None, init_path: str | None = None,
+            stop_file: str | None = None):
     generator, vlm = models(preset_name)
     yield from run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
                    overlay=overlay, overlay_description=overlay_description, target_p=generator.preset.target_p,
-                   controls=controls, init_path=init_path)
+                   controls=controls, init_path=init_path, stop_file=stop_file)
 
 
 @on_gpu(score_seconds)

@@ -237,6 +237,27 @@ def test_stop_ends_the_worker_within_a_step_and_leaves_the_base(server, tmp_path
         client.predict("a desert", 5, 1.0, api_name="/apply_lora")  # the stopped run left none
 
 
+def test_stop_keeps_what_was_trained(server, tmp_path, reference):
+    """Stop ends the run after its step and keeps the LoRA so far: saved, shown before/after, judged on unseen
+    seeds, and marked "stopped at step k"; Stop with nothing running says so."""
+    client = server.client()
+    assert "Nothing is running" in client.predict(api_name="/stop")
+    job = client.submit(**optimize_args(tmp_path, steps=400))
+    for out in job:
+        if re.match(r"Optimizing: step [1-9]", out[STATUS]):
+            break
+    assert "Stopping after this step" in client.predict(api_name="/stop")
+    final = job.result()
+    k = int(re.match(r"Stopped at step (\d+) of 400: the LoRA so far is saved", final[STATUS]).group(1))
+    assert 1 <= k < 400
+    assert f"stopped at step {k} of 400" in final[SCORES]
+    assert lora_metadata(final[DOWNLOAD])["steps"] == k
+    assert final[SLIDER] is not None and len(final[UNSEEN]) == 2 * optimize.EVAL_SEEDS
+    assert wait_for_no_runs() < 5.0
+    assert_clean(reference, client)
+    assert client.predict("a desert", 5, 1.0, api_name="/apply_lora")  # the stopped run's LoRA applies
+
+
 def test_error_during_a_run_leaves_the_base(server, tmp_path, reference, monkeypatch):
     _, vlm = models()
     real, calls = vlm.answer_nll, []

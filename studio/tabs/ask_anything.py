@@ -17,8 +17,8 @@ from pipelines.checks import (
 from pipelines.optimize import with_prompt_guard
 
 from ..questions import parse_questions
-from ..results import Results, stopped, stream_run
-from ..shared import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, gpu_draft, handler, user_errors
+from ..results import Results, stream_run
+from ..shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_draft, handler, user_errors
 from .visual_prompts import KEEP_LABEL
 
 
@@ -69,11 +69,10 @@ class AskAnythingTab:
         self.draft.click(handler(draft_questions, app), [self.prompt, self.n], [self.questions, self.note],
                          api_name="draft_questions", **GPU_EVENT)
         results = self.results.components(session)
-        run = self.button.click(handler(ask_optimize, app, results),
+        self.button.click(handler(ask_optimize, app, results),
                                 [self.prompt, self.seed, self.questions, self.steps, self.keep,
                                  self.results.continue_from, session],
                                 list(results.values()), api_name="ask_optimize",
                                 show_progress_on=[self.results.status], **GPU_EVENT)
-        self.stop.click(None, None, None, cancels=[run], api_visibility="private").then(
-            stopped, None, self.results.status, **LIGHT_EVENT)
+        self.results.wire_stop(self.stop, session, "ask_stop")
         self.results.wire_apply(app, session, "ask_apply_lora")

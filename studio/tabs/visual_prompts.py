@@ -15,6 +15,7 @@ import gradio as gr
 
 import overlays
 from overlays import palette
+from overlays.base import MissingValues
 from overlays.colors import parse_colors, to_hex
 from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
 from pipelines.optimize import with_prompt_guard
@@ -22,7 +23,7 @@ from pipelines.optimize import with_prompt_guard
 from ..controls import DISPLAY, build_controls, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
 from ..questions import format_questions, parse_questions
-from ..results import Results, stopped, stream_run
+from ..results import Results, stream_run
 from ..shared import (
     GPU_EVENT,
     IMAGE_TYPES,
@@ -30,6 +31,7 @@ from ..shared import (
     App,
     NumberBox,
     SliderBox,
+    as_sent,
     gpu_generate,
     handler,
     keyed_by_component,
@@ -107,6 +109,8 @@ def preview(app: App, base, control: str, drawing, questions: str | None, settin
     res = app.resolution
     try:
         ctrl = built(app, control, drawing, questions, settings, combine)
+    except MissingValues as exc:  # nothing drawn or typed yet: what to do, not an error
+        return for_display(overlaid(base, None, res)), f"_Nothing to show yet: {exc}._"
     except ValueError as exc:
         return for_display(overlaid(base, None, res)), f"**Overlay:** {exc}"
     try:
@@ -237,9 +241,12 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
         return gr.Checkbox(bool(default), label=label)
     if kind == "radio":
         return gr.Radio(list(setting.choices), value=default, label=label)
-    if kind == "number":  # as sent: an out-of-range value reaches the Spec's check, which names it
-        return NumberBox(value=default, label=label, minimum=setting.minimum, maximum=setting.max_for(resolution),
-                         elem_id=elem_id)
+    if kind == "number":
+        # A text box, as sent: it may stay empty (a number box shows and sends 0 for "no value", which would read
+        # as a bad height on the landing page); the Spec's check names an out-of-range value.
+        empty = "empty: " + ("drawn on the canvas" if setting.default is None else f"{setting.default:g}")
+        return as_sent(gr.Textbox(value="" if default is None else f"{default:g}", label=label, elem_id=elem_id,
+                                  placeholder=f"{setting.minimum:g} to {setting.max_for(resolution):g} ({empty})"))
     if kind == "point":
         return gr.Textbox(value=default or "", label=label, placeholder="e.g. 0.3, 0.6", elem_id=elem_id)
     if kind == "image":
@@ -401,12 +408,11 @@ class VisualPromptsTab:
             extras["picture"].upload(palette_from_image, [extras["picture"], extras["n"]], colors,
                                      **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
         results = self.results.components(self.session)
-        run = self.opt_button.click(
+        self.opt_button.click(
             with_settings(optimize, app, 6, results),
             [self.prompt, self.seed, self.control, self.editor, self.questions, self.steps, *settings, self.keep,
              self.combine, self.results.continue_from, self.session], list(results.values()), api_name="optimize",
             show_progress_on=[self.results.status],
             **GPU_EVENT)
-        self.stop_button.click(None, None, None, cancels=[run], api_visibility="private").then(
-            stopped, None, self.results.status, **LIGHT_EVENT)
+        self.results.wire_stop(self.stop_button, self.session, "stop")
         self.results.wire_apply(app, self.session, "apply_lora")
