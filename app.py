@@ -36,9 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as MCP tools (for agents) at "
                                                            "/gradio_api/mcp/; MCP=1 does the same on a Space")
     args = parser.parse_args(argv)
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # not "no LoRA keys for the text encoder" on every apply
     name, note = choose_preset(args.preset, os.environ.get("PRESET"), torch.cuda.is_available())
     if note:
         print(note)

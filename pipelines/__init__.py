@@ -7,3 +7,17 @@ import logging
 # diffusers looks for torchao tensor types of older releases (only for loading torchao-serialised checkpoints).
 for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
     logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+# We do not depend on torchvision (no CPU build here): transformers then uses its PIL image processors, which is what
+# we want, and says so on every start; that line is ours to silence, not a problem for the user.
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropMessage("requires torchvision (not installed)"))

@@ -28,7 +28,8 @@ import time
 import torch
 
 from . import cli, cost
-from .checks import check_renoise
+from .checks import check_generate_size, check_output, check_renoise
+from .files import write_text
 from .optimize import Step, optimize
 
 QUESTION = cost.QUESTION  # the one question a timed step asks (and a counted one)
@@ -70,8 +71,10 @@ def cost_main(args: argparse.Namespace) -> int:
         preset = cli.preset_from_args(args)
         if not (args.peak_tflops > 0 and math.isfinite(args.peak_tflops)):
             raise ValueError(f"--peak-tflops {args.peak_tflops:g} must be a positive number")
-        if args.size is not None and args.size <= 0:
-            raise ValueError(f"--size {args.size} must be a positive number of pixels")
+        if args.size is not None:
+            check_generate_size(args.size, "--size")
+        if args.json and args.json != "-":
+            check_output(args.json, (".json",), "--json")
         checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
         # `preset_from_args` put --text-encoders / --base-weights into the preset: its plan is the one to cost.
         if args.memory_plans:
@@ -83,13 +86,12 @@ def cost_main(args: argparse.Namespace) -> int:
             report = cost.estimate(preset, args.size, checkpointing, quantize_vlm=args.quantize_vlm,
                                    peak_tflops=args.peak_tflops)
             text, data = report.text(), report.as_dict()
-    if args.json == "-":
-        print(json.dumps(data, indent=1))
-    else:
-        print(text)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(data, f, indent=1)
+        if args.json == "-":
+            print(json.dumps(data, indent=1))
+        else:
+            print(text)
+            if args.json:
+                write_text(args.json, json.dumps(data, indent=1))
     return 0
 
 
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--warmup {args.warmup} must not be negative")
         if args.random_weights and not preset.generator_source.startswith("random:"):
             preset = preset.with_sources("random:full", "random:full")
-        if args.size:
-            preset = dataclasses.replace(preset, resolution=args.size)
+        if args.size is not None:
+            preset = dataclasses.replace(preset, resolution=check_generate_size(args.size, "--size"))
+        if args.json:
+            check_output(args.json, (".json",), "--json")
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
         t0 = time.perf_counter()
@@ -165,10 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             "timed_steps": len(step_times), "timed_generations": len(gen_times) - 1,
             **{k: round(v, 2) for k, v in peak_memory_gb().items()},
         }
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        print(json.dumps(result, indent=1))
+        if args.json:
+            write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 

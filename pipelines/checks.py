@@ -83,9 +83,9 @@ def check_scale(scale: object, max_scale: float = MAX_LORA_SCALE) -> float:
     return check_real(scale, "LoRA scale", 0.0, max_scale)
 
 
-def check_generate_size(size: object) -> int:
+def check_generate_size(size: object, what: str = "image size") -> int:
     """An image side to generate, refused before anything is allocated."""
-    return check_int(size, "image size", 16, MAX_GENERATE_SIDE)
+    return check_int(size, what, 16, MAX_GENERATE_SIDE)
 
 
 def check_rank(rank: object) -> int:
@@ -190,6 +190,23 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str = "--out
     if path.is_dir():
         raise ValueError(f"{shown} is a folder; give a file name")
     parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{shown} cannot be written: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown} cannot be written: the folder {str(parent)!r} is read-only")
+    return path
+
+
+def check_output_dir(path: str | Path, what: str = "--out-dir") -> Path:
+    """A folder to write into, checked before any model loads: not a file, not under a file, in a folder we may
+    write (a missing one is created later)."""
+    path = Path(path)
+    shown = f"{what} {str(path)!r}"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{shown} is a file, not a folder")
+    parent = path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

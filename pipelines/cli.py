@@ -9,8 +9,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import torch
 from PIL import Image
 
 from overlays import CONTROLS, Control, layout
@@ -135,5 +137,28 @@ def errors_as_messages() -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(exc))
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        fail("out of memory: try a smaller --size, fewer --steps or a smaller preset (see README, 'Which preset "
+             "fits which GPU')")
+    except OSError as exc:  # a file that could not be written or read: a read-only folder, a full disk, a folder
+        where = f" {exc.filename!r}" if exc.filename else ""
+        fail(f"could not write or read{where}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    text = str(exc).lower()
+    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with one line on stderr and exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -29,7 +29,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from PIL import Image, ImageDraw
 from overlays import composite, horizon, palette
 
 from . import cli, toy_world
-from .checks import check_prompt
+from .checks import check_output_dir, check_prompt
 from .files import replacing, write_text
 from .optimize import optimize, prompt_question, score_image, with_prompt_guard
 from .vlm import from_pil
@@ -303,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 palette.Spec.from_preset(name)  # an unknown name fails here, listing the presets
             targets = list(names)
-        out_dir = Path(args.out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"--out-dir {str(out_dir)!r} is a file, not a folder")
+        out_dir = check_output_dir(args.out_dir)
         state = PartialState(cpu=not torch.cuda.is_available())  # no GPU: CPU processes over gloo
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
         runs = plan(args.task, prompts, targets, args.keep_prompt)

@@ -68,7 +68,7 @@ def load_generator(preset: Preset, device: str | torch.device | None = None) -> 
             else:
                 pipe = random_models.build_sana(size)
     else:
-        pipe = pipeline_cls.from_pretrained(source, torch_dtype=dtype)
+        pipe = pipeline_cls.from_pretrained(source, dtype=dtype)
     return adapter_cls(pipe, preset, device)
 
 

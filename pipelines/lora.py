@@ -232,6 +232,19 @@ def applied(pipe, path: str | Path | None, scale: float = 1.0, preset: str | Non
 
 
 @contextmanager
+def diffusers_quiet() -> Iterator[None]:
+    """diffusers' log at errors only, for the block."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+@contextmanager
 def stacked(pipe, loras: Sequence[tuple[str | Path, float]], preset: str | None = None) -> Iterator[None]:
     """`applied` for several LoRAs at once, each at its own scale (diffusers' multi-adapter `set_adapters`): the
     deltas add up. Every file is checked before the first one is loaded."""
@@ -244,8 +257,9 @@ def stacked(pipe, loras: Sequence[tuple[str | Path, float]], preset: str | None 
     names = [f"user_{uuid.uuid4().hex[:8]}" for _ in loras]
     had_adapters = bool(getattr(pipe.transformer, "peft_config", None))
     try:
-        for name, (path, _) in zip(names, loras, strict=True):
-            pipe.load_lora_weights(str(path), adapter_name=name)
+        with diffusers_quiet():  # our files adapt the transformer only: not "no LoRA keys for the text encoder"
+            for name, (path, _) in zip(names, loras, strict=True):
+                pipe.load_lora_weights(str(path), adapter_name=name)
         pipe.set_adapters(names, [float(scale) for _, scale in loras])
         yield
     finally:

@@ -21,6 +21,17 @@ SANA_CODE = "https://github.com/NVlabs/Sana"
 SANA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.conv_inverted", "ff.conv_point")
 
 
+# What the page's fields open with (`Preset.page_default`); a preset whose generator knows only a few prompts
+# replaces them with ones it can draw.
+PAGE_DEFAULTS = {
+    "visual": "a tropical beach at sunset", "apply": "a desert at noon",
+    "ask": "a red apple on a wooden table next to a glass of milk",
+    "ask_questions": "Is there a red apple in the image? | Yes\nIs there a glass of milk? | Yes",
+    "lora": "a lighthouse on a cliff", "score": "a red bicycle leaning on a brick wall",
+    "refine": "a cat on a windowsill",
+}
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -50,6 +61,7 @@ class Preset:
     # Whether the VLM understands "Does this image show {prompt}?" (the app's keep-prompt tick box starts on).
     keep_prompt: bool = True
     known_prompts: tuple[str, ...] = ()  # the prompts the generator was trained on (empty: any prompt)
+    page_defaults: tuple[tuple[str, str], ...] = ()  # (field, text) replacing PAGE_DEFAULTS for this preset
     trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The memory plan (BENCHMARKS.md, `pipelines.bench --cost`): frozen transformer weights as loaded ("bf16") or
@@ -80,6 +92,10 @@ class Preset:
             return None
         return (f"The `{self.name}` generator knows only these prompts: {', '.join(self.known_prompts)}. Yours "
                 "still generates, but expect a landscape of the nearest one.")
+
+    def page_default(self, field: str) -> str:
+        """What a page field opens with (a key of PAGE_DEFAULTS): this preset's own text, else the general one."""
+        return dict(self.page_defaults).get(field, PAGE_DEFAULTS[field])
 
     def control_note(self, control: str) -> str | None:
         """A note when the VLM was not trained on this visual prompt (its answers then mean little)."""
@@ -116,6 +132,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
            learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
            known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
+           page_defaults=tuple(toy_world.PAGE_DEFAULTS.items()),
            notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
                   "'Does this image show {prompt}?' questions only",)),
     # The flagship fits ZeroGPU's default 48 GB slice: checkpointing on, text encoders offloaded, and an int8

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import judge
-from .checks import MAX_PIVOTS, MAX_SEED, check_pivots, check_prompt, check_seed
+from .checks import MAX_PIVOTS, MAX_SEED, check_output_dir, check_pivots, check_prompt, check_seed
 from .generator import Generator
 from .vlm import VLM, from_pil
 
@@ -366,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "pivot":
             check_pivots(args.pivots)
         check_seed(args.seed)
+        if args.out_dir:
+            check_output_dir(args.out_dir)
         if args.vlm_lora:
             check_vlm_lora(args.vlm_lora)
         image = cli.load_upload(args.image) if args.image else None

@@ -25,7 +25,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
 from . import files
-from .checks import check_learning_rate, check_output, check_pivots, check_prompt
+from .checks import check_learning_rate, check_output, check_output_dir, check_pivots, check_prompt
 from .generator import Generator
 from .refine import REWRITE, check_n, pivot, refine
 from .vlm import VLM
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--beta {args.beta} must be a positive number (DPO's temperature, 0.1 by default)")
         check_learning_rate(args.lr)
         check_n(args.n)
+        check_output_dir(args.out, "--out")
         if args.pivot_pairs:
             check_output(args.pivot_pairs, (".jsonl",), "--pivot-pairs")
             check_pivots(args.pivots)

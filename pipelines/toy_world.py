@@ -56,6 +56,12 @@ PROMPTS: dict[str, ColorScheme] = {
     "a lake at night": ColorScheme((5, 8, 30), (60, 70, 125), (15, 28, 55), (5, 12, 28), 0.2, (235, 235, 205)),
     "a lavender field": ColorScheme((110, 165, 230), (245, 205, 195), (160, 115, 205), (85, 50, 135), 0.5),
 }
+# What the app's fields open with on the `toy` preset: prompts this world can draw (presets.PAGE_DEFAULTS).
+PAGE_DEFAULTS = {
+    "visual": "a beach at noon", "apply": "a desert at sunset", "ask": "a green field",
+    "ask_questions": "Does this image show a green field? Answer with Yes or No. | Yes",
+    "lora": "a lake at night", "score": "a desert at sunset", "refine": "a lavender field",
+}
 
 TRUNK, CROWN = (85, 58, 35), (30, 78, 38)
 
@@ -832,7 +838,7 @@ def resume_judge(out: Path, seed: int, budget_s: float, command: str, previous: 
     torch.set_num_threads(2)
     t_all = time.perf_counter()
     report = previous | {"seed": seed, "command": previous.get("command", "") + " ; then " + command}
-    pipe = FluxPipeline.from_pretrained(out / "generator", torch_dtype=torch.float32)
+    pipe = FluxPipeline.from_pretrained(out / "generator", dtype=torch.float32)
     held_scenes, held = render_pool(np.random.default_rng(seed + 1000), 128)
     with torch.no_grad():
         x = _to_tensor(held)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -82,17 +81,23 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines import cli
+    from pipelines.checks import check_output_dir, check_steps
     from pipelines.loading import default_device, load_generator, load_vlm
     from pipelines.presets import get_preset
 
-    parser = argparse.ArgumentParser(description="Precompute the app's examples (images, LoRAs, scores).")
+    parser = cli.parser(description="Precompute the app's examples (images, LoRAs, scores).")
     parser.add_argument("--preset", default="toy")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--out", default=str(EXAMPLES_DIR))
     args = parser.parse_args(argv)
-    preset = get_preset(args.preset)
-    device = default_device()
-    path = make_examples(load_generator(preset, device), load_vlm(preset, device), Path(args.out), args.steps)
+    with cli.errors_as_messages():
+        preset = get_preset(args.preset)
+        out = check_output_dir(args.out, "--out")
+        if args.steps is not None:
+            check_steps(args.steps)
+        device = default_device()
+        path = make_examples(load_generator(preset, device), load_vlm(preset, device), out, args.steps)
     print(f"wrote {path}")
     return 0
 

@@ -40,7 +40,7 @@ FIELDS = ("status", "live", "loss", "p", "slider", "scores", "download", "unseen
 class Results:
     """The components of the block; `components` maps FIELDS (but the session) to them."""
 
-    def __init__(self, prefix: str, resolution: int, apply_prompt: str = "a desert at noon"):
+    def __init__(self, prefix: str, resolution: int, apply_prompt: str):
         self.prefix = prefix
         self.status = gr.Markdown(elem_id=f"{prefix}-status")
         with gr.Row():

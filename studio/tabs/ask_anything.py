@@ -49,15 +49,14 @@ class AskAnythingTab:
         with gr.Tab("Ask anything", id="ask"):
             with gr.Row():
                 with gr.Column():
-                    self.prompt = gr.Textbox(label="Prompt", value="a red apple on a wooden table next to a glass of "
-                                             "milk", elem_id="ask-prompt")
+                    self.prompt = gr.Textbox(label="Prompt", value=preset.page_default("ask"), elem_id="ask-prompt")
                     self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                     with gr.Row():
                         self.n = SliderBox(1, APP_MAX_QUESTIONS, value=4, step=1, label="Questions to draft")
                         self.draft = gr.Button("Draft questions with the VLM", elem_id="draft")
                     self.questions = gr.Textbox(
                         label="Questions: one per line, 'question | expected answer' (default Yes)", lines=5,
-                        value="Is there a red apple in the image? | Yes\nIs there a glass of milk? | Yes",
+                        value=preset.page_default("ask_questions"),
                         elem_id="ask-questions")
                     self.note = gr.Markdown()
                     self.steps = SliderBox(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps")
@@ -65,7 +64,7 @@ class AskAnythingTab:
                     with gr.Row():
                         self.button = gr.Button("Optimize", variant="primary", elem_id="ask-optimize")
                         self.stop = gr.Button("Stop", variant="stop", elem_id="ask-stop")
-            self.results = Results("ask", app.resolution)
+            self.results = Results("ask", app.resolution, apply_prompt=preset.page_default("apply"))
         self.draft.click(handler(draft_questions, app), [self.prompt, self.n], [self.questions, self.note],
                          api_name="draft_questions", **GPU_EVENT)
         results = self.results.components(session)

@@ -158,7 +158,7 @@ class RefinePromptTab:
                         "that would render it, each beginning with yours (PRIP, Zhan et al. 2024).")
             with gr.Row():
                 with gr.Column(scale=2):
-                    self.prompt = gr.Textbox(label="Short prompt", value="a cat on a windowsill",
+                    self.prompt = gr.Textbox(label="Short prompt", value=app.preset.page_default("refine"),
                                              elem_id="refine-prompt")
                     self.mode = gr.Radio([TEXT_MODE, PIVOT_MODE], value=TEXT_MODE, label="Refine",
                                          elem_id="refine-mode")

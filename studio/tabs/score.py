@@ -80,7 +80,7 @@ class ScoreTab:
                         "better, asking with both orders so the order cannot matter.")
             with gr.Row():
                 self.prompt = gr.Textbox(label="What the images should show", scale=3,
-                                         value="a red bicycle leaning on a brick wall", elem_id="score-prompt")
+                                         value=app.preset.page_default("score"), elem_id="score-prompt")
                 self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                 self.generate = gr.Button("Generate A and B (seeds s and s+1)", elem_id="score-generate")
             with gr.Row():

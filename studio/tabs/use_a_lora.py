@@ -125,6 +125,8 @@ def apply_uploaded(app: App, file: str | None, prompt: str, seed: float, scale: 
                                                                    strict=True)]
     image = gpu_generate(app.name, prompt, seed, str(path), scale, stack)
     note = "".join(f"\n\nStacked: `{Path(p).name}` at scale {s:g}" for p, s in stack)
+    if prompt_note := app.preset.prompt_note(prompt):
+        note += f"\n\n_{prompt_note}_"
     return image, metadata_markdown(meta, path.name, file_spec(path)) + note
 
 
@@ -160,7 +162,7 @@ class UseALoraTab:
                     self.continue_button = gr.Button("Continue training from this LoRA (in Visual prompts)",
                                                      elem_id="lora-continue")
                 with gr.Column():
-                    self.prompt = gr.Textbox(label="Prompt", value="a lighthouse on a cliff")
+                    self.prompt = gr.Textbox(label="Prompt", value=app.preset.page_default("lora"))
                     with gr.Row():
                         self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                         self.scale = SliderBox(0, APP_MAX_SCALE, value=1.0, step=0.1, label="LoRA scale")

@@ -261,14 +261,13 @@ class VisualPromptsTab:
         self.app, self.session = app, session
         preset, res = app.preset, app.resolution
         palettes = palette.load_presets()
-        first = preset.known_prompts[0] if preset.known_prompts else "a tropical beach at sunset"
         self.settings: dict[str, object] = {}
         self.groups = []
         self.palette_extras = []
         with gr.Tab("Visual prompts", id="visual"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    self.prompt = gr.Textbox(label="Prompt", value=first, elem_id="prompt")
+                    self.prompt = gr.Textbox(label="Prompt", value=preset.page_default("visual"), elem_id="prompt")
                     with gr.Row():
                         self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED,
                                               elem_id="seed")
@@ -308,8 +307,7 @@ class VisualPromptsTab:
                     self.overlay_view = gr.Image(label="What the VLM sees", type="pil", format="png",
                                                  interactive=False, height=320, elem_id="preview")
                     self.overlay_note = gr.Markdown(elem_id="preview-note")
-            self.results = Results("visual", res, apply_prompt=preset.known_prompts[1] if len(
-                preset.known_prompts) > 1 else "a desert at noon")
+            self.results = Results("visual", res, apply_prompt=preset.page_default("apply"))
             self.examples()
         self.wire()
 
