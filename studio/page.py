@@ -11,7 +11,7 @@ import overlays
 from pipelines.checks import APP_MAX_UPLOAD_MB, check_prompt
 from pipelines.presets import Preset, get_preset
 
-from .shared import MAX_QUEUE, App, drop_session, models, user_errors
+from .shared import MAX_QUEUE, App, drop_session, guard_api, models, user_errors
 from .tabs.ask_anything import AskAnythingTab
 from .tabs.refine_prompt import RefinePromptTab, chosen_prompt
 from .tabs.score import ScoreTab
@@ -102,6 +102,7 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
         use.continued.success(lambda: (True, gr.Tabs(selected="visual")), None,
                               [visual.results.continue_from, tabs], api_visibility="private", queue=False)
         demo.load(**visual.show, queue=False, api_visibility="private", show_progress="hidden")
+    guard_api(demo)
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     demo.studio_root = root  # where the sessions' LoRA files go
     return demo

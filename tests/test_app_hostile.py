@@ -61,6 +61,47 @@ def test_bad_uploads_get_our_message_naming_the_field(server, bad_files, name, m
             api_name="/optimize")
 
 
+@pytest.mark.parametrize("name,message", [("notes.png", "Canvas: not a readable image"),
+                                          ("bomb.png", "Canvas: an image over 40 MP; at most 8192 pixels a side"),
+                                          ("drawing.svg", "Canvas: not a readable image")])
+def test_a_canvas_layer_that_is_not_an_image_is_named(server, bad_files, name, message):
+    canvas = {"background": None, "layers": [handle_file(str(bad_files / name))], "composite": None}
+    refused(server.client(), message, prompt=PROMPT, seed=SEED, control="horizon", canvas=canvas, questions="",
+            steps=2, api_name="/optimize")
+
+
+def raw_call(server, api: str, data: list) -> str:
+    """A call over Gradio's HTTP API with exactly these values (no client to fill them in): the error line, or
+    '' when it ran."""
+    import json
+
+    import httpx
+
+    event = httpx.post(f"{server.url}gradio_api/call/{api}", json={"data": data}, timeout=30).json()["event_id"]
+    stream = httpx.get(f"{server.url}gradio_api/call/{api}/{event}", timeout=60).text
+    if "event: error" not in stream:
+        return ""
+    return json.loads(stream.split("event: error\ndata: ", 1)[1].split("\n", 1)[0])["error"]
+
+
+@pytest.mark.parametrize("api,data,message", [
+    ("generate", ["a cat"], r"^/generate takes 2 values \(Prompt, Seed\); 1 was sent$"),
+    ("generate", ["a cat", 1, 2, 3], r"^/generate takes 2 values \(Prompt, Seed\); 4 were sent$"),
+    ("score", [], r"^/score takes 4 values \(What the images should show, Image A, Image B, Sampled verdicts\); 0 "
+                  r"were sent$"),
+    ("optimize", [PROMPT, SEED], r"^/optimize takes \d+ values \(Prompt, Seed, Control, Canvas, .*; 2 were sent$"),
+    ("generate", ["a cat", {"not": "a number"}], r"^Seed \{'not': 'a number'\} must be a whole number"),
+    ("optimize", [PROMPT, SEED, "horizon", "a canvas as text", *[None] * 16], r"^Canvas is not a value of the right "
+                                                                            r"kind"),
+])
+def test_a_call_with_the_wrong_values_is_refused_in_one_line(server, api, data, message):
+    client = server.client()
+    before = pixels(client.predict(PROMPT, SEED, api_name="/generate")[0])
+    text = raw_call(server, api, data)
+    assert re.search(message, text) and "\n" not in text and "object at 0x" not in text, text
+    assert np.array_equal(pixels(client.predict(PROMPT, SEED, api_name="/generate")[0]), before)
+
+
 NUMBERS = [
     ((PROMPT, "seven"), "/generate", "Seed 'seven' must be a whole number"),
     ((PROMPT, 1.5), "/generate", "Seed 1.5 must be a whole number"),

@@ -17,8 +17,9 @@ import torch
 from bad_files import png_claiming
 from PIL import Image
 
-from pipelines import generate, judge, lora, optimize, refine, self_reward
+from pipelines import bench, evaluate, generate, judge, lora, optimize, refine, self_reward
 from pipelines.optimize import save_result
+from studio import examples
 
 QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
 
@@ -34,6 +35,7 @@ def make_files(tmp: Path) -> dict[str, Path]:
     (tmp / "latin1.txt").write_bytes("une plage \xe0 midi\n".encode("latin-1"))
     (tmp / "prompts.txt").write_text("a beach\n")
     (tmp / "a_folder.safetensors").mkdir()
+    (tmp / "a_folder.json").mkdir()
     (tmp / "a_file").write_text("x")
     (tmp / "not_an_adapter").mkdir()
     return {p.name: p for p in tmp.iterdir()}
@@ -84,7 +86,20 @@ CASES = {
                               "must end in"),
     "image out under a file": (generate.main, ["--preset", "tiny", "--prompt", "a", "--out", "a_file/x.png"],
                                "is a file, not a folder"),
+    "image out on a read-only file system": (generate.main, ["--preset", "tiny", "--prompt", "a", "--out",
+                                                             "/sys/x.png"], "could not write or read '/sys/x.png'"),
+    "bench json is a folder": (bench.main, ["--cost", "--preset", "tiny", "--json", "a_folder.json"], "is a folder"),
+    "bench json read-only": (bench.main, ["--preset", "tiny", "--json", "/proc/1/x.json"], "read-only"),
+    "refine out-dir is a file": (refine.main, ["--preset", "tiny", "--prompt", "a cat", "--out-dir", "a_file"],
+                                 "is a file, not a folder"),
+    "self-reward out is a file": (self_reward.main, ["--preset", "tiny", "--prompts", "prompts.txt", "--out",
+                                                     "a_file"], "is a file, not a folder"),
+    "evaluate out-dir under a file": (evaluate.main, ["horizon", "--preset", "tiny", "--out-dir", "a_file/x"],
+                                      "is a file, not a folder"),
+    "examples out is a file": (examples.main, ["--preset", "tiny", "--out", "a_file"], "is a file, not a folder"),
     # numbers
+    "bench size huge": (bench.main, ["--preset", "tiny", "--size", "100000"], "--size 100000 must be a whole number"),
+    "bench cost size huge": (bench.main, ["--cost", "--preset", "tiny", "--size", "100000"], "--size 100000"),
     "seed negative": (optimize.main, [*OPT, "--question", "Q?", "--seed", "-1", *OUT], "seed -1"),
     "seed too big": (generate.main, ["--preset", "tiny", "--prompt", "a", "--seed", str(2**32), "--out", "x.png"],
                      "seed 4294967296"),
