@@ -34,6 +34,9 @@ from .shared import (
 
 CONTINUE_LABEL = ("Continue from this LoRA: the next Optimize starts from the LoRA above (or the one sent from "
                   "'Use a LoRA') instead of from zero")
+# The Download button says when there is nothing to download (a click on an empty one would do nothing).
+DOWNLOAD_LABEL = "Download the LoRA (.safetensors)"
+NO_DOWNLOAD_LABEL = "No LoRA to download yet: press Optimize (a stopped run keeps its LoRA too)"
 FIELDS = ("status", "live", "loss", "p", "slider", "scores", "download", "unseen", "session")
 
 
@@ -56,7 +59,7 @@ class Results:
                                          format="png", interactive=False, height=360, elem_id=f"{prefix}-slider")
             with gr.Column():
                 self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
-                self.download = gr.DownloadButton("Download the LoRA (.safetensors)", elem_id=f"{prefix}-download")
+                self.download = gr.DownloadButton(NO_DOWNLOAD_LABEL, interactive=False, elem_id=f"{prefix}-download")
                 self.continue_from = gr.Checkbox(False, label=CONTINUE_LABEL, elem_id=f"{prefix}-continue")
         self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
                                  columns=4, height=300, elem_id=f"{prefix}-unseen")
@@ -79,10 +82,10 @@ class Results:
         return list(self.components(session).values())
 
     def wire_stop(self, button: gr.Button, session: gr.State, api_name: str) -> None:
-        """Stop (ends the run after its step, keeping the LoRA so far) and Download's message when empty."""
+        """Stop: the run ends after its step, keeping the LoRA so far. (And the Download button follows its value.)"""
         button.click(request_stop, [session, self.tab], self.status, api_name=api_name, queue=False,
                      api_visibility="undocumented", show_progress="hidden")
-        self.download.click(nothing_to_download, self.download, None, **LIGHT_EVENT)
+        self.download.change(download_state, self.download, self.download, **LIGHT_EVENT)
 
     def wire_apply(self, app: App, session: gr.State, api_name: str) -> None:
         self.apply_button.click(handler(apply_lora, app), [self.apply_prompt, self.apply_seed, self.apply_scale,
@@ -200,7 +203,8 @@ def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, sto
             yield {"status": f"{done} ({time.monotonic() - start:.1f} s, final loss {event.history[-1].loss:.4f}).",
                    "live": for_display(overlaid(event.after, overlay, app.resolution)), "loss": frame, "p": frame,
                    "slider": (for_display(event.before), for_display(event.after)), "scores": scores,
-                   "download": event.path, "unseen": unseen_gallery(event.unseen, overlay, app.resolution),
+                   "download": event.path,
+                   "unseen": unseen_gallery(event.unseen, overlay, app.resolution),
                    "session": session}
 
 
@@ -215,11 +219,10 @@ def request_stop(session: dict | None, tab: str) -> str:
             "seeds.")
 
 
-def nothing_to_download(path: str | None) -> None:
-    """Download pressed before there is a LoRA: say so (the button alone would do nothing)."""
-    if not path:
-        raise gr.Error("There is no LoRA to download yet: press Optimize first (a stopped run keeps its LoRA too).",
-                       print_exception=False)
+def download_state(path: str | None) -> dict:
+    """The Download button enabled when it holds a file, else disabled and saying there is nothing yet (an API
+    caller gets the plain path from the run; the page follows the value with this)."""
+    return gr.update(label=DOWNLOAD_LABEL if path else NO_DOWNLOAD_LABEL, interactive=bool(path))
 
 
 @user_errors("applying the LoRA")

@@ -225,3 +225,33 @@ def test_refine_through_an_image_from_the_mode_switch(browser, server):
     assert not page.locator("#refine-pivot").is_visible()
     assert not errors, errors
     context.close()
+
+
+TAB_NAMES = ["Visual prompts", "Ask anything", "Use a LoRA", "Score", "Refine prompt"]
+
+
+def tab_buttons(page) -> list[tuple[str, bool]]:
+    """Every tab button of the page: its text and whether it is shown."""
+    return page.evaluate("() => Array.from(document.querySelectorAll('[role=tab]'))"
+                         ".map(b => [b.innerText.trim(), !!b.offsetParent])")
+
+
+def test_the_page_a_newcomer_meets(browser, server):
+    """The landing page explains instead of erring; the tab bar keeps its five tabs, each once and shown, however
+    they are clicked (a component made between tabs once doubled the next tab's button); Download with nothing
+    to download says so."""
+    context, page, errors = open_page(browser, server)
+    note = wait_until(lambda: (t := page.locator("#preview-note").inner_text()) and "yet" in t and t, 30,
+                      "the landing preview")
+    assert "Nothing to show yet" in note and "type its height" in note and "Overlay:" not in note, note
+    assert page.locator("#horizon-y input, #horizon-y textarea").first.input_value() == ""
+    for order in (TAB_NAMES[::-1], TAB_NAMES, [TAB_NAMES[i] for i in (3, 1, 4, 0, 2)]):
+        for name in order * 2:
+            page.get_by_role("tab", name=name, exact=True).click()
+            buttons = tab_buttons(page)
+            assert [text for text, _ in buttons] == TAB_NAMES and all(shown for _, shown in buttons), (name, buttons)
+    page.get_by_role("tab", name="Visual prompts", exact=True).click()
+    download = page.locator("#visual-download")
+    assert download.is_disabled() and "No LoRA to download yet: press Optimize" in download.inner_text()
+    assert not errors, errors
+    context.close()
