@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +21,6 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.mark.slow  # two fresh Python processes
-def test_readme_commands_end_to_end(tmp_path):
-    """The two commands of the issue, as separate processes, with a raw overlay file."""
-    overlay = np.zeros((112, 112, 4), np.uint8)
-    overlay[38:41, :, 0], overlay[38:41, :, 3] = 255, 255
-    Image.fromarray(overlay).save(tmp_path / "horizon.png")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    opt = subprocess.run(
-        [sys.executable, "-m", "pipelines.optimize", "--preset", "tiny", "--prompt", "a tropical beach",
-         "--question", "Is the horizon aligned with the red line?", "--overlay", "horizon.png",
-         "--steps", "3", "--out", "beach.safetensors"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert opt.returncode == 0, opt.stderr
-    assert "loss" in opt.stderr + opt.stdout and "  P 0." in opt.stderr + opt.stdout
-    assert lora.lora_metadata(tmp_path / "beach.safetensors")["overlay"] == "file horizon.png"
-    gen = subprocess.run(
-        [sys.executable, "-m", "pipelines.generate", "--preset", "tiny", "--prompt", "a desert", "--lora",
-         "beach.safetensors", "--scale", "1.0", "--seed", "3", "--out", "desert.png"],
-        cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert gen.returncode == 0, gen.stderr
-    assert Image.open(tmp_path / "desert.png").size == (112, 112)
 
 
 def reference_image(path: Path) -> Path:
