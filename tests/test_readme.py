@@ -1,6 +1,6 @@
-"""Every command in README.md runs as written (in order, on the offline presets; the set-up commands in the clone,
-the tools in one empty folder): a reader who copies them meets no error. Only commands marked `# GPU` are skipped; the test command itself is what .ci/run runs,
-and `python app.py` is started and asked for its page."""
+"""Every command in README.md runs as written, in order, on the offline presets (the set-up commands in the clone,
+the tools in one empty folder): a reader who copies them meets no error. Only commands marked `# GPU` are skipped;
+the test command itself is what .ci/run runs, and `python app.py` is started and asked for its page."""
 
 from __future__ import annotations
 
