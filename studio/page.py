@@ -101,7 +101,7 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
                              queue=False)
         use.continued.success(lambda: (True, gr.Tabs(selected="visual")), None,
                               [visual.results.continue_from, tabs], api_visibility="private", queue=False)
-        demo.load(**visual.show, queue=False, api_visibility="private", show_progress="hidden")
+        demo.load(**visual.landing, queue=False, api_visibility="private", show_progress="hidden")
     guard_api(demo)
     demo.queue(max_size=max_queue, default_concurrency_limit=1)
     demo.studio_root = root  # where the sessions' LoRA files go

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,14 +32,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import overlays
-import studio
-from overlays import composition, line_weight
-from pipelines import checks, optimize
+from pipelines import optimize
 from pipelines.lora import lora_metadata
-from pipelines.optimize import Step
-from studio import controls, examples, runs, shared
-from studio import questions as question_box
+from studio import controls, runs, shared
 
 pytestmark = pytest.mark.slow  # an in-process server (and a browser): minutes, not seconds
 
@@ -459,143 +453,6 @@ def test_gpu_functions_use_spaces_when_importable(tmp_path):
     assert out["run_10"] < out["run_100"] < out["run_100_3q"] <= 1800
     assert out["run_100"] >= 100  # about a second per Flux step, never less than the steps
     assert out["image"] > 20
-
-
-# ---------- studio glue ---------------------------------------------------------------------------
-
-
-def test_parse_questions():
-    pairs = question_box.parse_questions("Is it red? | Yes\n\n# a comment\nIs it blue? | No\nWhat colour is it? | red\n"
-                                   "Is it round?")
-    assert pairs == [("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No"),
-                     ("What colour is it?", "red"), ("Is it round? Answer with Yes or No.", "Yes")]
-    assert question_box.format_questions(pairs[:1]) == "Is it red? Answer with Yes or No. | Yes"
-    for text, message in [("", "no questions"), (" | Yes", "line 1.*question is empty"),
-                          ("ok?\nIs it? |  ", "line 2.*answer after '|' is empty"),
-                          ("\n".join(["Q?"] * 9), "9 questions"), ("x" * 600, "600 characters")]:
-        with pytest.raises(ValueError, match=message):
-            question_box.parse_questions(text)
-
-
-def test_parse_drafted():
-    reply = ("Here are questions:\n1. Is there a red apple on the table?\n2) Is the glass full of milk?\n"
-             "- is the table made of wood?\n* Is there a red apple on the table?\nYes?\n\"Is the light warm?\" ok")
-    assert question_box.parse_drafted(reply, 10) == ["Is there a red apple on the table?", "Is the glass full of milk?",
-                                               "Is the table made of wood?", "Is the light warm?"]
-    assert question_box.parse_drafted(reply, 2) == ["Is there a red apple on the table?", "Is the glass full of milk?"]
-    assert question_box.parse_drafted("kground", 3) == []
-
-
-def test_draft_questions_uses_the_vlm_and_falls_back():
-    class Fake:
-        def __init__(self, reply):
-            self.reply, self.prompts = reply, []
-
-        def generate_text(self, prompt, max_new_tokens=128):
-            self.prompts.append(prompt)
-            return [self.reply]
-
-    vlm = Fake("1. Is the apple red?\n2. Is the milk in a glass?")
-    questions, note = question_box.draft_questions(vlm, "an apple and milk", 2)
-    assert questions == ["Is the apple red?", "Is the milk in a glass?"] and "drafted by the VLM" in note
-    assert '"an apple and milk"' in vlm.prompts[0]
-    questions, note = question_box.draft_questions(Fake("zzz"), "an apple", 3)
-    assert len(questions) == 3 and "no usable question" in note and "'zzz'" in note
-    with pytest.raises(ValueError, match="number of questions"):
-        question_box.draft_questions(vlm, "an apple", 0)
-
-
-def test_build_control_from_a_drawing():
-    ctrl = controls.build_control("horizon", 112, drawing=[horizon_layer(y=0.4, tilt_px=0)])
-    assert abs(ctrl.spec.y - 0.4) < 0.02 and abs(ctrl.spec.tilt) < 0.5
-    assert ctrl.overlay.size == (112, 112) and ctrl.questions[0][1] == "Yes"
-    ctrl = controls.build_control("depth", 112, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
-    assert ctrl.spec.a == pytest.approx((0.2, 0.8), abs=0.01)  # the left dot is Point A
-    ctrl = controls.build_control("horizon", 112, horizon_y=0.25, horizon_tilt=-3)  # numbers when nothing drawn
-    assert (ctrl.spec.y, ctrl.spec.tilt) == (0.25, -3.0)
-    ref = Image.new("RGBA", (300, 200), (0, 0, 255, 255))
-    ctrl = controls.build_control("composition", 112, composition_reference=ref, drawing=[horizon_layer()],
-                                composition_mode="solid")
-    assert ctrl.overlay.size == (112, 112) and ctrl.notes and "300x200" in ctrl.notes[0]
-    assert ctrl.questions == [(optimize.with_yes_no(composition.DEFAULT_QUESTION), "Yes")]
-    with pytest.raises(ValueError, match="line weight.*12"):
-        controls.build_control("line-weight", 112, line_px=12)
-
-
-def test_params_from_canvas_scales_line_weight():
-    layer = np.zeros((512, 512, 4), np.uint8)
-    layer[400:420, 100:400] = (255, 0, 0, 255)  # 20 px on a 512 canvas
-    assert line_weight.measured_px(layer, 112) == 4
-    assert overlays.CONTROLS["palette"].drawn is None  # set with its own inputs: a drawing is not read
-    assert controls.build_control("palette", 112, drawing=[layer], palette_colors="#ff0000 #00ff00").spec.colors == (
-        (255, 0, 0), (0, 255, 0))
-    # A drawn stroke wins over the slider, and the user is told what was measured.
-    ctrl = controls.build_control("line-weight", 112, drawing=[layer], line_px=2)
-    assert ctrl.spec.px == 4 and "measured from your stroke: 4 px" in ctrl.notes[0]
-    assert controls.build_control("line-weight", 112, drawing=[], line_px=2).spec.px == 2
-
-
-def test_parse_questions_normalises_yes_and_no():
-    assert question_box.parse_questions("Is it red? | yes\nIs it blue? | NO") == [
-        ("Is it red? Answer with Yes or No.", "Yes"), ("Is it blue? Answer with Yes or No.", "No")]
-
-
-def test_composition_reference_as_an_array_is_resized_with_a_note():
-    reference = np.full((200, 300, 4), 255, np.uint8)
-    reference[50:60, :, :3] = (255, 0, 0)
-    ctrl = controls.build_control("composition", 112, composition_reference=reference)
-    assert ctrl.overlay.size == (112, 112) and "300x200" in ctrl.notes[0]
-
-
-def test_checks_name_the_value():
-    assert checks.check_seed(7.0) == 7
-    for call, message in [(lambda: checks.check_seed(1.5), "1.5"), (lambda: checks.check_seed(True), "True"),
-                          (lambda: checks.check_steps(None), "None"),
-                          (lambda: checks.check_scale(5.5, checks.APP_MAX_SCALE), "5.5"),
-                          (lambda: checks.check_scale(float("nan")), "nan"),
-                          (lambda: checks.check_prompt(3), "not text")]:
-        with pytest.raises(ValueError, match=message):
-            call()
-
-
-def test_choose_preset():
-    assert studio.choose_preset(None, None, has_gpu=False) == ("toy", None)
-    name, note = studio.choose_preset("flux-schnell", None, has_gpu=False)
-    assert name == "toy" and "No GPU" in note and "flux-schnell" in note
-    assert studio.choose_preset(None, "tiny-dev", has_gpu=False) == ("tiny-dev", None)
-    assert studio.choose_preset(None, None, has_gpu=True) == ("flux-schnell", None)
-    assert studio.choose_preset("sana", "flux-dev", has_gpu=True) == ("sana", None)
-    with pytest.raises(ValueError, match="unknown preset 'big'"):
-        studio.choose_preset("big", None, has_gpu=True)
-
-
-def test_optimize_stream_stops_when_closed():
-    """Closing the stream (what Stop does) sets the event: the worker ends within a step, adapter removed."""
-    generator, vlm = models()
-    cond = generator.encode("a cat")
-    stream = runs.optimize_stream(generator, vlm, cond, [("Is it a cat? Answer with Yes or No.", "Yes")],
-                                    lock=threading.Lock(), steps=1000, seed=0)
-    first = next(stream)
-    assert isinstance(first, Step) and first.step == 1
-    start = time.monotonic()
-    stream.close()
-    assert time.monotonic() - start < 5 and runs.active_runs() == 0
-    assert not getattr(generator.transformer, "peft_config", None)
-
-
-def test_examples_manifest_is_complete():
-    manifest = examples.load_examples()
-    assert manifest is not None and manifest["preset"] == "toy"  # the README's pictures come from these
-    assert {ex["control"] for ex in manifest["examples"]} == set(overlays.CONTROLS)
-    for ex in manifest["examples"]:
-        for key in ("before", "after", "overlay", "after_overlay", "lora", "canvas"):
-            assert Path(ex[key]).is_file(), (ex["control"], key)
-        assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
-        assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
-    ex = manifest["examples"][1]
-    now = np.asarray(shared.models("toy")[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
-    assert np.array_equal(now, pixels(ex["before"])), \
-        "the precomputed examples are stale: python -m studio.examples --preset toy"
 
 
 # ---------- Score and Refine prompt tabs ----------------------------------------------------------------

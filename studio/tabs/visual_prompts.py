@@ -123,6 +123,12 @@ def preview(app: App, base, control: str, drawing, questions: str | None, settin
     return for_display(overlaid(base, ctrl.overlay, res)), text
 
 
+def landing_note(app: App, base, control: str, drawing, questions: str | None, settings: dict,
+                 combine: list[str] | None = None) -> str:
+    """`preview`'s note alone: what the page shows when it loads."""
+    return preview(app, base, control, drawing, questions, settings, combine)[1]
+
+
 def canvas_hint(app: App, control: str) -> str:
     entry = overlays.CONTROLS[control]
     if entry.drawn and entry.settings:
@@ -304,8 +310,9 @@ class VisualPromptsTab:
                         brush=gr.Brush(colors=["#ff0000"], default_size=10, color_mode="fixed"),
                         layers=gr.LayerOptions(layers=["drawing"], allow_additional_layers=False),
                         format="png", height=600, elem_id="canvas")
-                    self.overlay_view = gr.Image(label="What the VLM sees", type="pil", format="png",
-                                                 interactive=False, height=320, elem_id="preview")
+                    self.overlay_view = gr.Image(for_display(overlaid(None, None, res)), label="What the VLM sees",
+                                                 type="pil", format="png", interactive=False, height=320,
+                                                 elem_id="preview")
                     self.overlay_note = gr.Markdown(elem_id="preview-note")
             self.results = Results("visual", res, apply_prompt=preset.page_default("apply"))
             self.examples()
@@ -364,7 +371,12 @@ class VisualPromptsTab:
                     outputs=[self.overlay_view, self.overlay_note])
         # the user's strokes; registered first so that this event is the one named /preview
         self.editor.input(**show, api_name="preview", queue=False, show_progress="hidden")
-        self.show = show  # the page also refreshes the preview when it loads
+        # When the page loads it refreshes the note only. Its image would be the canvas's own background, the same
+        # bytes and so the same file in Gradio's cache, which Gradio rewrites in place while the new page is still
+        # fetching it: a truncated image and an ASGI traceback ("Too little data for declared Content-Length"),
+        # most often on a reload while a run keeps the CPU busy.
+        self.landing = dict(fn=with_settings(landing_note, app, 4), inputs=show["inputs"],
+                            outputs=[self.overlay_note])
         base_out = {"base": self.base, "editor": self.editor, "base_note": self.base_note}
         gen = handler(generate_base, app, base_out)
         self.gen_button.click(gen, [self.prompt, self.seed], list(base_out.values()), api_name="generate",
