@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -72,6 +73,38 @@ def environment(tmp: Path) -> dict[str, str]:
             "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def run_here(command: str, cwd: Path, capfd) -> tuple[int, str]:
+    """A plain `python -m module args` or `python -c code` run in this process (the same module, the same argv, in
+    `cwd`): a fresh interpreter per command would spend most of the test importing torch. Anything with shell syntax
+    goes to bash instead (returns None)."""
+    import contextlib
+    import runpy
+
+    words = shlex.split(command, comments=True)
+    if words[:1] != ["python"] or len(words) < 3 or words[1] not in ("-m", "-c") or any(
+            w in ("|", ">", "&&", ";", "<") for w in words):
+        return None
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    code = 0
+    try:
+        os.chdir(cwd)
+        if words[1] == "-m":
+            sys.argv = [words[2], *words[3:]]
+            try:
+                runpy.run_module(words[2], run_name="__main__", alter_sys=True)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        else:
+            sys.argv = ["-c", *words[3:]]
+            with contextlib.suppress(SystemExit):
+                exec(compile(words[2], "<readme>", "exec"), {"__name__": "__main__"})
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    out = capfd.readouterr()
+    return code, out.out + out.err
+
+
 def serve(command: str, cwd: Path, env: dict[str, str]) -> None:
     """Start the app as written, wait for its page, stop it."""
     port = free_port()
@@ -104,9 +137,11 @@ def test_readme_commands_are_found_and_marked():
     assert comment('python -m x --colors "#2b1d0e;#8c6d46"') == ""
 
 
-@pytest.mark.slow  # about twenty fresh Python processes, each loading a model
-def test_every_readme_command_runs_as_written(tmp_path):
+@pytest.mark.slow  # about twenty commands, each loading a model
+def test_every_readme_command_runs_as_written(tmp_path, capfd, monkeypatch):
     env, ran = environment(tmp_path), []
+    for key in ("PYTHONPATH", "HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.setenv(key, env[key])
     ci = (ROOT / ".ci" / "run").read_text()
     for line, command in readme_commands((ROOT / "README.md").read_text()):
         if is_gpu(command):
@@ -120,10 +155,13 @@ def test_every_readme_command_runs_as_written(tmp_path):
             serve(command, cwd, env)
             ran.append(command)
             continue
-        done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=600)
-        output = done.stdout + done.stderr
-        assert done.returncode == 0, f"README.md line {line}: {command}\n{output[-3000:]}"
+        here = run_here(command, cwd, capfd)
+        if here is None:
+            done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            here = done.returncode, done.stdout + done.stderr
+        code, output = here
+        assert code == 0, f"README.md line {line}: {command}\n{output[-3000:]}"
         assert "Traceback" not in output, f"README.md line {line}: {command}\n{output[-3000:]}"
         if said := re.match(r'prints "(.*)"', comment(command)):
             assert said.group(1) in output, f"README.md line {line} says it prints {said.group(1)!r}:\n{output}"

@@ -19,15 +19,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def horizon_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("horizon")
-    assert evaluate.main(["horizon", "--preset", "toy", "--keep-prompt", "--out-dir", str(out)]) == 0
+    # Three of EVALUATION.md's five lines (0.2, 0.5, 0.8), to keep the suite under eight minutes.
+    assert evaluate.main(["horizon", "--preset", "toy", "--keep-prompt", "--lines", "3", "--out-dir", str(out)]) == 0
     return json.loads((out / "results.json").read_text())
 
 
-def test_the_method_halves_the_horizon_distance_for_most_lines(horizon_results):
+def test_the_method_halves_the_horizon_distance_for_two_of_three_lines(horizon_results):
     rows = horizon_results["rows"]
     base, method = rows["no control"]["per_target"], rows["method"]["per_target"]
     halved = [line for line in base if method[line] <= 0.5 * base[line]]
-    assert len(halved) >= 4, (base, method)
+    assert len(halved) >= 2, (base, method)
     assert rows["method"]["distance"] < rows["no control"]["distance"]
     assert all(r["steps"] <= 100 for r in horizon_results["runs"])
 
@@ -37,14 +38,16 @@ def test_keep_prompt_keeps_the_prompts_colours_while_the_horizon_moves(horizon_r
     guarded = rows["method + keep-prompt"]
     prompts = len(evaluate.TOY_PROMPTS)
     kept_lines = [line for line, kept in guarded["scheme_kept_per_target"].items() if kept * 2 > prompts]
-    assert len(kept_lines) >= 4, guarded["scheme_kept_per_target"]
+    assert len(kept_lines) >= 2, guarded["scheme_kept_per_target"]
     assert guarded["distance"] < rows["no control"]["distance"]
     # The table reports drift and fooled-judge counts for both variants.
     assert {"scheme_kept", "fooled"} <= set(rows["method"]) and {"scheme_kept", "fooled"} <= set(guarded)
 
 
 def test_the_palette_distance_falls_for_at_least_two_presets(tmp_path):
-    assert evaluate.main(["palette", "--preset", "toy", "--out-dir", str(tmp_path)]) == 0
+    # Two of EVALUATION.md's three prompts (the same runs and seeds as its first eight), to keep the suite short.
+    prompts = ";".join(evaluate.TOY_PROMPTS[:2])
+    assert evaluate.main(["palette", "--preset", "toy", "--prompts", prompts, "--out-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     base, method = rows["no control"]["per_target"], rows["method"]["per_target"]
     assert sum(method[p] < base[p] for p in base) >= 2, (base, method)
