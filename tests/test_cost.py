@@ -161,6 +161,7 @@ def test_report_text_and_json_say_it_is_a_prediction(tiny_measurement):
     assert table.count("\n") == 2 and "| off | offload | bf16 |" in table
 
 
+@pytest.mark.slow  # two cost-model runs of the CLI, each building the tiny models on the meta device (6 s)
 def test_bench_cost_cli(tmp_path, capsys):
     out_file = tmp_path / "cost.json"
     code, out, err = run_main(["--cost", "--preset", "tiny", "--checkpointing", "on", "--text-encoders", "gpu",
