@@ -330,3 +330,26 @@ def test_a_huge_score_upload_is_downscaled_with_a_note():
     image, notes = score.uploaded(Image.new("RGB", (4096, 1024)), "Image A")
     assert image.size == (checks.MAX_UPLOAD_SIDE, 512) and "Image A: the 4096x1024 image" in notes[0]
     assert score.uploaded(None, "Image A") == (None, [])
+
+
+# ---------- a quiet start -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a fresh Python: what a user sees on the terminal when the app starts
+def test_starting_and_applying_a_lora_print_no_warnings_of_ours(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('default')\n"
+            "from pipelines import optimize\nfrom pipelines.loading import load_generator, load_vlm\n"
+            "from pipelines.presets import get_preset\n"
+            "preset = get_preset('toy'); generator = load_generator(preset, 'cpu'); vlm = load_vlm(preset, 'cpu')\n"
+            "qa = [('Is it a beach? Answer with Yes or No.', 'Yes')]\n"
+            "result = optimize.optimize(generator, vlm, 'a beach at noon', qa, steps=1, eval_seeds=0, progress=False)\n"
+            "optimize.save_result(result, 'x.safetensors', generator, 'a beach at noon', qa)\n"
+            "generator.generate('a beach at noon', 1, lora_path='x.safetensors', scale=1.0)\nprint('done')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]
+    for noise in ("torchvision", "torch_dtype", "No LoRA keys", "Warning"):
+        assert noise not in done.stderr, done.stderr[-2000:]
