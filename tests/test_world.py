@@ -1,0 +1,109 @@
+"""The toy world's grammar, renders and analytic measures (pipelines/world.py): the truth every gate of the toy world
+is measured against, so each measure is checked here on rendered scenes whose truth is known."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import world
+
+
+@pytest.fixture(scope="module")
+def renders():
+    rng = np.random.default_rng(20261206)
+    scenes = [world.sample(rng) for _ in range(240)]
+    return scenes, [world.render(s) for s in scenes]
+
+
+def test_a_prompt_reads_back_its_attributes_and_ignores_unknown_words():
+    prompt = "a beach at golden hour, low horizon, a lone tree on the right, vivid colours"
+    assert world.parse(prompt) == {"scene": "a beach", "time": "golden hour", "placement": "low", "tree": "right",
+                                   "mood": "vivid"}
+    assert world.parse("A Beach with purple elephants, 35mm, bokeh") == {"scene": "a beach"}
+    assert world.parse("zebras dancing") == {}
+    assert world.parse("a lake at night at noon")["time"] == "night"  # the first of two values
+    assert world.parse("a sea, vivid colors")["mood"] == "vivid"
+    attributes = {"scene": "the sea", "time": "sunset", "placement": "high", "sky": "clouds", "body": "sun",
+                  "tree": "left", "mood": "muted", "birds": "yes"}
+    assert world.parse(world.prompt_of(attributes)) == attributes
+    assert len(world.SCENES) >= 8 and set(world.TIMES) == {"noon", "golden hour", "sunset", "night"}
+
+
+def test_sampled_scenes_have_what_the_prompt_names():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        prompt, scene = world.sample_prompt(rng, rich=0.6)
+        named = world.parse(prompt)
+        assert {k: v for k, v in scene.attributes().items() if k in named} == named, (prompt, scene)
+    free = [world.sample(rng, {"scene": "a beach"}).horizon for _ in range(400)]
+    assert min(free) >= 0.2 and max(free) <= 0.8 and np.std(free) > 0.15  # the horizon is free in every scene
+
+
+def test_renders_are_crisp_and_repeatable(renders):
+    scenes, images = renders
+    assert images[0].size == (world.SIZE, world.SIZE)
+    assert np.array_equal(np.asarray(world.render(scenes[0])), np.asarray(images[0]))
+    ratios = [world.artefacts(im) for im in images]
+    assert 0.8 <= np.median(ratios) <= 1.25, np.median(ratios)  # the constant is the median of clean renders
+
+
+def test_every_attribute_is_read_back_from_pixels(renders):
+    scenes, images = renders
+    readings = [world.read(im) for im in images]
+    errors = [abs(s.horizon - r.horizon) for s, r in zip(scenes, readings, strict=True)]
+    assert np.quantile(errors, 0.99) < 0.02, max(errors)
+    tilt = [abs(s.tilt - r.tilt) for s, r in zip(scenes, readings, strict=True)]
+    assert np.quantile(tilt, 0.95) < 1.0
+    wrong = Counter(key for s, r in zip(scenes, readings, strict=True)
+                    for key in ("scene", "time", "mood", "sky", "body", "tree", "birds")
+                    if s.attributes().get(key) != r.attributes().get(key))
+    assert all(count <= 0.05 * len(scenes) for count in wrong.values()), wrong
+    sides = [(s.tree, r.tree) for s, r in zip(scenes, readings, strict=True) if s.tree and r.tree]
+    assert all(a == b for a, b in sides)
+
+
+def test_placement_words_put_the_horizon_where_they_say():
+    rng = np.random.default_rng(2)
+    for word, target in (("low", world.LOW), ("high", world.HIGH)):
+        images = [world.render(world.sample(rng, {"placement": word})) for _ in range(30)]
+        assert all(abs(world.read(im).horizon - target) <= 0.08 for im in images)
+
+
+def test_alignment_is_the_share_of_named_attributes_present(renders):
+    scenes, images = renders
+    own = [world.alignment(world.prompt_of(s.attributes()), im) for s, im in zip(scenes, images, strict=True)]
+    assert np.mean([a == 1.0 for a in own]) >= 0.9
+    scene = world.Scene("a beach", "noon", 0.5, tree="left", tree_x=0.2, seed=4)
+    image = world.render(scene)
+    assert world.alignment("a beach at noon, a lone tree on the left", image) == 1.0
+    assert world.alignment("a beach at night, a lone tree on the left", image) == pytest.approx(2 / 3)
+    assert world.alignment("a desert at night", image) == 0.0
+    assert world.alignment("something else entirely", image) == 1.0
+
+
+def test_the_aesthetic_follows_the_photographic_rules():
+    base = world.Scene("a green field", "golden hour", 2 / 3, tree="left", tree_x=0.25, body="sun", body_x=0.75,
+                       body_y=0.3, seed=5)
+    good = world.aesthetic(world.render(base))
+    assert good >= 4.0
+    assert world.aesthetic(world.render(world.with_attributes(base, horizon=0.5))) < good - 0.5  # not on a third
+    assert world.aesthetic(world.render(world.with_attributes(base, tilt=4.0))) < good - 0.5  # not level
+    on_horizon = world.with_attributes(base, body_y=2 / 3 - world.body_radius("sun"))  # touching it
+    assert world.aesthetic(world.render(on_horizon)) < good - 0.4  # the sun sits on the horizon
+    centred = world.with_attributes(base, tree_x=0.5, body=None)
+    assert world.aesthetic(world.render(centred)) < good - 0.4
+
+
+def test_tiles_and_stripes_count_as_artefacts_and_against_the_aesthetic():
+    image = world.render(world.Scene("a beach", "noon", 2 / 3, body="sun", body_x=0.7, body_y=0.3, seed=6))
+    pixels = np.asarray(image).astype(float)
+    grid = ((np.indices(pixels.shape[:2]) // 3).sum(0) % 2)[..., None] * 40 - 20  # a 3 px checker, +-20 levels
+    stripes = (np.arange(pixels.shape[0]) // 2 % 2)[:, None, None] * 50 - 25
+    for texture in (grid, stripes):
+        tiled = Image.fromarray(np.clip(pixels + texture, 0, 255).astype(np.uint8))
+        assert world.artefacts(tiled) > 3 * world.artefacts(image)
+        assert world.aesthetic(tiled) < world.aesthetic(image) - 1.0
