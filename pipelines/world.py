@@ -25,6 +25,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from overlays.colors import ciede2000_lab, srgb_to_lab
+from overlays.palette import extract_palette
+
 SIZE = 112  # Flux packs 16 px cells and Qwen merges 28 px ones: 112 keeps both whole
 RGB = tuple[float, float, float]
 
@@ -360,18 +363,8 @@ def _region_colour(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.median(pixels[mask], axis=0) if mask.any() else np.zeros(3)
 
 
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB 0-255 -> CIE Lab (D65)."""
-    c = np.asarray(rgb, float) / 255
-    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    xyz = c @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
-    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
 _TEMPLATES = [(s, t, m) for s in SCENES for t in TIMES for m in MOODS]
-_TEMPLATE_LAB = np.stack([_lab(template(s, t, m)) for s, t, m in _TEMPLATES])  # (N, 4, 3)
+_TEMPLATE_LAB = np.stack([srgb_to_lab(template(s, t, m)) for s, t, m in _TEMPLATES])  # (N, 4, 3)
 
 
 @dataclass
@@ -420,7 +413,7 @@ def read(image: Image.Image | np.ndarray) -> Reading:
     regions = [sky & (rows < 0.12 * h), sky & (rows > line - 0.1 * h), ground & (rows < line + 0.08 * h),
                ground & (rows > h - 0.1 * h)]
     colours = np.stack([_region_colour(pixels, m) for m in regions])
-    distance = np.linalg.norm(_TEMPLATE_LAB - _lab(colours)[None], axis=2).mean(axis=1)
+    distance = np.linalg.norm(_TEMPLATE_LAB - srgb_to_lab(colours)[None], axis=2).mean(axis=1)
     best = int(distance.argmin())
     scene, time, mood = _TEMPLATES[best]
     reading = Reading(scene, time, mood, y, tilt, float(distance[best]))
@@ -485,6 +478,37 @@ def _read_sky(pixels: np.ndarray, sky: np.ndarray, line: np.ndarray, reading: Re
     labels, n = ndimage.label(sky & ((lum < -20) | ((lum > 60) & (reading.time == "night"))))
     sizes = ndimage.sum(np.ones_like(labels), labels, range(1, n + 1)) if n else []
     reading.birds = bool(sum(2 <= size <= 0.003 * h * w for size in sizes) >= 2)
+
+
+def dominant_colours(image: Image.Image | np.ndarray, k: int = 5) -> list[tuple[int, int, int]]:
+    """The image's k dominant colours (the palette control's own k-means in CIELAB), on a 56 px copy: the scenes are
+    smooth, so the colours are the same and it is fast enough to label training images."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.rint(np.clip(as_array(image), 0, 255)).astype(np.uint8), "RGB")
+    return extract_palette(image, k, max_side=56)
+
+
+PALETTE_MATCH = 10.0  # an image "matches" a palette below this palette_distance (what the judge is taught)
+
+
+def palette_distance(image: Image.Image | np.ndarray, colours) -> float:
+    """Mean CIEDE2000 from each of the image's 5 dominant colours to the nearest palette colour (0: every dominant
+    colour is in the palette)."""
+    if not len(colours):
+        raise ValueError("the palette is empty")
+    dominant = srgb_to_lab(np.array(dominant_colours(image), dtype=np.float64))
+    palette = srgb_to_lab(np.array(colours, dtype=np.float64))
+    return float(ciede2000_lab(dominant[:, None], palette[None]).min(1).mean())
+
+
+def scene_palette(scene: Scene, n: int = 6) -> list[tuple[int, int, int]]:
+    """n colours along the scene's sky and ground gradients (half each): a palette the scene matches."""
+    sky_top, sky_low, far, near = template(scene.scene, scene.time, scene.mood)
+    out = []
+    for (a, b), m in (((sky_top, sky_low), n // 2), ((far, near), n - n // 2)):
+        for f in np.linspace(0, 1, m) if m > 1 else [0.5]:
+            out.append(tuple(int(round(x + (y - x) * f)) for x, y in zip(a, b, strict=True)))
+    return out
 
 
 # ---------- scores -----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ is measured against, so each measure is checked here on rendered scenes whose tr
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -107,3 +108,21 @@ def test_tiles_and_stripes_count_as_artefacts_and_against_the_aesthetic():
         tiled = Image.fromarray(np.clip(pixels + texture, 0, 255).astype(np.uint8))
         assert world.artefacts(tiled) > 3 * world.artefacts(image)
         assert world.aesthetic(tiled) < world.aesthetic(image) - 1.0
+
+
+def test_a_scene_matches_its_own_palette_and_not_anothers():
+    rng = np.random.default_rng(3)
+    own, other = [], []
+    for _ in range(40):
+        scene = world.sample(rng, {"time": "noon"})
+        image = world.render(scene)
+        own.append(world.palette_distance(image, world.scene_palette(scene)))
+        far = dataclasses.replace(scene, time="night",
+                                  scene="a lavender field" if scene.scene != "a lavender field" else "a desert")
+        other.append(world.palette_distance(image, world.scene_palette(far)))
+    # A sun, a tree or clouds add a dominant colour no palette of the scene's gradients holds: most, not all, match.
+    assert np.median(own) < 9 and np.mean(np.array(own) < world.PALETTE_MATCH) >= 0.65, own
+    assert np.mean(np.array(other) > world.PALETTE_MATCH) >= 0.9, other
+    assert all(a < b for a, b in zip(own, other, strict=True))
+    with pytest.raises(ValueError, match="the palette is empty"):
+        world.palette_distance(image, [])

@@ -1,0 +1,393 @@
+"""Training the toy world's generator on the CPU, in resumable stages with wall-clock budgets (a command module: the
+runtime never imports it; the world itself is `pipelines/world.py`).
+
+    python -m pipelines.world_training generator --out runs/world --minutes vae=6,flow=14,distill=8
+
+Stages, each saved under OUT/stages/<stage>/ with its figures, and skipped when it is already there:
+1. tokenizer: a word-level BPE trained on the grammar's prompts, so each word of the grammar is one token.
+2. vae: a Flux-shaped VAE (16 latent channels, 8x down) on clean renders; held-out PSNR is its gate.
+3. flow: a rectified-flow Flux transformer, conditioned on the whole prompt through its text encoders (CLIP and T5,
+   trained with it); prompts name a random share of each scene's attributes, so unnamed ones stay free.
+4. distill: one step from sigma = 1 (what FluxPipeline(num_inference_steps=1) and the method's training path compute),
+   trained on the teacher's 8-step samples from the same noise.
+Then `generator/` is a FluxPipeline folder the app's loader reads, and `gates` measures it with the world's analytic
+truth on evaluation seeds no stage trains on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import world
+
+TRAIN_SEED = 0  # scenes, prompts and noise of every stage come from generators seeded from here (< EVAL_SEEDS)
+EVAL_SEEDS = 10**9  # the gates' scene seeds and pipeline noise seeds start here: no stage ever uses them
+TOKENS = 32  # text length of the toy world's prompts (T5 and CLIP)
+SCENES_PER_RUN = 6000  # rendered once per run (about a minute)
+SIZES = {
+    "vae": dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 32, 32, 64),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                layers_per_block=1, norm_num_groups=8, use_quant_conv=False, use_post_quant_conv=False),
+    "transformer": dict(patch_size=1, in_channels=64, num_layers=3, num_single_layers=3, attention_head_dim=24,
+                        num_attention_heads=4, joint_attention_dim=64, pooled_projection_dim=64,
+                        guidance_embeds=False, axes_dims_rope=(4, 10, 10)),
+    "clip": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 projection_dim=64, max_position_embeddings=TOKENS),
+    "t5": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, relative_attention_num_buckets=8),
+}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+class Clock:
+    """A stage's wall-clock budget: loops run until it is spent; the learning rate warms up, then follows a cosine
+    to 5 % over the budget."""
+
+    def __init__(self, seconds: float):
+        self.start, self.seconds = time.perf_counter(), seconds
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def done(self) -> bool:
+        return self.elapsed >= self.seconds
+
+    def lr(self, base: float, step: int, warmup: int = 100) -> float:
+        frac = min(1.0, self.elapsed / self.seconds)
+        return base * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def step_with(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+
+
+# ---------- data ---------------------------------------------------------------------------------------------------
+
+
+def prompts_and_images(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, list[world.Scene]]:
+    """n prompts of the grammar (a third scenes alone, the rest naming each attribute at 50 or 90 %) with a render of
+    a scene each describes, as uint8 (n, H, W, 3)."""
+    prompts, scenes = [], []
+    for i in range(n):
+        rich = (0.0, 0.5, 0.9)[i % 3]
+        prompt, scene = world.sample_prompt(rng, rich)
+        prompts.append(prompt)
+        scenes.append(scene)
+    return prompts, np.stack([np.asarray(world.render(s)) for s in scenes]), scenes
+
+
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1], the VAE's range."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def as_images(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((((a.clamp(-1, 1) - b) / 2) ** 2).mean())
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+# ---------- stages -------------------------------------------------------------------------------------------------
+
+
+def grammar_tokenizer(max_length: int = TOKENS):
+    """A BPE tokenizer whose vocabulary holds every word of the grammar (trained on sampled prompts)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = np.random.default_rng(TRAIN_SEED)
+    corpus = [world.sample_prompt(rng, rich)[0] for rich in (0.3, 0.9) for _ in range(3000)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "</s>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    # Every prompt ends in </s>: CLIP's pooled output is read there, after the whole prompt.
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   model_max_length=max_length)
+
+
+def build_pipeline():
+    """A FluxPipeline of the toy world's sizes with the grammar's tokenizer, untrained."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(TRAIN_SEED)
+    tokenizer = grammar_tokenizer()
+    vocab = len(tokenizer)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                                        **SIZES["clip"]))
+    t5 = T5EncoderModel(T5Config(vocab_size=vocab, pad_token_id=0, eos_token_id=1, **SIZES["t5"]))
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=AutoencoderKL(**SIZES["vae"]),
+                        text_encoder=clip, tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=tokenizer,
+                        transformer=FluxTransformer2DModel(**SIZES["transformer"]))
+
+
+def train_vae(vae, images: np.ndarray, held: np.ndarray, seconds: float) -> dict:
+    """Reconstruction (MSE, plus an L1 term that keeps edges sharp) with a small KL; then the shift and scale that
+    give the transformer latents of mean 0 and sd 1 (Flux's VAE config carries its own)."""
+    vae.train().requires_grad_(True)
+    params = list(vae.parameters())
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    clock, step, rng = Clock(seconds), 0, np.random.default_rng(TRAIN_SEED + 1)
+    while not clock.done:
+        x = as_tensor(images[rng.integers(len(images), size=16)])
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        kl = 0.5 * (posterior.mean ** 2 + posterior.var - 1 - posterior.logvar).mean()
+        loss = torch.nn.functional.mse_loss(reconstruction, x) + 0.1 * (reconstruction - x).abs().mean() + 1e-5 * kl
+        step_with(optimizer, loss, params, clock.lr(2e-3, step))
+        step += 1
+        if step % 100 == 0:
+            log(f"  vae step {step}  loss {loss.item():.5f}  {clock.elapsed:.0f}s")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        x = as_tensor(held)
+        out = torch.cat([vae.decode(vae.encode(x[i:i + 32]).latent_dist.mode()).sample for i in range(0, len(x), 32)])
+        some = images[:1024]
+        z = torch.cat([vae.encode(as_tensor(some[i:i + 64])).latent_dist.mode() for i in range(0, len(some), 64)])
+    shift, sd = float(z.mean()), float(z.std())
+    vae.register_to_config(shift_factor=shift, scaling_factor=1.0 / sd)
+    return {"steps": step, "seconds": round(clock.elapsed, 1), "held_out_psnr_db": round(psnr(out, x), 2),
+            "shift_factor": shift, "scaling_factor": 1.0 / sd}
+
+
+def packed_latents(pipe, images: np.ndarray) -> torch.Tensor:
+    """Packed, scaled latents (N, 49, 64): what the transformer takes and the pipeline's decode undoes."""
+    vae, out = pipe.vae, []
+    with torch.no_grad():
+        for i in range(0, len(images), 64):
+            z = vae.encode(as_tensor(images[i:i + 64])).latent_dist.mode()
+            z = (z - vae.config.shift_factor) * vae.config.scaling_factor
+            out.append(pipe._pack_latents(z, *z.shape))
+    return torch.cat(out)
+
+
+class Call:
+    """The transformer called as FluxGenerator.velocity calls it, prompts encoded by the (trainable) text encoders."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        side = world.SIZE // pipe.vae_scale_factor // 2
+        ids = torch.zeros(side, side, 3)
+        ids[..., 1] = torch.arange(side)[:, None]
+        ids[..., 2] = torch.arange(side)[None, :]
+        self.img_ids = ids.reshape(side * side, 3)
+        self.txt_ids = torch.zeros(TOKENS, 3)
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.pipe.tokenizer(prompts, padding="max_length", max_length=TOKENS, truncation=True,
+                                  return_tensors="pt")
+        pooled = self.pipe.text_encoder(tok.input_ids, output_hidden_states=False).pooler_output
+        embeds = self.pipe.text_encoder_2(tok.input_ids)[0]
+        return embeds, pooled
+
+    def __call__(self, transformer, x, sigma, text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        embeds, pooled = text
+        return transformer(hidden_states=x, timestep=sigma, pooled_projections=pooled, encoder_hidden_states=embeds,
+                           txt_ids=self.txt_ids, img_ids=self.img_ids, guidance=None, return_dict=False)[0]
+
+
+def train_flow(pipe, call: Call, latents: torch.Tensor, prompts: list[str], seconds: float) -> dict:
+    """Rectified flow, x_t = (1 - t) x0 + t noise, target noise - x0, t logit-normal; the text encoders train too."""
+    modules = [pipe.transformer, pipe.text_encoder, pipe.text_encoder_2]
+    params = [p for m in modules for p in m.parameters()]
+    for m in modules:
+        m.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    clock, step, losses = Clock(seconds), 0, []
+    gen = torch.Generator().manual_seed(TRAIN_SEED + 2)
+    while not clock.done:
+        idx = torch.randint(len(latents), (64,), generator=gen)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.sigmoid(torch.randn(len(idx), generator=gen))
+        x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
+        v = call(pipe.transformer, x_t, t, call.encode([prompts[i] for i in idx.tolist()]))
+        loss = torch.nn.functional.mse_loss(v, noise - x0)
+        step_with(optimizer, loss, params, clock.lr(1e-3, step, 200))
+        losses.append(loss.item())
+        step += 1
+        if step % 100 == 0:
+            log(f"  flow step {step}  loss {np.mean(losses[-100:]):.4f}  {clock.elapsed:.0f}s")
+    for m in modules:
+        m.eval().requires_grad_(False)
+    return {"steps": step, "seconds": round(clock.elapsed, 1), "final_loss": round(float(np.mean(losses[-100:])), 4)}
+
+
+@torch.no_grad()
+def euler(transformer, call: Call, noise: torch.Tensor, text, steps: int) -> torch.Tensor:
+    """The teacher's sampler: Euler from sigma 1 to 0 in equal steps."""
+    sigmas = torch.linspace(1, 0, steps + 1)
+    x = noise
+    for i in range(steps):
+        x = x + float(sigmas[i + 1] - sigmas[i]) * call(transformer, x, torch.full((len(x),), float(sigmas[i])), text)
+    return x
+
+
+def distill(pipe, call: Call, prompts: list[str], seconds: float, teacher_steps: int = 8, pairs: int = 3072) -> dict:
+    """The student starts as the teacher and learns x0 = noise - v(noise, sigma = 1) from the teacher's samples."""
+    clock = Clock(seconds)
+    gen = torch.Generator().manual_seed(TRAIN_SEED + 3)
+    teacher = pipe.transformer
+    noise = torch.randn((pairs, 49, 64), generator=gen)
+    chosen = [prompts[i] for i in torch.randint(len(prompts), (pairs,), generator=gen).tolist()]
+    with torch.no_grad():
+        texts = [call.encode(chosen[i:i + 256]) for i in range(0, pairs, 256)]
+        target = torch.cat([euler(teacher, call, noise[i:i + 256], texts[i // 256], teacher_steps)
+                            for i in range(0, pairs, 256)])
+        embeds, pooled = torch.cat([t[0] for t in texts]), torch.cat([t[1] for t in texts])
+    log(f"  {pairs} teacher samples ({teacher_steps} Euler steps) in {clock.elapsed:.0f}s")
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    params = list(student.parameters())
+    optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    step, losses, ones = 0, [0.0], torch.ones(64)
+    while not clock.done:
+        idx = torch.randint(pairs, (64,), generator=gen)
+        x0 = noise[idx] - call(student, noise[idx], ones, (embeds[idx], pooled[idx]))
+        loss = torch.nn.functional.mse_loss(x0, target[idx])
+        step_with(optimizer, loss, params, clock.lr(5e-4, step, 50))
+        losses.append(loss.item())
+        step += 1
+        if step % 100 == 0:
+            log(f"  distil step {step}  loss {np.mean(losses[-100:]):.4f}  {clock.elapsed:.0f}s")
+    pipe.transformer = student.eval().requires_grad_(False)
+    return {"steps": step, "seconds": round(clock.elapsed, 1), "teacher_steps": teacher_steps, "pairs": pairs,
+            "final_loss": round(float(np.mean(losses[-100:])), 4)}
+
+
+# ---------- gates --------------------------------------------------------------------------------------------------
+
+
+def generated(pipe, prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+    """One-step images through the stock FluxPipeline, as the app generates them."""
+    out = []
+    for prompt, seed in zip(prompts, seeds, strict=True):
+        image = pipe(prompt, num_inference_steps=1, guidance_scale=0.0, height=world.SIZE, width=world.SIZE,
+                     max_sequence_length=TOKENS, generator=torch.Generator().manual_seed(seed)).images[0]
+        out.append(np.asarray(image))
+    return out
+
+
+def gates(pipe, per_attribute: int = 64) -> dict:
+    """The generator's gates on evaluation seeds (EVAL_SEEDS and up): each attribute value named alone with a
+    scene, read back; horizon words placed; horizons free within each scene; the VAE's PSNR is in its stage."""
+    rng = np.random.default_rng(EVAL_SEEDS)
+    seed = iter(range(EVAL_SEEDS, EVAL_SEEDS + 10**6))
+    accuracy, placement = {}, {}
+    values = [("scene", s) for s in world.SCENES] + [("time", t) for t in world.TIMES] + [
+        (key, value) for key, words in world.WORDS.items() for value in words]
+    for key, value in values:
+        prompts = []
+        for _ in range(per_attribute):
+            named = {"scene": str(rng.choice(list(world.SCENES)))} | {key: value}
+            prompts.append(world.prompt_of(named))
+        images = generated(pipe, prompts, [next(seed) for _ in prompts])
+        readings = [world.read(im) for im in images]
+        accuracy[f"{key}={value}"] = round(float(np.mean([world.present(r, key, value) for r in readings])), 3)
+        if key == "placement":
+            target = world.LOW if value == "low" else world.HIGH
+            placement[value] = round(float(np.mean([abs(r.horizon - target) for r in readings])), 3)
+    spread = {}
+    for scene in world.SCENES:
+        images = generated(pipe, [scene] * per_attribute, [next(seed) for _ in range(per_attribute)])
+        readings = [world.read(im) for im in images]
+        hs = [r.horizon for r in readings]
+        spread[scene] = {"sd": round(float(np.std(hs)), 3), "range": [round(min(hs), 2), round(max(hs), 2)],
+                         "scene_read": round(float(np.mean([r.scene == scene for r in readings])), 3)}
+    return {"attribute_accuracy": accuracy, "placement_mean_error": placement, "horizon_spread": spread}
+
+
+# ---------- the command --------------------------------------------------------------------------------------------
+
+
+def train_generator(out: Path, minutes: dict[str, float]) -> dict:
+    """Every generator stage, resuming from OUT/stages; writes OUT/generator and OUT/generator-gates.json."""
+    from diffusers import FluxPipeline
+
+    torch.set_num_threads(2)
+    stages = out / "stages"
+    stages.mkdir(parents=True, exist_ok=True)
+    report_path = out / "generator-training.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {"stages": {}}
+    rng = np.random.default_rng(TRAIN_SEED)
+    t = time.perf_counter()
+    prompts, images, _ = prompts_and_images(rng, SCENES_PER_RUN)
+    _, held, _ = prompts_and_images(np.random.default_rng(TRAIN_SEED + 100), 128)
+    log(f"rendered {len(images)} training scenes in {time.perf_counter() - t:.0f}s")
+    for stage in ("vae", "flow", "distill"):
+        folder = stages / stage
+        if (folder / "model_index.json").exists():
+            log(f"stage {stage}: done before, loading {folder}")
+            pipe = FluxPipeline.from_pretrained(folder)
+            continue
+        if stage == "vae":
+            pipe = build_pipeline()
+        log(f"stage {stage}: {minutes[stage]:g} min")
+        if stage == "vae":
+            report["stages"]["vae"] = train_vae(pipe.vae, images, held, 60 * minutes["vae"])
+        elif stage == "flow":
+            mirrored = images[:, :, ::-1]  # mirrored scenes: the tree's side flips, so the prompts say so
+            swapped = [p.replace("on the left", "on the #").replace("on the right", "on the left")
+                       .replace("on the #", "on the right") for p in prompts]
+            latents = packed_latents(pipe, np.concatenate([images, mirrored]))
+            report["stages"]["flow"] = train_flow(pipe, Call(pipe), latents, prompts + swapped, 60 * minutes["flow"])
+        else:
+            report["stages"]["distill"] = distill(pipe, Call(pipe), prompts, 60 * minutes["distill"])
+        log(f"  {report['stages'][stage]}")
+        pipe.save_pretrained(folder)
+        report_path.write_text(json.dumps(report, indent=1) + "\n")
+    pipe.save_pretrained(out / "generator")
+    report["gates"] = gates(pipe)
+    log(json.dumps(report["gates"], indent=1))
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def parse_minutes(text: str) -> dict[str, float]:
+    minutes = {"vae": 6.0, "flow": 14.0, "distill": 8.0}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in minutes:
+            raise ValueError(f"--minutes: unknown stage {key!r}; stages: {', '.join(minutes)}")
+        minutes[key] = float(value)
+    return minutes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["generator"])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=6,flow=14,distill=8")
+    args = parser.parse_args(argv)
+    train_generator(args.out, parse_minutes(args.minutes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
