@@ -107,6 +107,11 @@ def parse(prompt: str) -> dict[str, str]:
     return {key: found[key][1] for key in ATTRIBUTES if key in found}
 
 
+def phrase(key: str, value: str) -> str:
+    """The grammar's words for one attribute: "a beach", "at sunset", "low horizon", "a lone tree on the left"."""
+    return value if key == "scene" else f"at {value}" if key == "time" else WORDS[key][value]
+
+
 def prompt_of(attributes: dict[str, str]) -> str:
     """The grammar's own wording of some attributes (the inverse of `parse`)."""
     head = attributes.get("scene", "a landscape") + (f" at {attributes['time']}" if "time" in attributes else "")
@@ -566,7 +571,7 @@ def aesthetic_parts(image: Image.Image | np.ndarray) -> dict[str, float]:
             "level horizon": float(np.clip(1 - abs(reading.tilt) / 4, 0, 1)),
             "subject off centre": subject, "sun clear of the horizon": clear,
             "contrast": float(np.clip(spread / 90, 0, 1)),
-            "no texture": -2.0 * float(np.clip((artefacts(pixels) - 1.15) / 1.5, 0, 1))}
+            "no texture": -2.0 * float(np.clip((artefacts(pixels) - 1.8) / 1.5, 0, 1))}
 
 
 def aesthetic(image: Image.Image | np.ndarray) -> float:

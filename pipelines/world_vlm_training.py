@@ -1,0 +1,503 @@
+"""Training the toy world's VLM on the CPU (a command module: the runtime never imports it).
+
+    python -m pipelines.world_vlm_training --out runs/world --minutes 25
+
+The VLM is Qwen2.5-VL-shaped and learns every task the app asks of it, in the app's own words: each training row is
+(image, the app's question, the answer the world's analytic truth gives), taught through the app's own chat template
+and answer layout (`VLM.nll_rows`, the same path the judge is read through):
+
+- Yes/No questions: the horizon, palette, line-weight and depth overlays' questions on images with the overlay drawn,
+  "Does this image show {prompt}?", VQAScore's "Does this figure show '{prompt}'?", the same-scene question of
+  image-to-prompt and the left-or-right comparison;
+- rubric scores: "Score: <0-5>" and a one-line explanation in the grammar's words, for the aesthetic, alignment and
+  preference rubrics, from the world's measures with noise (a real judge is not exact either);
+- rewriting a short prompt into a rich one (text only), of mixed quality: some added words help the picture, some do
+  nothing, some ask for another scene, so that best-of-N and a DPO round have something to choose;
+- describing an image as a prompt of the grammar (image-to-prompt), and PRIP's pivot step (the request, then keywords).
+
+`rows_for` builds a sample of rows for one image; `train` runs the loop under a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from overlays import composite, depth, horizon, line_weight, palette
+from overlays.common import SUFFIX
+
+from . import judge, refine, world
+from .optimize import prompt_question
+from .vlm import from_pil
+
+HORIZON_YES = 0.06  # the judge says Yes to the horizon question iff the line is within this of the horizon
+ROW = tuple[torch.Tensor | None, str, str]  # (pixels or None, question, answer)
+
+# What each aesthetic rule sounds like when it holds and when it does not (the explanations' words).
+RULE_WORDS = {
+    "horizon on a third": ("the horizon sits on a third", "the horizon cuts the picture in the middle"),
+    "level horizon": ("the horizon is level", "the horizon is tilted"),
+    "subject off centre": ("the subject stands off centre", "the subject sits in the centre"),
+    "sun clear of the horizon": ("the sun is clear of the horizon", "the sun touches the horizon"),
+    "contrast": ("the light has contrast", "the light is flat"),
+    "no texture": ("the surfaces are clean", "a grid texture covers the picture"),
+}
+# Words a rewrite may add, by what they do to the toy aesthetic: good ones follow its rules, useless ones do nothing
+# for it, and wrong ones ask for something other than the request.
+GOOD_WORDS = ["low horizon", "high horizon", "a lone tree on the left", "a lone tree on the right", "the sun",
+              "clear sky", "vivid colours"]
+USELESS_WORDS = ["cloudy sky", "birds in the sky", "muted colours", "the moon"]
+
+
+def overlaid(image: Image.Image, overlay: Image.Image) -> torch.Tensor:
+    """The image with a visual prompt on top, as the loop's judge sees it."""
+    return composite(from_pil(image), np.asarray(overlay))
+
+
+def horizon_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    near = rng.random() < 0.5
+    if near:
+        y = truth.horizon + rng.uniform(-HORIZON_YES, HORIZON_YES) * 0.8
+    else:
+        y = rng.uniform(0.12, 0.88)
+        while abs(y - truth.horizon) < 0.1:
+            y = rng.uniform(0.12, 0.88)
+    y = float(np.clip(y, 0.05, 0.95))
+    tilt = truth.tilt + rng.uniform(-1.5, 1.5) if near else rng.uniform(-4, 4)
+    spec = horizon.Spec(round(y, 3), round(float(np.clip(tilt, -4, 4)), 1))
+    yes = abs(y - truth.horizon) <= HORIZON_YES
+    return overlaid(image, horizon.render(spec, image.size)), horizon.QUESTION, "Yes" if yes else "No"
+
+
+def palette_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading, scene: world.Scene | None) -> ROW:
+    if rng.random() < 0.5 and scene is not None:
+        colours = world.scene_palette(scene, int(rng.integers(4, 7)))
+    elif rng.random() < 0.5:
+        colours = world.dominant_colours(image, int(rng.integers(3, 6)))
+    else:
+        presets = palette.load_presets()
+        colours = [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in presets[rng.choice(sorted(presets))]]
+    spec = palette.Spec(tuple(tuple(int(v) for v in c) for c in colours))
+    yes = world.palette_distance(image, colours) < world.PALETTE_MATCH
+    return overlaid(image, palette.render(spec, image.size)), palette.QUESTION, "Yes" if yes else "No"
+
+
+def line_weight_of(truth: world.Reading, size: int) -> int:
+    """The toy world's line weight: a tree trunk's width, else the hairlines of birds and the horizon."""
+    return max(1, round(0.028 * size)) if truth.tree else 1
+
+
+def line_weight_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    own = line_weight_of(truth, image.size[0])
+    px = own if rng.random() < 0.5 else int(rng.integers(1, 9))
+    spec = line_weight.Spec(px)
+    yes = abs(px - own) <= 1
+    return overlaid(image, line_weight.render(spec, image.size)), line_weight.QUESTION, "Yes" if yes else "No"
+
+
+def distance_of(point: tuple[float, float], truth: world.Reading) -> float:
+    """How far from the camera a point of the image is: on the ground, nearer the bottom is closer; the sky is
+    farthest."""
+    x, y = point
+    line = truth.horizon - np.tan(np.radians(truth.tilt)) * (x - 0.5)
+    return 1e3 if y <= line + 0.02 else 1.0 / (y - line)
+
+
+def depth_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    while True:
+        a = (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9)))
+        b = (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9)))
+        da, db = distance_of(a, truth), distance_of(b, truth)
+        if max(da, db) / min(da, db) > 1.5 and abs(a[0] - b[0]) > 0.08:
+            break
+    relation = str(rng.choice(list(depth.RELATIONS)))
+    spec = depth.Spec(a, b, relation)
+    (question, _), = depth.questions(spec)[:1]
+    a_closer = da < db
+    yes = {"foreground": a_closer, "closer": a_closer, "background": not a_closer, "further": not a_closer}[relation]
+    return overlaid(image, depth.render(spec, image.size)), question, "Yes" if yes else "No"
+
+
+def other_prompt(rng: np.random.Generator, attributes: dict[str, str]) -> str:
+    """The image's prompt with one attribute changed: a prompt it does not show."""
+    changed = dict(attributes)
+    key = str(rng.choice(["scene", "time", "body", "tree", "sky", "mood"]))
+    options = {"scene": list(world.SCENES), "time": list(world.TIMES), "body": ["sun", "moon"],
+               "tree": ["left", "right"], "sky": ["clear", "clouds"], "mood": ["vivid", "muted"]}[key]
+    changed[key] = str(rng.choice([o for o in options if o != attributes.get(key)]))
+    return world.prompt_of(changed)
+
+
+def short_of(rng: np.random.Generator, attributes: dict[str, str]) -> str:
+    """A prompt naming the scene and a few of the image's attributes."""
+    kept = {"scene": attributes["scene"]} | {k: v for k, v in attributes.items() if k != "scene" and rng.random() < 0.4}
+    return world.prompt_of(kept)
+
+
+def alignment_rows(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> list[ROW]:
+    attributes = truth.attributes()
+    prompt = short_of(rng, attributes) if rng.random() < 0.5 else other_prompt(rng, attributes)
+    yes = world.alignment(prompt, truth) == 1.0
+    answer = "Yes" if yes else "No"
+    pixels = from_pil(image)
+    return [(pixels, prompt_question(prompt), answer), (pixels, judge.vqa_question(prompt), answer)]
+
+
+def explain_aesthetic(parts: dict[str, float]) -> str:
+    """One line naming the rule the image follows best and the one it breaks most (or a second one it follows)."""
+    level = {k: (1 + v / 2 if k == "no texture" else v) for k, v in parts.items()}  # each 0..1
+    ranked = sorted(level, key=level.get, reverse=True)
+    best, worst = ranked[0], ranked[-1]
+    first = RULE_WORDS[best][0]
+    second = RULE_WORDS[worst][1] if level[worst] < 0.6 else f"and {RULE_WORDS[ranked[1]][0]}"
+    return f"{first[0].upper()}{first[1:]}{';' if level[worst] < 0.6 else ''} {second}."
+
+
+def explain_alignment(prompt: str, truth: world.Reading) -> str:
+    named = world.parse(prompt)
+    shown = [world.phrase(k, v) for k, v in named.items() if world.present(truth, k, v)]
+    missing = [world.phrase(k, v) for k, v in named.items() if not world.present(truth, k, v)]
+    if not missing:
+        return f"It shows {', '.join(shown) or 'the request'}."
+    if not shown:
+        return f"It shows none of the request: not {', '.join(missing)}."
+    return f"It shows {', '.join(shown)} but not {', '.join(missing)}."
+
+
+def noisy(rng: np.random.Generator, value: float) -> int:
+    return int(np.clip(round(value + rng.normal(0, 0.45)), 0, 5))
+
+
+def rubric_rows(rng: np.random.Generator, image: Image.Image, truth: world.Reading, prompt: str) -> list[ROW]:
+    parts = world.aesthetic_parts(np.asarray(image))
+    aesthetic = float(np.clip(sum(parts.values()), 0, 5))
+    aligned = 5 * world.alignment(prompt, truth)
+    pixels = from_pil(image)
+    scores = {"aesthetic": (noisy(rng, aesthetic), explain_aesthetic(parts)),
+              "alignment": (noisy(rng, aligned), explain_alignment(prompt, truth)),
+              "preference": (noisy(rng, 0.5 * aesthetic + 0.5 * aligned),
+                             f"{explain_alignment(prompt, truth)} {explain_aesthetic(parts)}")}
+    return [(pixels, judge.rubric_prompt(r, prompt), f"Score: {s}\n{why}") for r, (s, why) in scores.items()]
+
+
+def rewrite(rng: np.random.Generator, short: str) -> str:
+    """A rich prompt for a short one, of mixed quality (what the rewriter is taught to sample)."""
+    named = world.parse(short)
+    words = [w for w in GOOD_WORDS + USELESS_WORDS if world.parse(w) and
+             next(iter(world.parse(w))) not in named]
+    rng.shuffle(words)
+    extra, seen = [], set()
+    for w in words[:int(rng.integers(2, 5))]:
+        key = next(iter(world.parse(w)))
+        if key not in seen:
+            extra.append(w)
+            seen.add(key)
+    if rng.random() < 0.15:  # now and then a wrong word: another scene
+        extra.insert(0, str(rng.choice([s for s in world.SCENES if s != named.get("scene")])).split(" ", 1)[1])
+    time = f" at {named['time']}" if "time" in named else (f" at {rng.choice(list(world.TIMES))}"
+                                                            if rng.random() < 0.6 else "")
+    head = short.split(",")[0] + (time if " at " not in short.split(",")[0] else "")
+    return ", ".join([head, *short.split(", ")[1:], *extra])
+
+
+def describe_rows(image: Image.Image, truth: world.Reading) -> list[ROW]:
+    """Image-to-prompt (the image's whole prompt) and PRIP's pivot step (the request word for word, then keywords)."""
+    attributes = truth.attributes()
+    request = attributes["scene"]
+    keywords = [world.phrase(k, v) for k, v in attributes.items() if k != "scene"]
+    pixels = from_pil(image)
+    return [(pixels, refine.IMAGE_TO_PROMPT, world.prompt_of(attributes)),
+            (pixels, refine.PIVOT_TO_PROMPT.format(prompt=request), ", ".join([request, *keywords]))]
+
+
+def pair_rows(rng: np.random.Generator, left: tuple[Image.Image, world.Reading],
+              right: tuple[Image.Image, world.Reading], prompt: str) -> list[ROW]:
+    """The same-scene question (image-to-prompt's closeness) and the left-or-right comparison."""
+    (a, ra), (b, rb) = left, right
+    same = ra.scene == rb.scene and ra.time == rb.time and abs(ra.horizon - rb.horizon) < 0.12
+    score = [0.5 * world.aesthetic(np.asarray(im)) + 2.5 * world.alignment(prompt, r) for im, r in (left, right)]
+    pixels = from_pil(judge.side_by_side(a, b))
+    return [(pixels, refine.SAME_CONTENT, "Yes" if same else "No"),
+            (pixels, judge.COMPARE_QUESTION.format(prompt=prompt), "Yes" if score[0] > score[1] else "No")]
+
+
+def rows_for(rng: np.random.Generator, image: Image.Image, scene: world.Scene | None = None,
+             prompt: str | None = None) -> list[ROW]:
+    """Training rows of every image task for one image (its truth read from its pixels)."""
+    truth = world.read(np.asarray(image))
+    prompt = prompt or short_of(rng, truth.attributes())
+    rows = [horizon_row(rng, image, truth), palette_row(rng, image, truth, scene), line_weight_row(rng, image, truth),
+            depth_row(rng, image, truth), *alignment_rows(rng, image, truth),
+            *rubric_rows(rng, image, truth, prompt), *describe_rows(image, truth)]
+    return rows
+
+
+def text_rows(rng: np.random.Generator, n: int) -> list[ROW]:
+    """Rewriting rows: a short prompt of the grammar -> a rich one (no image)."""
+    rows = []
+    for _ in range(n):
+        short, _ = world.sample_prompt(rng, rich=0.15)
+        rows.append((None, refine.REWRITE.format(prompt=short), rewrite(rng, short)))
+    return rows
+
+
+def questions_corpus() -> list[str]:
+    """Every fixed text of the app's questions and templates (for the VLM's tokenizer)."""
+    texts = [horizon.QUESTION, palette.QUESTION, line_weight.QUESTION, refine.IMAGE_TO_PROMPT, refine.SAME_CONTENT,
+             refine.REWRITE, refine.PIVOT_TO_PROMPT, judge.COMPARE_QUESTION, SUFFIX,
+             *[judge.rubric_prompt(r, "{prompt}") for r in judge.RUBRICS]]
+    texts += [q.format(p="Point A", q="Point B") for q in depth.RELATIONS.values()]
+    texts += [f"{a} {b}" for a, b in RULE_WORDS.values()]
+    return texts
+
+
+# ---------- the model ------------------------------------------------------------------------------------------------
+
+TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
+              fullatt_block_indexes=[3])
+
+
+def corpus(rng: np.random.Generator, n: int = 4000) -> list[str]:
+    """What the VLM reads and writes: the app's questions and templates, prompts of the grammar, answers."""
+    texts = questions_corpus() * 20
+    for _ in range(n):
+        prompt, scene = world.sample_prompt(rng, rich=float(rng.uniform(0.2, 1.0)))
+        texts += [prompt, prompt_question(prompt), judge.vqa_question(prompt), f"Score: {int(rng.integers(6))}",
+                  rewrite(rng, prompt.split(",")[0])]
+    return texts + ["Yes", "No"] * 200
+
+
+def vlm_tokenizer(rng: np.random.Generator, vocab_size: int = 1600):
+    """A byte-level BPE over `corpus`, with Qwen's special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .random_models import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS
+
+    special = QWEN_SPECIAL_TOKENS[:1] + QWEN_SPECIAL_TOKENS[2:3] + QWEN_SPECIAL_TOKENS[1:2] + QWEN_SPECIAL_TOKENS[3:]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(rng), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=special[0], eos_token=special[1],
+                                        model_max_length=32768)
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_vlm(seed: int = 0):
+    """The toy world's VLM, untrained, in the app's adapter."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from .vlm import QwenVL
+
+    tokenizer = vlm_tokenizer(np.random.default_rng(seed))
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
+    text = TEXT | dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.pad_token_id,
+                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]})
+    vision = VISION | dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112, in_chans=3)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return QwenVL(model.eval(), tokenizer, Qwen2VLImageProcessorPil(), "cpu")
+
+
+def save_vlm(vlm, folder) -> None:
+    """The folder layout the app's loader reads: model, tokenizer, image processor, chat_template.jinja."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vlm.model.save_pretrained(folder)
+    vlm.tokenizer.save_pretrained(folder)
+    vlm.image_processor.save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(vlm.tokenizer.chat_template)
+
+
+# ---------- training -------------------------------------------------------------------------------------------------
+
+
+def image_rows(rng: np.random.Generator, pool: list[tuple[Image.Image, world.Scene | None]], n: int) -> list[ROW]:
+    """About n rows from random images of the pool, every task mixed, plus side-by-side pairs."""
+    rows: list[ROW] = []
+    while len(rows) < n:
+        image, scene = pool[int(rng.integers(len(pool)))]
+        rows += rows_for(rng, image, scene)
+        if rng.random() < 0.3:
+            other, _ = pool[int(rng.integers(len(pool)))]
+            truth = world.read(np.asarray(image))
+            rows += pair_rows(rng, (image, truth), (other, world.read(np.asarray(other))),
+                              short_of(rng, truth.attributes()))
+    order = rng.permutation(len(rows))
+    return [rows[i] for i in order[:n]]
+
+
+def train(vlm, pool: list[tuple[Image.Image, world.Scene | None]], seconds: float, seed: int = 0,
+          batch: int = 12) -> dict:
+    """Answer cross-entropy of every task's rows through the app's own adapter (`VLM.nll_rows`), under a budget;
+    one text-only batch (rewriting) for every three image batches."""
+    import time
+
+    from .world_training import Clock, step_with
+
+    model = vlm.model
+    model.train().requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    clock, step, rng = Clock(seconds), 0, np.random.default_rng(seed)
+    losses: dict[str, list[float]] = {"image": [], "text": []}
+    start = time.perf_counter()
+    while not clock.done:
+        kind = "text" if step % 4 == 3 else "image"
+        rows = text_rows(rng, batch) if kind == "text" else image_rows(rng, pool, batch)
+        loss = vlm.nll_rows(rows).mean()
+        step_with(optimizer, loss, params, clock.lr(2e-3, step, 100))
+        losses[kind].append(loss.item())
+        step += 1
+        if step % 50 == 0:
+            print(f"  vlm step {step}  image {np.mean(losses['image'][-40:]):.3f}  text "
+                  f"{np.mean(losses['text'][-12:] or [0]):.3f}  {time.perf_counter() - start:.0f}s", flush=True)
+    model.eval().requires_grad_(False)
+    return {"steps": step, "seconds": round(clock.elapsed, 1),
+            "final_image_nll": round(float(np.mean(losses["image"][-40:])), 4),
+            "final_text_nll": round(float(np.mean(losses["text"][-12:] or [0])), 4)}
+
+
+# ---------- gates ----------------------------------------------------------------------------------------------------
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@torch.no_grad()
+def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) -> dict:
+    """The judge on held-out images (of scenes and seeds no training row used): each question's accuracy (P(Yes) >
+    0.5 against the analytic label), each rubric's Spearman against the analytic measure, explanations in words,
+    rewrites and descriptions that parse as the grammar."""
+    rng = np.random.default_rng(seed)
+    right: dict[str, list[bool]] = {}
+    for image, scene in held:
+        for pixels, question, answer in rows_for(rng, image, scene)[:6]:  # the Yes/No rows
+            kind = question.split("?")[0][:40]
+            p_yes = float(torch.exp(-vlm.nll_rows([(pixels, question, "Yes")])[0]))
+            right.setdefault(kind, []).append((p_yes > 0.5) == (answer == "Yes"))
+    accuracy = {k: round(float(np.mean(v)), 3) for k, v in right.items()}
+    items, truth = [], {r: [] for r in judge.RUBRICS}
+    for image, _ in held:
+        reading = world.read(np.asarray(image))
+        prompt = short_of(rng, reading.attributes()) if rng.random() < 0.5 else other_prompt(rng, reading.attributes())
+        aesthetic, aligned = world.aesthetic(np.asarray(image)), 5 * world.alignment(prompt, reading)
+        for rubric, value in (("aesthetic", aesthetic), ("alignment", aligned),
+                              ("preference", 0.5 * aesthetic + 0.5 * aligned)):
+            items.append((image, rubric, prompt))
+            truth[rubric].append(value)
+    verdicts = judge.continuous_scores(vlm, items)
+    scores = {r: [v.score for v in verdicts if v.rubric == r] for r in judge.RUBRICS}
+    rubric_spearman = {r: round(spearman(scores[r], truth[r]), 3) for r in judge.RUBRICS}
+    image, _ = held[0]
+    written = judge.sampled_score(vlm, image, "aesthetic", samples=3, seed=seed)
+    rewrites = vlm.generate_text(refine.REWRITE.format(prompt="a beach"), max_new_tokens=60, temperature=0.9,
+                                 top_p=0.9, num_return_sequences=8, seed=seed)
+    described = [vlm.generate_text(refine.IMAGE_TO_PROMPT, image=im, max_new_tokens=60)[0] for im, _ in held[:32]]
+    agreement = [np.mean([world.present(world.read(np.asarray(im)), k, v) for k, v in world.parse(d).items()])
+                 if world.parse(d) else 0.0 for d, (im, _) in zip(described, held[:32], strict=True)]
+    return {"question_accuracy": accuracy, "rubric_spearman": rubric_spearman,
+            "sampled_explanation": written.explanation, "sampled_score": written.score,
+            "rewrites_of_a_beach": rewrites, "rewrites_parsed": round(float(np.mean(
+                [world.parse(r).get("scene") == "a beach" for r in rewrites])), 3),
+            "described": described[:4], "described_attribute_agreement": round(float(np.mean(agreement)), 3)}
+
+
+# ---------- hardening: images from LoRAs trained against the judge, labelled by the truth -------------------------
+
+
+def fooling_round(vlm, generator, loras: int, seed: int, steps: int = 40) -> tuple[float, list[Image.Image]]:
+    """Train `loras` horizon LoRAs against the judge as it is and judge their unseen seeds: the share of images the
+    judge passes (P > 0.9) with the horizon more than 0.1 from the line (fooled), and the images themselves."""
+    from .optimize import optimize
+
+    rng = np.random.default_rng(seed)
+    fooled, images = [], []
+    for k in range(loras):
+        line = round(float(rng.uniform(0.2, 0.8)), 3)
+        spec = horizon.Spec(line)
+        overlay = np.asarray(horizon.render(spec, (world.SIZE, world.SIZE)))
+        prompt = str(rng.choice(list(world.SCENES)))
+        result = optimize(generator, vlm, prompt, horizon.questions(spec), overlay=overlay, steps=steps,
+                          seed=seed + k, eval_seeds=4, progress=False)
+        for image, p in zip(result.unseen.images_lora, result.unseen.p_lora, strict=True):
+            fooled.append(p > 0.9 and abs(world.read(np.asarray(image)).horizon - line) > 0.1)
+            images.append(image)
+    return float(np.mean(fooled)), images
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import dataclasses
+    import json
+    import time
+    from pathlib import Path
+
+    from .loading import load_generator
+    from .presets import get_preset
+    from .world_training import EVAL_SEEDS, TRAIN_SEED, generated
+
+    parser = argparse.ArgumentParser(description="Train the toy world's VLM.")
+    parser.add_argument("--generator", required=True, type=Path, help="the trained generator folder")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--rounds", type=int, default=2, help="hardening rounds")
+    parser.add_argument("--loras", type=int, default=6, help="LoRAs trained against the judge per round")
+    parser.add_argument("--images", type=int, default=1500, help="rendered and generated training images, each")
+    parser.add_argument("--held-out", type=int, default=64, help="held-out rendered and generated images, each")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    preset = dataclasses.replace(get_preset("toy"), generator_source=str(args.generator.resolve()))
+    generator = load_generator(preset, "cpu")
+    rng = np.random.default_rng(TRAIN_SEED + 20)
+    rendered = [(world.render(s), s) for s in (world.sample(rng) for _ in range(args.images))]
+    prompts = [world.sample_prompt(rng, float(rng.uniform(0, 1)))[0] for _ in range(args.images)]
+    made = generated(generator.pipe, prompts, list(range(TRAIN_SEED + 10**5, TRAIN_SEED + 10**5 + len(prompts))))
+    pool = rendered + [(Image.fromarray(im), None) for im in made]
+    held_rng = np.random.default_rng(EVAL_SEEDS + 20)
+    held_prompts = [world.sample_prompt(held_rng, 0.5)[0] for _ in range(args.held_out)]
+    held_seeds = list(range(EVAL_SEEDS + 10**5, EVAL_SEEDS + 10**5 + args.held_out))
+    held = [(world.render(s), s) for s in (world.sample(held_rng) for _ in range(args.held_out))] + [
+        (Image.fromarray(im), None) for im in generated(generator.pipe, held_prompts, held_seeds)]
+    print(f"{len(pool)} training images, {len(held)} held out, in {time.perf_counter() - start:.0f}s", flush=True)
+    vlm = build_vlm(TRAIN_SEED)
+    report: dict = {"pool": len(pool), "held_out": len(held), "rounds": []}
+    first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
+    report["train"] = train(vlm, pool, first, seed=TRAIN_SEED)
+    print(report["train"], flush=True)
+    for round_ in range(1, args.rounds + 1):
+        fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
+        pool += [(im, None) for im in images] * 3
+        more = train(vlm, pool, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_)
+        report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
+        print(report["rounds"][-1], flush=True)
+    if args.rounds:
+        report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)
+    report["gates"] = gates(vlm, held, EVAL_SEEDS)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    save_vlm(vlm, args.out / "vlm")
+    (args.out / "vlm-training.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(json.dumps(report["gates"], indent=1, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The toy world's trainers as plain functions (fast): the generator's tokenizer, and the VLM's training rows, which
+must be the app's own questions with the answers the world's analytic truth gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from overlays import horizon, line_weight, palette
+from pipelines import judge, refine, world, world_training, world_vlm_training
+
+
+def test_every_word_of_the_grammar_is_one_token_and_prompts_end_in_eos():
+    tokenizer = world_training.grammar_tokenizer()
+    words = {w for scene in world.SCENES for w in scene.split()} | {w for t in world.TIMES for w in t.split()}
+    words |= {w for values in world.WORDS.values() for text in values.values() for w in text.split()}
+    for word in words:
+        assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
+    longest = world.prompt_of({"scene": "a lavender field", "time": "golden hour", "placement": "low",
+                               "sky": "clouds", "body": "sun", "tree": "right", "mood": "vivid", "birds": "yes"})
+    ids = tokenizer(longest)["input_ids"]
+    assert ids[-1] == tokenizer.eos_token_id and len(ids) <= world_training.TOKENS
+
+
+def test_evaluation_seeds_are_never_training_seeds():
+    assert world_training.TRAIN_SEED + 10**6 < world_training.EVAL_SEEDS
+    with pytest.raises(ValueError, match="unknown stage 'vea'"):
+        world_training.parse_minutes("vea=3")
+    assert world_training.parse_minutes("flow=2")["flow"] == 2.0
+
+
+@pytest.fixture(scope="module")
+def image_and_scene():
+    scene = world.Scene("a green field", "noon", 0.6, tree="left", tree_x=0.25, body="sun", body_x=0.7, body_y=0.25,
+                        seed=3)
+    return world.render(scene), scene
+
+
+def test_yes_no_rows_are_the_apps_questions_with_the_truths_answers(image_and_scene):
+    image, scene = image_and_scene
+    truth = world.read(np.asarray(image))
+    rng = np.random.default_rng(0)
+    answers = {}
+    for _ in range(40):
+        pixels, question, answer = world_vlm_training.horizon_row(rng, image, truth)
+        assert question == horizon.QUESTION and tuple(pixels.shape) == (1, 3, world.SIZE, world.SIZE)
+        answers.setdefault(answer, 0)
+        answers[answer] += 1
+    assert answers.get("Yes", 0) >= 8 and answers.get("No", 0) >= 8  # both answers taught
+    _, question, answer = world_vlm_training.palette_row(rng, image, truth, scene)
+    assert question == palette.QUESTION and answer in ("Yes", "No")
+    assert world_vlm_training.line_weight_of(truth, world.SIZE) == 3  # a tree trunk
+    _, question, _ = world_vlm_training.line_weight_row(rng, image, truth)
+    assert question == line_weight.QUESTION
+    # the sky is farther than any point on the ground; lower on the ground is closer
+    assert world_vlm_training.distance_of((0.5, 0.1), truth) > world_vlm_training.distance_of((0.5, 0.7), truth)
+    assert world_vlm_training.distance_of((0.5, 0.7), truth) > world_vlm_training.distance_of((0.5, 0.95), truth)
+
+
+def test_rubric_rows_are_scored_in_the_judges_layout_with_words_of_the_grammar(image_and_scene):
+    image, _ = image_and_scene
+    truth = world.read(np.asarray(image))
+    rows = world_vlm_training.rubric_rows(np.random.default_rng(1), image, truth, "a green field, the moon")
+    assert [q for _, q, _ in rows] == [judge.rubric_prompt(r, "a green field, the moon") for r in judge.RUBRICS]
+    for _, _, answer in rows:
+        score, explanation = answer.split("\n")
+        assert judge.parse_score(score) is not None and explanation.endswith(".")
+    assert "not the moon" in rows[1][2] and "a green field" in rows[1][2]
+
+
+def test_rewrites_keep_the_request_and_add_words_of_mixed_quality():
+    rng = np.random.default_rng(2)
+    rows = world_vlm_training.text_rows(rng, 60)
+    assert all(pixels is None and question.startswith(refine.REWRITE.split("{")[0]) for pixels, question, _ in rows)
+    rewrites = [answer for _, _, answer in rows]
+    assert all(world.parse(r).get("scene") for r in rewrites)
+    added = [set(world.parse(r)) - {"scene", "time"} for r in rewrites]
+    assert np.mean([len(a) >= 2 for a in added]) > 0.8
+    good = {next(iter(world.parse(w))) + "=" + next(iter(world.parse(w).values()))
+            for w in world_vlm_training.GOOD_WORDS}
+    words = [f"{k}={v}" for r in rewrites for k, v in world.parse(r).items() if k not in ("scene", "time")]
+    share = np.mean([w in good for w in words])
+    assert 0.4 < share < 0.9, share  # mixed: best-of-N and DPO have something to choose
+
+
+def test_descriptions_are_the_images_own_prompt_and_the_pivot_begins_with_the_request(image_and_scene):
+    image, _ = image_and_scene
+    truth = world.read(np.asarray(image))
+    (_, q1, described), (_, q2, pivot) = world_vlm_training.describe_rows(image, truth)
+    assert q1 == refine.IMAGE_TO_PROMPT and world.alignment(described, truth) == 1.0
+    assert q2 == refine.PIVOT_TO_PROMPT.format(prompt="a green field") and pivot.startswith("a green field, ")
+    assert world.parse(pivot) == world.parse(described)
