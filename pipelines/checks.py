@@ -189,14 +189,18 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], what: str = "--out
         raise ValueError(f"{shown} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise ValueError(f"{shown} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{shown} cannot be written: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{shown} cannot be written: the folder {str(parent)!r} is read-only")
+    check_writable_below(path.parent, shown)
     return path
+
+
+def check_writable_below(folder: Path, shown: str) -> None:
+    """The nearest existing folder at or above `folder` is a folder we may write in (what is missing is created)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{shown} cannot be written: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown} cannot be written: the folder {str(folder)!r} is read-only")
 
 
 def check_output_dir(path: str | Path, what: str = "--out-dir") -> Path:
@@ -206,13 +210,7 @@ def check_output_dir(path: str | Path, what: str = "--out-dir") -> Path:
     shown = f"{what} {str(path)!r}"
     if path.exists() and not path.is_dir():
         raise ValueError(f"{shown} is a file, not a folder")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{shown} cannot be written: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{shown} cannot be written: the folder {str(parent)!r} is read-only")
+    check_writable_below(path, shown)
     return path
 
 
