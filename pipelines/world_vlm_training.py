@@ -387,8 +387,8 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
     rng = np.random.default_rng(seed)
     right: dict[str, list[bool]] = {}
     for image, scene in held:
-        for pixels, question, answer in rows_for(rng, image, scene)[:6]:  # the Yes/No rows
-            kind = question.split("?")[0][:40]
+        kinds = ("horizon", "palette", "line weight", "depth", "alignment", "VQAScore")  # rows_for's Yes/No rows
+        for kind, (pixels, question, answer) in zip(kinds, rows_for(rng, image, scene), strict=False):
             p_yes = float(torch.exp(-vlm.nll_rows([(pixels, question, "Yes")])[0]))
             right.setdefault(kind, []).append((p_yes > 0.5) == (answer == "Yes"))
     accuracy = {k: round(float(np.mean(v)), 3) for k, v in right.items()}
