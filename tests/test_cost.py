@@ -124,6 +124,7 @@ def test_offloaded_text_encoders_leave_the_step_peak(tiny_measurement):
         cost.estimate(None, text_encoders="cpu", measurement=tiny_measurement)
 
 
+@pytest.mark.slow  # a second measured step, of tiny-dev (4 s)
 def test_a_multi_step_preset_counts_its_expected_sampler_passes():
     m = cost.measure(get_preset("tiny-dev"))
     assert m.sampler_passes == 1.5  # stops at a step drawn from 4: 0..3 no-grad passes
@@ -131,6 +132,7 @@ def test_a_multi_step_preset_counts_its_expected_sampler_passes():
     assert m.flops[False]["other"] == pytest.approx(0, abs=1)  # this seed's own passes were taken out
 
 
+@pytest.mark.slow  # quantises the tiny transformer and measures a step again (4 s)
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed")
 def test_int8_base_weights_halve_the_transformer_and_keep_dequantised_weights_for_backward(tiny_measurement,
                                                                                              tiny_models):

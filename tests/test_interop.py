@@ -131,6 +131,7 @@ def test_a_strangers_thumbnail_is_not_rendered():
     assert modelspec.thumbnail_image(modelspec.thumbnail_url(Image.new("RGB", (300, 200)))).size == (128, 85)
 
 
+@pytest.mark.slow  # three LoRA runs (10, 10 and 20 steps) compared step by step (3 s)
 def test_ten_plus_ten_steps_continue_the_twenty_step_run(tiny_models, tmp_path):
     """From a saved 10-step LoRA, 10 more steps see exactly the weights and noise of steps 11-20 of one 20-step
     run: the first continued step's loss equals step 11's. The weights then differ by Adam's moments only, which

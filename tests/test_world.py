@@ -1,5 +1,5 @@
 """The toy world's grammar, renders and analytic measures (pipelines/world.py): the truth every gate of the toy world
-is measured against, so each measure is checked here on rendered scenes whose truth is known (160 of them)."""
+is measured against, so each measure is checked here on rendered scenes whose truth is known (120 of them)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pipelines import world
 @pytest.fixture(scope="module")
 def renders():
     rng = np.random.default_rng(20261206)
-    scenes = [world.sample(rng) for _ in range(160)]
+    scenes = [world.sample(rng) for _ in range(120)]
     images = [world.render(s) for s in scenes]
     return scenes, images, [world.read(im) for im in images]
 
