@@ -190,7 +190,7 @@ clients = [Client(url, verbose=False) for _ in range(20)]
 canvas = editor(tmp, horizon_layer())
 start = time.monotonic()
 jobs = [c.submit(prompt=f"a lighthouse number {i}", seed=100 + i, control="horizon", canvas=canvas, questions="",
-                 steps=40, api_name="/optimize") for i, c in enumerate(clients)]
+                 steps=20, api_name="/optimize") for i, c in enumerate(clients)]
 ended = {}
 while len(ended) < len(jobs) and time.monotonic() - start < 240:
     for i, job in enumerate(jobs):
@@ -212,8 +212,8 @@ print(json.dumps(out))
 
 def test_twenty_users_against_a_queue_of_four(tmp_path):
     """Bounded in time, not a soak: 20 users (another process) submit an optimization at once to an app that lets
-    4 wait. Those beyond the line are told at once; the others get their own result; the server's memory is back
-    within 10 % once they have left."""
+    4 wait. Those beyond the line are told at once; the others get their own result; a second wave of 20 leaves the
+    server's memory within 5 % of where the first left it (nothing is kept per user)."""
     import ctypes
     import gc
     import json
@@ -231,15 +231,20 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system, so RSS measures what is held
         return rss_mb()
 
-    with running(tmp_path, max_queue=4) as server:
-        server.client().predict(prompt=PROMPT, seed=SEED, control="horizon", canvas=editor(tmp_path, horizon_layer()),
-                                questions="", steps=40, api_name="/optimize")  # first allocations, caches
-        start_mb = trimmed_rss()
-        tests_dir = str(Path(__file__).resolve().parent)
+    def wave() -> dict[int, dict]:
         done = subprocess.run([sys.executable, "-c", USERS_SCRIPT, server.url, str(tmp_path), tests_dir],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        users = {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+        return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    with running(tmp_path, max_queue=4) as server:
+        # The first wave grows the server once (connection threads, caches: +7 % here, +13 % on CI); a leak is what
+        # a second, identical wave adds on top of that.
+        wave()
+        start_mb = trimmed_rss()
+        users = wave()
+        end_mb = trimmed_rss()  # before this test's own generations below
         busy = [i for i, u in users.items() if "error" in u]
         served = [i for i, u in users.items() if "error" not in u]
         assert all("Queue is full" in users[i]["error"] for i in busy), [users[i]["error"] for i in busy]
@@ -251,8 +256,7 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
             own = np.asarray(generator.generate(f"a lighthouse number {i}", 100 + i).convert("RGB"))
             shown = PILImage.open(users[i]["before"]).convert("RGB").resize(own.shape[1::-1], PILImage.NEAREST)
             assert np.array_equal(np.asarray(shown), own), f"user {i} saw another picture"
-        end_mb = trimmed_rss()
-        assert end_mb <= start_mb * 1.10, (start_mb, end_mb)
+        assert end_mb <= start_mb * 1.05, (start_mb, end_mb)
     assert not getattr(shared.models("tiny")[0].transformer, "peft_config", None)
 
 
