@@ -138,7 +138,8 @@ class Scene:
     tree_x: float = 0.2
     mood: str = "neutral"
     birds: bool = False
-    seed: int = 0  # cloud shapes, bird positions, small colour jitter
+    seed: int = 0  # where the clouds and birds go, unless `shapes` says
+    shapes: tuple[float, ...] = ()  # SHAPE_DRAWS numbers in [0, 1) that place the clouds and birds (see `layout`)
 
     def attributes(self) -> dict[str, str]:
         """What a complete prompt of this scene names."""
@@ -232,31 +233,59 @@ def horizon_row(scene: Scene, x: np.ndarray, height: int) -> np.ndarray:
     return scene.horizon * height - math.tan(math.radians(scene.tilt)) * (x - (height - 1) / 2)
 
 
+SHAPE_DRAWS = 5  # cloud count, cloud x and y phases, bird x and y phases
+
+
+def layout(scene: Scene) -> tuple[list[tuple[float, float, float]], list[tuple[float, float]]]:
+    """Where the clouds (x, y, half-width) and birds (x, y) go: smooth functions of the scene's five shape draws, so
+    that a generator can learn them from its noise; the draws come from `scene.seed` when `shapes` is empty."""
+    d = np.asarray(scene.shapes if scene.shapes else np.random.default_rng(scene.seed).uniform(size=SHAPE_DRAWS))
+    r = body_radius(scene.body)
+    clouds = []
+    if scene.clouds:
+        count = 1 + min(2, int(3 * d[0]))
+        lanes = np.linspace(0.06, max(0.1, scene.horizon - 0.1), count + 1)  # one cloud per band of rows
+        for k in range(count):
+            cx = 0.15 + 0.7 * ((d[1] + 0.37 * k) % 1)
+            cy = lanes[k] + (lanes[k + 1] - lanes[k]) * ((d[2] + 0.53 * k) % 1)
+            if scene.body and math.hypot(cx - scene.body_x, cy - scene.body_y) < r + 0.14:  # clear of the sun
+                side = 1 if scene.body_x < 0.5 else -1
+                cx = scene.body_x + side * (r + 0.15)
+            clouds.append((float(cx), float(cy), 0.045 + 0.025 * float((d[1] + d[2] + 0.29 * k) % 1)))
+    birds = []
+    if scene.birds:
+        for k in range(2 + int((d[3] + d[4]) % 1 < 0.5)):
+            x = 0.15 + 0.7 * ((d[3] + 0.41 * k) % 1)
+            y = 0.06 + (max(0.08, scene.horizon - 0.12) - 0.06) * ((d[4] + 0.23 * k) % 1)
+            if scene.tree and abs(x - scene.tree_x) < 0.12:  # clear of the tree's crown
+                x = scene.tree_x + (0.13 if scene.tree_x < 0.5 else -0.13)
+            if scene.body and math.hypot(x - scene.body_x, y - scene.body_y) < r + 0.06:
+                y = min(scene.body_y + r + 0.07, max(0.08, scene.horizon - 0.06))
+            birds.append((float(x), float(y)))
+    return clouds, birds
+
+
 def render(scene: Scene, size: int = SIZE) -> Image.Image:
     """The scene painted at `size` px: flat gradients, anti-aliased shapes (drawn at twice the size, then averaged)."""
     big = 2 * size
-    rng = np.random.default_rng(scene.seed)
-    jitter = rng.uniform(-6, 6, (4, 3))
     light = TIMES[scene.time]
-    sky_top, sky_low = np.asarray(light.sky_top) + jitter[0], np.asarray(light.sky_low) + jitter[1]
-    far, near = ((np.asarray(c, float) + j) * light.ground for c, j in zip(SCENES[scene.scene], jitter[2:],
-                                                                             strict=True))
+    sky_top, sky_low = np.asarray(light.sky_top, float), np.asarray(light.sky_low, float)
+    far, near = (np.asarray(c, float) * light.ground for c in SCENES[scene.scene])
     rows, cols = np.mgrid[0:big, 0:big].astype(float) + 0.5
     line = horizon_row(scene, cols, big)
     t_sky = np.clip(rows / np.maximum(line, 1), 0, 1)[..., None]
     t_ground = np.clip((rows - line) / np.maximum(big - line, 1), 0, 1)[..., None]
     image = np.where((rows < line)[..., None], sky_top + (sky_low - sky_top) * t_sky ** 1.5,
                      far + (near - far) * t_ground)
-    if scene.clouds:
-        _clouds(image, scene, rng, rows, cols, big)
+    clouds, birds = layout(scene)
+    _clouds(image, scene, clouds, rows, cols, big)
     if scene.body:
         r, cy, cx = body_radius(scene.body) * big, scene.body_y * big, scene.body_x * big
         disk = (rows - cy) ** 2 + (cols - cx) ** 2 <= r ** 2
         if scene.body == "moon":  # a crescent: the disk less one shifted towards the upper right
             disk &= (rows - cy + 0.35 * r) ** 2 + (cols - cx - 0.55 * r) ** 2 > (0.85 * r) ** 2
         image[disk & (rows < line)] = MOON if scene.body == "moon" else light.body
-    if scene.birds:
-        _birds(image, scene, rng, big)
+    _birds(image, scene, birds, big)
     if scene.tree:
         _tree(image, scene, rows, cols, big)
     image = moody(image, scene.mood)
@@ -264,33 +293,20 @@ def render(scene: Scene, size: int = SIZE) -> Image.Image:
     return Image.fromarray(np.clip(small + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def _clouds(image: np.ndarray, scene: Scene, rng: np.random.Generator, rows, cols, big: int) -> None:
+def _clouds(image: np.ndarray, scene: Scene, clouds, rows, cols, big: int) -> None:
     colour = np.array((96, 100, 122) if scene.time == "night" else (248, 248, 250))
     if scene.time == "sunset":
         colour = np.array((250, 200, 190))
-    top, bottom = 0.06, max(0.1, scene.horizon - 0.1)
-    count = int(rng.integers(1, 4))
-    lanes = np.linspace(top, bottom, count + 1)  # one cloud per band of rows: no row is mostly cloud
-    for k in range(count):
-        for _attempt in range(20):
-            cx, cy = rng.uniform(0.15, 0.85), rng.uniform(lanes[k], lanes[k + 1])
-            if not scene.body or math.hypot(cx - scene.body_x, cy - scene.body_y) > body_radius(scene.body) + 0.14:
-                break
-        w = rng.uniform(0.045, 0.07)
+    for cx, cy, w in clouds:  # three overlapping ellipses each
         for dx, dy, k in ((-w, 0.01, 0.7), (0, -0.012, 1.0), (w, 0.01, 0.75)):
             ry, rx = 0.032 * k * big, (w * 1.1) * k * big
             inside = ((rows - (cy + dy) * big) / ry) ** 2 + ((cols - (cx + dx) * big) / rx) ** 2 <= 1
             image[inside & (rows < horizon_row(scene, cols, big) - 2)] = colour
 
 
-def _birds(image: np.ndarray, scene: Scene, rng: np.random.Generator, big: int) -> None:
+def _birds(image: np.ndarray, scene: Scene, birds, big: int) -> None:
     colour = (200, 200, 210) if scene.time == "night" else (25, 25, 30)
-    for _ in range(int(rng.integers(2, 4))):
-        for _attempt in range(20):
-            x, y = rng.uniform(0.15, 0.85), rng.uniform(0.06, max(0.08, scene.horizon - 0.12))
-            clear = not scene.body or math.hypot(x - scene.body_x, y - scene.body_y) > body_radius(scene.body) + 0.06
-            if clear and (not scene.tree or abs(x - scene.tree_x) > 0.12):
-                break
+    for x, y in birds:
         cx, cy, half = int(x * big), int(y * big), max(3, big // 40)
         for i in range(-half, half + 1):  # a 'v': two strokes, 2 px thick at twice the size
             r = cy + abs(i) // 2

@@ -4,6 +4,7 @@ is measured against, so each measure is checked here on rendered scenes whose tr
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 
 import numpy as np
@@ -126,3 +127,22 @@ def test_a_scene_matches_its_own_palette_and_not_anothers():
     assert all(a < b for a, b in zip(own, other, strict=True))
     with pytest.raises(ValueError, match="the palette is empty"):
         world.palette_distance(image, [])
+
+
+def test_clouds_and_birds_follow_the_shape_draws_and_keep_clear_of_the_sun_and_tree():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        scene = world.with_attributes(world.sample(rng), clouds=True, birds=True,
+                                      shapes=tuple(rng.uniform(size=world.SHAPE_DRAWS)))
+        clouds, birds = world.layout(scene)
+        assert 1 <= len(clouds) <= 3 and 2 <= len(birds) <= 3
+        assert world.layout(scene) == (clouds, birds)  # the same draws, the same sky
+        for x, y, _w in clouds:
+            assert y < scene.horizon
+            if scene.body:
+                assert math.hypot(x - scene.body_x, y - scene.body_y) >= world.body_radius(scene.body) + 0.13
+        for x, _y in birds:
+            if scene.tree:
+                assert abs(x - scene.tree_x) >= 0.12
+    moved = world.with_attributes(scene, shapes=(0.5, 0.9, 0.1, 0.3, 0.3))
+    assert world.layout(moved) != world.layout(scene)

@@ -26,7 +26,29 @@ def test_evaluation_seeds_are_never_training_seeds():
     assert world_training.TRAIN_SEED + 10**6 < world_training.EVAL_SEEDS
     with pytest.raises(ValueError, match="unknown stage 'vea'"):
         world_training.parse_minutes("vea=3")
-    assert world_training.parse_minutes("flow=2")["flow"] == 2.0
+    assert world_training.parse_minutes("onestep=2")["onestep"] == 2.0
+
+
+def test_the_noise_decides_what_the_prompt_leaves_free_and_never_what_it_names():
+    import torch
+
+    noise = torch.randn(400, *world_training.LATENT, generator=torch.Generator().manual_seed(1))
+    u = world_training.draws_of(noise)
+    assert u.shape == (400, 16) and abs(u.mean() - 0.5) < 0.02 and 0.27 < u.std() < 0.31  # uniform over seeds
+    free = [world_training.scene_of({"scene": "a beach"}, d) for d in u]
+    horizons = np.array([s.horizon for s in free])
+    assert horizons.min() < 0.25 and horizons.max() > 0.75 and horizons.std() > 0.15  # free within the scene
+    assert {s.time for s in free} == set(world.TIMES) and 0.25 < np.mean([s.clouds for s in free]) < 0.55
+    assert {s.tree for s in free} == {None, "left", "right"}
+    named = {"scene": "the sea", "time": "golden hour", "placement": "low", "sky": "clouds", "body": "sun",
+             "tree": "left", "mood": "muted", "birds": "yes"}
+    for d in u[:50]:
+        assert world_training.scene_of(named, d).attributes() == named
+    # the sun is never out at night, even when the time is left free
+    assert all(world_training.scene_of({"scene": "a lake", "body": "sun"}, d).time != "night" for d in u)
+    # a tiny change in the noise moves the picture a little (the map is smooth where it is not a choice)
+    a, b = world_training.scene_of({"scene": "a lake"}, u[0]), world_training.scene_of({"scene": "a lake"}, u[0] + 1e-4)
+    assert abs(a.horizon - b.horizon) < 1e-3 and a.time == b.time
 
 
 @pytest.fixture(scope="module")
