@@ -1,16 +1,18 @@
 """Training the toy world's generator on the CPU, in resumable stages with wall-clock budgets (a command module: the
 runtime never imports it; the world itself is `pipelines/world.py`).
 
-    python -m pipelines.world_training generator --out runs/world --minutes vae=12,onestep=20
+    python -m pipelines.world_training generator --out runs/world --minutes vae=12,onestep=20,decoder=6
 
 Stages, each saved under OUT/stages/<stage>/ with its figures, and skipped when it is already there:
 1. vae: a Flux-shaped VAE (16 latent channels, 8x down) on clean renders; held-out PSNR is its gate. The grammar's
    word-level tokenizer is made with it.
 2. onestep: the Flux transformer's one step from sigma = 1 and its text encoders (CLIP and T5), trained together by
-   regression: the prompt fixes what it names, the noise's channel means fix the rest (`scene_of`). A generator
+   regression: the prompt fixes what it names, the noise's channel means choose the light and the horizon
+   (`scene_of`). A generator
    distilled from a flow teacher paints the same kind of map; regressing onto it directly costs a CPU one stage
    instead of three and paints sharp scenes (a flow teacher trained for 14 min and distilled for 7 painted blurred
    ones that read as the prompt's scene half the time).
+3. decoder: the VAE's decoder alone on whole images (`sharpen_decoder`); the latents stay as they were.
 Then `generator/` is a FluxPipeline folder the app's loader reads, and `gates` measures it with the world's analytic
 truth on evaluation seeds no stage trains on.
 """
@@ -165,24 +167,58 @@ def train_vae(vae, images: np.ndarray, held: np.ndarray, seconds: float) -> dict
         # The mode, not a sample: sampling noise blurred edges (clouds, birds, the trunk) at 28 dB; the transformer
         # is trained on the modes anyway. A small penalty on the means keeps the latents' scale in hand.
         reconstruction = vae.decode(posterior.mode()).sample
-        edges = sum((d(reconstruction) - d(x)).abs().mean() for d in (lambda t: t[..., 1:, :] - t[..., :-1, :],
-                                                                      lambda t: t[..., :, 1:] - t[..., :, :-1]))
         loss = (torch.nn.functional.mse_loss(reconstruction, x) + 0.1 * (reconstruction - x).abs().mean()
-                + 0.5 * edges + 1e-5 * (posterior.mean ** 2).mean())
+                + 0.5 * edge_loss(reconstruction, x) + 1e-5 * (posterior.mean ** 2).mean())
         step_with(optimizer, loss, params, clock.lr(3e-3, step))
         step += 1
         if step % 250 == 0:
             log(f"  vae step {step}  loss {loss.item():.5f}  {clock.elapsed:.0f}s")
     vae.eval().requires_grad_(False)
     with torch.no_grad():
-        x = as_tensor(held)
-        out = torch.cat([vae.decode(vae.encode(x[i:i + 32]).latent_dist.mode()).sample for i in range(0, len(x), 32)])
         some = images[:1024]
         z = torch.cat([vae.encode(as_tensor(some[i:i + 64])).latent_dist.mode() for i in range(0, len(some), 64)])
     shift, sd = float(z.mean()), float(z.std())
     vae.register_to_config(shift_factor=shift, scaling_factor=1.0 / sd)
-    return {"steps": step, "seconds": round(clock.elapsed, 1), "held_out_psnr_db": round(psnr(out, x), 2),
+    return {"steps": step, "seconds": round(clock.elapsed, 1), "held_out_psnr_db": round(held_out_psnr(vae, held), 2),
             "shift_factor": shift, "scaling_factor": 1.0 / sd}
+
+
+def sharpen_decoder(vae, images: np.ndarray, held: np.ndarray, seconds: float) -> dict:
+    """The decoder alone, on whole images, from the encoder's (frozen) modes: the `vae` stage's crops give its group
+    norms other statistics than a whole picture has, which shifted colours and blurred edges at 28.5 dB; the
+    latents, and so the transformer trained on them, do not change."""
+    with torch.no_grad():
+        z = torch.cat([vae.encode(as_tensor(images[i:i + 64])).latent_dist.mode() for i in range(0, len(images), 64)])
+    decoder = [m for m in (vae.decoder, vae.post_quant_conv) if m is not None]
+    params = [p for m in decoder for p in m.parameters()]
+    for m in decoder:
+        m.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.0)
+    clock, step, rng = Clock(seconds), 0, np.random.default_rng(TRAIN_SEED + 4)
+    while not clock.done:
+        idx = rng.integers(len(z), size=8)
+        x, reconstruction = as_tensor(images[idx]), vae.decode(z[idx]).sample
+        loss = (torch.nn.functional.mse_loss(reconstruction, x) + 0.1 * (reconstruction - x).abs().mean()
+                + 0.5 * edge_loss(reconstruction, x))
+        step_with(optimizer, loss, params, clock.lr(3e-4, step, 20))
+        step += 1
+        if step % 100 == 0:
+            log(f"  decoder step {step}  loss {loss.item():.5f}  {clock.elapsed:.0f}s")
+    vae.eval().requires_grad_(False)
+    return {"steps": step, "seconds": round(clock.elapsed, 1), "held_out_psnr_db": round(held_out_psnr(vae, held), 2)}
+
+
+def edge_loss(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 of the difference of the images' vertical and horizontal gradients: keeps edges sharp."""
+    return sum((d(reconstruction) - d(x)).abs().mean() for d in (lambda t: t[..., 1:, :] - t[..., :-1, :],
+                                                                 lambda t: t[..., :, 1:] - t[..., :, :-1]))
+
+
+@torch.no_grad()
+def held_out_psnr(vae, held: np.ndarray) -> float:
+    x = as_tensor(held)
+    out = torch.cat([vae.decode(vae.encode(x[i:i + 32]).latent_dist.mode()).sample for i in range(0, len(x), 32)])
+    return psnr(out, x)
 
 
 def packed_latents(pipe, images: np.ndarray) -> torch.Tensor:
@@ -233,16 +269,16 @@ def draws_of(noise: torch.Tensor) -> np.ndarray:
     return (0.5 * (1 + torch.erf(means / math.sqrt(2)))).numpy()
 
 
-def _pick(u: float, choices: list, weights: list[float]):
-    return choices[min(int(np.searchsorted(np.cumsum(weights), u * sum(weights), side="right")), len(choices) - 1)]
+SHAPES = (0.5, 0.18, 0.55, 0.3, 0.4)  # the generator's clouds and birds: always these (`world.layout`)
 
 
 def scene_of(named: dict[str, str], u: np.ndarray) -> world.Scene:
-    """The scene a one-step generator paints for a prompt naming `named` from noise whose channel draws are `u`:
-    the prompt fixes what it names, channel k of the noise fixes the rest (0 the horizon's height, 1 tilt, 2 clouds,
-    3 sun or moon, 4-5 where it stands, 6-7 the tree, 8 mood, 9 birds, 10 time, 11-15 cloud and bird shapes). Same
-    odds as `world.sample`; each free quantity is a smooth (or step) function of one channel's mean, which a small
-    transformer can read, so the picture is sharp, not an average of scenes."""
+    """The scene a one-step generator paints for a prompt naming `named` from noise whose channel draws are `u`.
+    The prompt fixes what it names and leaves out the things it does not name (sun or moon, tree, clouds, birds,
+    a colour mood); the noise chooses the light and the horizon: channel 0 its height, 1 its tilt, 10 the time of
+    day. Each of those is a smooth (or step) function of one channel's mean, which a small transformer can read;
+    the things in the picture stand at places fixed by the prompt and the horizon (a first run that let the noise
+    place them too, after `world.sample`, painted none of them in 20 min: it averaged them away)."""
     scene = named["scene"]
     times = {"sun": ["noon", "golden hour", "sunset"], "moon": ["night"]}.get(named.get("body", ""), list(world.TIMES))
     time = named.get("time") or times[min(len(times) - 1, int(len(times) * u[10]))]  # the sun is never out at night
@@ -253,28 +289,12 @@ def scene_of(named: dict[str, str], u: np.ndarray) -> world.Scene:
         horizon = world.FREE_HORIZON[0] + (world.FREE_HORIZON[1] - world.FREE_HORIZON[0]) * u[0]
     lean = 2 * u[1] - 1  # level for 60 % of seeds, then up to 4 degrees either way
     tilt = 0.0 if abs(lean) < 0.6 else math.copysign(4.0 * (abs(lean) - 0.6) / 0.4, lean)
-    clouds = {"clear": False, "clouds": True}.get(named.get("sky", ""), u[2] < 0.4)
-    if "body" in named:
-        body = named["body"]
-    else:
-        body = ("moon" if u[3] < 0.5 else None) if time == "night" else ("sun" if u[3] < 0.45 else None)
-    tree = named.get("tree") or _pick(u[6], [None, "left", "right"], [0.6, 0.2, 0.2])
-    tree_x = 0.12 + 0.18 * u[7] if tree == "left" else 0.7 + 0.18 * u[7]
-    body_x = 0.15 + 0.7 * u[4]
-    if tree == "left":  # the sun or moon away from the tree, so that each reads as itself
-        body_x = max(body_x, tree_x + 0.22)
-    elif tree == "right":
-        body_x = min(body_x, tree_x - 0.22)
+    body, tree = named.get("body"), named.get("tree")
     r = world.body_radius(body)
-    low, top = max(r + 0.04, 0.35 * horizon), horizon - 1.1 * r - 0.02
-    low, top = min(low, top), max(low, top)
-    # 70 % of seeds up in the sky, the rest sinking onto the horizon (which the aesthetic rules dislike)
-    body_y = (low + (top - low) * u[5] / 0.7 if u[5] < 0.7
-              else top + (horizon - 0.75 * r - top) * (u[5] - 0.7) / 0.3)
-    mood = named.get("mood") or _pick(u[8], ["neutral", "vivid", "muted"], [0.7, 0.15, 0.15])
-    birds = named.get("birds") == "yes" or ("birds" not in named and u[9] < 0.25)
-    return world.Scene(scene, time, float(horizon), float(tilt), bool(clouds), body, float(body_x), float(body_y),
-                       tree, float(tree_x), mood, bool(birds), shapes=tuple(float(v) for v in u[11:16]))
+    return world.Scene(scene, time, float(horizon), float(tilt), clouds=named.get("sky") == "clouds", body=body,
+                       body_x=0.3 if tree == "right" else 0.7, body_y=max(r + 0.03, float(horizon) - r - 0.12),
+                       tree=tree, tree_x=0.2 if tree == "left" else 0.8, mood=named.get("mood", "neutral"),
+                       birds=named.get("birds") == "yes", shapes=SHAPES)
 
 
 def named_prompts(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
@@ -380,7 +400,7 @@ def gates(pipe, per_attribute: int = 64) -> dict:
 # ---------- the command --------------------------------------------------------------------------------------------
 
 
-STAGES = ("vae", "onestep")
+STAGES = ("vae", "onestep", "decoder")
 PAIRS = 24000  # (noise, prompt, scene) triples the one-step stage trains on
 
 
@@ -402,12 +422,15 @@ def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1
             continue
         log(f"stage {stage}: {minutes[stage]:g} min")
         t = time.perf_counter()
-        if stage == "vae":
-            pipe = build_pipeline()
+        if stage in ("vae", "decoder"):
             _, images, _ = prompts_and_images(np.random.default_rng(TRAIN_SEED), SCENES_PER_RUN)
             _, held, _ = prompts_and_images(np.random.default_rng(TRAIN_SEED + 100), 128)
             log(f"  rendered {len(images)} scenes in {time.perf_counter() - t:.0f}s")
+        if stage == "vae":
+            pipe = build_pipeline()
             report["stages"]["vae"] = train_vae(pipe.vae, images, held, 60 * minutes["vae"])
+        elif stage == "decoder":
+            report["stages"]["decoder"] = sharpen_decoder(pipe.vae, images, held, 60 * minutes["decoder"])
         else:
             noise, prompts, targets = pairs(pipe, PAIRS, TRAIN_SEED + 200)
             log(f"  {PAIRS} noise/prompt/scene triples rendered and encoded in {time.perf_counter() - t:.0f}s")
@@ -427,7 +450,7 @@ def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1
 
 
 def parse_minutes(text: str) -> dict[str, float]:
-    minutes = {"vae": 12.0, "onestep": 20.0}
+    minutes = {"vae": 12.0, "onestep": 20.0, "decoder": 6.0}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key not in minutes:
@@ -440,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["generator"])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=12,onestep=20")
+    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=12,onestep=20,decoder=6")
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage")
     args = parser.parse_args(argv)
     train_generator(args.out, parse_minutes(args.minutes), args.until)
