@@ -11,9 +11,10 @@ Palette: 3 prompts x palette presets; the distance is the mean CIEDE2000 from th
 palette's nearest swatch.
 
 The VLM's own P(expected answers) is what the loop optimizes and can be fooled; the estimator is the truth. Each
-run also reports the alignment score (P(Yes) to "Does this image show {prompt}?"), whether the image kept the
-prompt's colour scheme (toy world), and whether the judge was fooled (P above 0.9 while the analytic distance
-stays above its threshold).
+run also reports the alignment score (P(Yes) to "Does this image show {prompt}?"), whether the images still show the
+prompt's scene (toy world: read from the pixels), their artefacts (toy world: high-frequency energy against clean
+renders, 1 = clean; tiles and stripes score several times that), and whether the judge was fooled (P above 0.9 while
+the analytic distance stays above its threshold).
 
 The estimator is pluggable: `--estimator analytic` (the toy world's `horizon_of`) or `--estimator module:function`
 for any callable taking a PIL RGB image and returning the horizon height as a fraction of the image height from the
@@ -36,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from overlays import composite, horizon, palette
 
-from . import cli, toy_world
+from . import cli, world
 from .checks import check_output_dir, check_prompt
 from .files import replacing, write_text
 from .optimize import optimize, prompt_question, score_image, with_prompt_guard
@@ -49,14 +50,14 @@ PAPER_PROMPTS = ("A teddy bear riding a skateboard in Times Square", "A dutch la
 PALETTES = ("ocean", "autumn", "desert", "pastel")
 FOOLED_P = 0.9  # a judge is fooled when its P passes this ...
 FOOLED_HORIZON = 0.1  # ... while the analytic horizon distance stays above this
-FOOLED_PALETTE = toy_world.PALETTE_THRESHOLD  # ... or the palette distance above the judge's own match threshold
+FOOLED_PALETTE = world.PALETTE_MATCH  # ... or the palette distance above the judge's own match threshold
 
 HorizonEstimator = Callable[[Image.Image], float]
 
 
 def analytic_horizon(image: Image.Image) -> float:
-    """The toy world's estimator: horizon height from pixels (error <= 0.02 on its scenes)."""
-    return toy_world.horizon_of(image)[0]
+    """The toy world's estimator: horizon height from pixels (error <= 0.011 on its renders)."""
+    return world.horizon_of(image)[0]
 
 
 def load_estimator(name: str) -> HorizonEstimator:
@@ -88,13 +89,23 @@ class Run:
         return "method + keep-prompt" if self.keep_prompt else "method"
 
 
-def plan(task: str, prompts: Sequence[str], targets: Sequence[float | str], keep_prompt: bool) -> list[Run]:
-    """Every run of the protocol in a fixed order; each run's seed depends on its (prompt, target) alone, so shards
-    reproduce one process and the two variants see the same noise and the same unseen seeds."""
+def plan(task: str, prompts: Sequence[str], targets: Sequence[float | str], keep_prompt: bool,
+         first_seed: int = 0) -> list[Run]:
+    """Every run of the protocol in a fixed order; each run's seed (`first_seed` + its place) depends on its (prompt,
+    target) alone, so shards reproduce one process and the two variants see the same noise and unseen seeds."""
     variants = (False, True) if keep_prompt else (False,)
     pairs = [(p, t) for p in prompts for t in targets]
-    return [Run(v * len(pairs) + i, task, p, t, k, seed=i) for v, k in enumerate(variants)
+    return [Run(v * len(pairs) + i, task, p, t, k, seed=first_seed + i) for v, k in enumerate(variants)
             for i, (p, t) in enumerate(pairs)]
+
+
+def drawn(draw: int, lines: int, known_scenes: Sequence[str]) -> tuple[list[float], list[str], int]:
+    """`--draw`: lines uniform in 0.15..0.85, three of the preset's scenes and the runs' first seed, all drawn from
+    `draw`, so a table measures the method where no tuning looked (fixed lines measure only those lines)."""
+    rng = np.random.default_rng(draw)
+    targets = sorted(round(float(x), 2) for x in rng.uniform(0.15, 0.85, lines))
+    prompts = [str(p) for p in rng.choice(list(known_scenes), size=min(3, len(known_scenes)), replace=False)]
+    return targets, prompts, 10**6 * (1 + draw % 1000)
 
 
 def control_for(run: Run, size: int) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[int, int, int]]]:
@@ -122,16 +133,23 @@ class Measured:
     alignment_after: float
     horizons_before: list[float] = field(default_factory=list)  # horizon task: each image's estimated horizon
     horizons_after: list[float] = field(default_factory=list)
-    scheme_before: list[str] = field(default_factory=list)  # toy world: the colour scheme each image has
-    scheme_after: list[str] = field(default_factory=list)
+    scene_before: list[str] = field(default_factory=list)  # toy world: the scene each image shows, read back
+    scene_after: list[str] = field(default_factory=list)
+    artefacts_before: list[float] = field(default_factory=list)  # toy world: `world.artefacts` of each image
+    artefacts_after: list[float] = field(default_factory=list)
     fooled: bool = False
 
     @property
-    def kept_scheme(self) -> bool | None:
-        """Toy world: at least half of the after-images still have the prompt's colour scheme."""
-        if not self.scheme_after:
+    def kept_scene(self) -> bool | None:
+        """Toy world: at least half of the after-images still show the prompt's scene."""
+        if not self.scene_after:
             return None
-        return sum(s == self.run.prompt for s in self.scheme_after) * 2 >= len(self.scheme_after)
+        return kept(self.scene_after, self.run.prompt)
+
+
+def kept(scenes: list[str], prompt: str) -> bool:
+    """At least half of `scenes` (read from images) are the scene `prompt` names."""
+    return sum(s == world.parse(prompt).get("scene") for s in scenes) * 2 >= len(scenes)
 
 
 def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int, seeds: int,
@@ -150,7 +168,7 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
         if run.task == "horizon":
             estimated[id(image)] = estimator(image)
             return abs(estimated[id(image)] - float(run.target))
-        return toy_world.palette_distance(image, colors)
+        return world.palette_distance(image, colors)
 
     def control_p(image: Image.Image) -> float:  # the control's own questions only, without the guard
         return score_image(vlm, image, overlay, questions)
@@ -160,13 +178,13 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
         return float(np.mean([vlm.score(from_pil(im).to(vlm.device), guard) for im in images]))
 
     before, after = unseen.images_base, unseen.images_lora
-    known = run.prompt in toy_world.PROMPTS
     m = Measured(run, len(result.history), result.history[-1].elapsed if result.history else 0.0, unseen.seeds,
                  [distance(im) for im in before], [distance(im) for im in after],
                  [control_p(im) for im in before], [control_p(im) for im in after],
-                 alignment(before), alignment(after),
-                 scheme_before=[toy_world.scheme_of(im)[0] for im in before] if known else [],
-                 scheme_after=[toy_world.scheme_of(im)[0] for im in after] if known else [])
+                 alignment(before), alignment(after))
+    if "scene" in world.parse(run.prompt):  # a prompt of the toy world's grammar: its scene and artefacts read back
+        m.scene_before, m.scene_after = ([world.read(im).scene for im in ims] for ims in (before, after))
+        m.artefacts_before, m.artefacts_after = ([world.artefacts(im) for im in ims] for ims in (before, after))
     if run.task == "horizon":
         m.horizons_before = [estimated[id(im)] for im in before]
         m.horizons_after = [estimated[id(im)] for im in after]
@@ -180,7 +198,7 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
 
 def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
     """Rows "no control", "method" (and "method + keep-prompt"): mean distance overall and per target, P, alignment,
-    scheme kept and fooled counts."""
+    scene kept, artefacts and fooled counts."""
     targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
     rows: dict[str, dict[str, object]] = {}
     variants = sorted({m.run.variant for m in measured}, key=len)
@@ -193,18 +211,22 @@ def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
 
         row: dict[str, object] = {
             "distance": float(np.mean([x for m in ms for x in d(m)])),
+            "distance_sd_over_runs": float(np.std([np.mean(d(m)) for m in ms])),  # the spread over lines and prompts
             "per_target": {str(t): float(np.mean([x for m in ms if m.run.target == t for x in d(m)])) for t in targets},
             "p": float(np.mean([x for m in ms for x in (m.p_after if after else m.p_before)])),
             "alignment": float(np.mean([m.alignment_after if after else m.alignment_before for m in ms])),
             "runs": len(ms),
         }
-        schemes = [(m.scheme_after if after else m.scheme_before, m.run.prompt) for m in ms if m.scheme_after]
-        if schemes:
-            row["scheme_kept"] = sum(sum(s == p for s in ss) * 2 >= len(ss) for ss, p in schemes)
-            row["scheme_kept_per_target"] = {
-                str(t): sum(sum(s == m.run.prompt for s in (m.scheme_after if after else m.scheme_before)) * 2
-                            >= len(m.scheme_after) for m in ms if m.run.target == t and m.scheme_after)
-                for t in targets}
+        read = [m for m in ms if m.scene_after]
+        if read:
+            def scenes(m: Measured, after: bool = after) -> list[str]:
+                return m.scene_after if after else m.scene_before
+
+            row["scene_kept"] = sum(kept(scenes(m), m.run.prompt) for m in read)
+            row["scene_kept_per_target"] = {str(t): sum(kept(scenes(m), m.run.prompt) for m in read
+                                                        if m.run.target == t) for t in targets}
+            row["artefacts"] = float(np.mean([x for m in read for x in (m.artefacts_after if after
+                                                                         else m.artefacts_before)]))
         spreads = [float(np.std(m.horizons_after if after else m.horizons_before)) for m in ms if m.horizons_after]
         if spreads:  # how different the unseen seeds' horizons are: 0 when every seed gives the same picture
             row["horizon_sd"] = float(np.mean(spreads))
@@ -221,12 +243,13 @@ def markdown(summary: dict[str, object]) -> str:
     unit = "horizon distance (fraction of H)" if task == "horizon" else "palette distance (CIEDE2000)"
     label = "line" if task == "horizon" else "palette"
     head = ["", f"mean {unit}", *[f"{label} {t}" for t in targets], "P(expected answers)", "alignment P",
-            "kept the prompt's colours", "judge fooled", "horizon sd over seeds", "steps (mean)"]
+            "kept the prompt's scene", "artefacts (1 = clean)", "judge fooled", "horizon sd over seeds", "steps (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, row in rows.items():
-        kept = f"{row['scheme_kept']}/{row['runs']}" if "scheme_kept" in row else "-"
+        scene = f"{row['scene_kept']}/{row['runs']}" if "scene_kept" in row else "-"
         cells = [name, f"{row['distance']:.3f}", *[f"{row['per_target'][t]:.3f}" for t in targets], f"{row['p']:.3f}",
-                 f"{row['alignment']:.3f}", kept, f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
+                 f"{row['alignment']:.3f}", scene, f"{row['artefacts']:.2f}" if "artefacts" in row else "-",
+                 f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
                  f"{row['horizon_sd']:.3f}" if "horizon_sd" in row else "-",
                  f"{row['steps_mean']:.0f}" if "steps_mean" in row else "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -277,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-p", help="early stopping (default: the preset's; 'off' runs every step)")
     parser.add_argument("--keep-prompt", action="store_true",
                         help="also run every LoRA with the prompt's own question as a guard (a third row)")
+    parser.add_argument("--draw", type=int, help="draw the lines, the prompts (of a preset that knows its scenes) and "
+                                                 "the seeds at random from this seed")
     parser.add_argument("--estimator", default="analytic", help="horizon estimator: analytic or module:function")
     parser.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     parser.add_argument("--out-dir", required=True, help="folder for results.json, table.md and contact-sheet.png")
@@ -293,10 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         estimator = load_estimator(args.estimator)
         if not 1 <= args.seeds <= 64 or not 1 <= args.lines <= 20:
             raise ValueError(f"--seeds {args.seeds} must be 1..64 and --lines {args.lines} 1..20")
-        default_prompts = TOY_PROMPTS if preset.known_prompts else PAPER_PROMPTS
+        default_prompts = TOY_PROMPTS if preset.known_scenes else PAPER_PROMPTS
         prompts = [check_prompt(p) for p in args.prompts.split(";")] if args.prompts else list(default_prompts)
+        first_seed = 0
+        if args.draw is not None:
+            if args.draw < 0:
+                raise ValueError(f"--draw {args.draw} must be >= 0")
+            lines, scenes, first_seed = drawn(args.draw, args.lines, preset.known_scenes or default_prompts)
+            prompts = prompts if args.prompts else scenes
         if args.task == "horizon":
-            targets: list[float | str] = [round(float(x), 3) for x in np.linspace(0.2, 0.8, args.lines)]
+            targets: list[float | str] = (list(lines) if args.draw is not None else
+                                          [round(float(x), 3) for x in np.linspace(0.2, 0.8, args.lines)])
         else:
             names = [" ".join(name.split()).lower() for name in args.palettes.split(",")]
             for name in names:
@@ -305,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = check_output_dir(args.out_dir)
         state = PartialState(cpu=not torch.cuda.is_available())  # no GPU: CPU processes over gloo
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
-        runs = plan(args.task, prompts, targets, args.keep_prompt)
+        runs = plan(args.task, prompts, targets, args.keep_prompt, first_seed)
         args.gen_device = args.gen_device or str(state.device)  # one device per process where there are several
         generator, vlm = cli.load_models(args, preset)
         mine: list[tuple[Measured, tuple[Image.Image, Image.Image]]] = []
@@ -323,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarise(args.task, measured)
             command = "python -m pipelines.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
             record = summary | {"preset": preset.name, "steps": steps, "target_p": target_p, "seeds": args.seeds,
+                                "draw": args.draw,
                                 "estimator": args.estimator, "processes": state.num_processes, "command": command,
-                                "runs": [asdict(m) | {"kept_scheme": m.kept_scheme} for m in measured]}
+                                "runs": [asdict(m) | {"kept_scene": m.kept_scene} for m in measured]}
             write_text(out_dir / "results.json", json.dumps(record, indent=1) + "\n")
             table = markdown(summary)
             write_text(out_dir / "table.md", table)

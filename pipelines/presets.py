@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import toy_world
+from . import world
 
 FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                 "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
@@ -60,7 +60,7 @@ class Preset:
     target_p: float | None = None
     # Whether the VLM understands "Does this image show {prompt}?" (the app's keep-prompt tick box starts on).
     keep_prompt: bool = True
-    known_prompts: tuple[str, ...] = ()  # the prompts the generator was trained on (empty: any prompt)
+    known_scenes: tuple[str, ...] = ()  # a toy world's scenes, one of which its prompts name (empty: any prompt)
     page_defaults: tuple[tuple[str, str], ...] = ()  # (field, text) replacing PAGE_DEFAULTS for this preset
     trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -87,11 +87,11 @@ class Preset:
         return self.generator_source.startswith("random:")
 
     def prompt_note(self, prompt: str) -> str | None:
-        """A note when the generator was trained on a few prompts only and this is not one of them."""
-        if not self.known_prompts or " ".join(prompt.split()).lower() in self.known_prompts:
+        """A note when the generator paints a toy world's scenes only and the prompt names none of them."""
+        if not self.known_scenes or world.parse(prompt).get("scene") in self.known_scenes:
             return None
-        return (f"The `{self.name}` generator knows only these prompts: {', '.join(self.known_prompts)}. Yours "
-                "still generates, but expect a landscape of the nearest one.")
+        return (f"The `{self.name}` generator paints these scenes only: {', '.join(self.known_scenes)}. Your prompt "
+                "names none of them; it still generates, but expect one of these landscapes.")
 
     def page_default(self, field: str) -> str:
         """What a page field opens with (a key of PAGE_DEFAULTS): this preset's own text, else the general one."""
@@ -127,14 +127,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(name="tiny-idefics2", description="Offline CPU: tiny Flux-shaped generator, tiny Idefics2-shaped VLM",
            generator="flux", **_TINY | {"vlm": "idefics2"}),
     Preset(name="toy", description="Offline CPU: the trained toy world (tiny Flux-shaped one-step generator of "
-                                   "landscapes, tiny Qwen2.5-VL-shaped judge)",
+                                   "landscapes that reads a grammar of prompts, tiny Qwen2.5-VL-shaped judge that "
+                                   "answers, scores, rewrites and describes)",
            generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
-           vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=112, max_sequence_length=32, lora_rank=4,
-           learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
-           known_prompts=tuple(toy_world.PROMPTS), trained_controls=("horizon", "palette"),
-           page_defaults=tuple(toy_world.PAGE_DEFAULTS.items()),
-           notes=("trained toy weights: landscapes of a few prompts; the judge knows the horizon, palette and "
-                  "'Does this image show {prompt}?' questions only",)),
+           vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=world.SIZE, max_sequence_length=32,
+           lora_rank=4, learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
+           known_scenes=tuple(world.SCENES), trained_controls=("horizon", "palette", "line-weight", "depth"),
+           page_defaults=tuple(world.PAGE_DEFAULTS.items()),
+           notes=("trained toy weights: landscapes of a grammar of prompts (8 scenes, times of day, sky, horizon "
+                  "placement, sun or moon, a lone tree, colour mood, birds)",)),
     # The flagship fits ZeroGPU's default 48 GB slice: checkpointing on, text encoders offloaded, and an int8
     # transformer (predicted 33.5 GiB per step, 35.8 GiB while a prompt is encoded; bf16 would be 44.5 / 46.9 GiB,
     # no margin). BENCHMARKS.md, "The memory plan"; `--base-weights bf16` on an 80 or 96 GB card.

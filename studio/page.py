@@ -33,14 +33,16 @@ def header(preset: Preset, max_queue: int, note: str | None) -> str:
     parts = ["# Dual-process studio\nDraw a visual prompt or ask questions: a vision-language model (VLM) judges "
              "the generator's images, and a LoRA of the generator learns to make it answer as you expect (Luo et al. "
              "2025, \"Dual-Process Image Generation\").", f"Preset `{preset.name}`: {preset.description}."]
-    if preset.known_prompts:
+    if preset.known_scenes:
         untrained = ", ".join(c for c in overlays.CONTROLS if preset.control_note(c))
         parts.append(
             f"**The toy world (preset `{preset.name}`, on the CPU).** A tiny generator trained here on synthetic "
-            f"landscapes of {len(preset.known_prompts)} prompts ({', '.join(preset.known_prompts)}), and a tiny VLM "
-            "trained to answer the horizon and palette questions and 'Does this image show {prompt}?'. It is "
-            "small enough to train in minutes and to show the method steering a real picture offline; "
-            f"the other controls ({untrained}) are untrained there and say so. Start the app on a GPU with "
+            f"landscapes: {len(preset.known_scenes)} scenes ({', '.join(preset.known_scenes)}) and the words a prompt "
+            "may add (noon, golden hour, sunset, night; clear or cloudy sky; low or high horizon; the sun or the "
+            "moon; a lone tree on the left or right; vivid or muted colours; birds in the sky). A tiny VLM trained "
+            "here answers the visual prompts' questions, scores, rewrites prompts and describes images in the same "
+            f"words. Small enough to train in an hour and to show the method on a real picture offline; the other "
+            f"controls ({untrained}) are untrained there and say so. Start the app on a GPU with "
             "`--preset flux-schnell` for real models.")
     elif preset.random_weights:
         parts.append(f"**Offline demo: preset `{preset.name}` has random weights, so its images are noise.** "

@@ -40,11 +40,11 @@ class Server:
 
 
 @contextmanager
-def running(tmp: Path, **build_kwargs) -> Iterator[Server]:
-    """build_demo("tiny", ...) launched on a free local port, closed afterwards."""
+def running(tmp: Path, preset: str = "tiny", **build_kwargs) -> Iterator[Server]:
+    """build_demo(preset, ...) launched on a free local port, closed afterwards."""
     import studio
 
-    demo = studio.build_demo("tiny", output_dir=tmp, **build_kwargs)
+    demo = studio.build_demo(preset, output_dir=tmp, **build_kwargs)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             show_error=True)  # as app.main launches it
     try:

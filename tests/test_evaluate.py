@@ -69,6 +69,19 @@ def test_the_horizon_plan_is_table_6(tmp_path):
     assert len({r.seed for r in method}) == 15
 
 
+def test_draw_picks_lines_prompts_and_seeds_no_tuning_used():
+    from pipelines import world
+
+    lines, prompts, first = evaluate.drawn(11, 5, tuple(world.SCENES))
+    assert (lines, prompts, first) == evaluate.drawn(11, 5, tuple(world.SCENES))  # reproducible from its seed
+    assert len(lines) == 5 and all(0.15 <= x <= 0.85 for x in lines) and lines != list(evaluate.LINES)
+    assert len(set(prompts)) == 3 and set(prompts) <= set(world.SCENES)
+    other = evaluate.drawn(12, 5, tuple(world.SCENES))
+    assert other[0] != lines and other[2] != first
+    runs = evaluate.plan("horizon", prompts, lines, keep_prompt=False, first_seed=first)
+    assert min(r.seed for r in runs) == first >= 10**6  # far from the fixed protocol's seeds 0..14
+
+
 def test_a_plugged_in_estimator_is_used(monkeypatch, tmp_path):
     module = tmp_path / "my_estimator.py"
     module.write_text("def horizon(image):\n    return 0.25\n")
@@ -115,3 +128,6 @@ def test_bad_evaluation_options_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--out-dir", str(tmp_path / "file")], capsys)
     assert code == 2 and "is a file, not a folder" in err
+    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--draw", "-1", "--out-dir",
+                                           str(tmp_path / "d")], capsys)
+    assert code == 2 and "--draw -1 must be >= 0" in err and len(err.strip().splitlines()) == 1

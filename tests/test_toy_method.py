@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import evaluate, toy_world
+from pipelines import evaluate, world
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,15 @@ def test_the_method_halves_the_horizon_distance_for_two_of_three_lines(horizon_r
     assert all(r["steps"] <= 100 for r in horizon_results["runs"])
 
 
-def test_keep_prompt_keeps_the_prompts_colours_while_the_horizon_moves(horizon_results):
+def test_keep_prompt_keeps_the_prompts_scene_while_the_horizon_moves(horizon_results):
     rows = horizon_results["rows"]
     guarded = rows["method + keep-prompt"]
     prompts = len(evaluate.TOY_PROMPTS)
-    kept_lines = [line for line, kept in guarded["scheme_kept_per_target"].items() if kept * 2 > prompts]
-    assert len(kept_lines) >= 2, guarded["scheme_kept_per_target"]
+    kept_lines = [line for line, kept in guarded["scene_kept_per_target"].items() if kept * 2 > prompts]
+    assert len(kept_lines) >= 2, guarded["scene_kept_per_target"]
     assert guarded["distance"] < rows["no control"]["distance"]
     # The table reports drift and fooled-judge counts for both variants.
-    assert {"scheme_kept", "fooled"} <= set(rows["method"]) and {"scheme_kept", "fooled"} <= set(guarded)
+    assert {"scene_kept", "fooled"} <= set(rows["method"]) and {"scene_kept", "fooled"} <= set(guarded)
 
 
 def test_the_palette_distance_falls_for_at_least_two_presets(tmp_path):
@@ -69,6 +69,6 @@ def test_the_app_on_toy_shows_the_horizon_meeting_the_drawn_line(tmp_path):
     updates = list(visual_prompts.optimize(app, "a beach at noon", 3, "horizon", {"layers": [drawing]}, "", 60,
                                            visual_prompts.setting_defaults(), progress=lambda *a, **k: None))
     before, after = updates[-1]["slider"]
-    d_before = abs(toy_world.horizon_of(before.resize((112, 112), Image.NEAREST))[0] - 0.7)
-    d_after = abs(toy_world.horizon_of(after.resize((112, 112), Image.NEAREST))[0] - 0.7)
+    d_before = abs(world.horizon_of(before.resize((112, 112), Image.NEAREST))[0] - 0.7)
+    d_after = abs(world.horizon_of(after.resize((112, 112), Image.NEAREST))[0] - 0.7)
     assert d_after < d_before and d_after < 0.1, (d_before, d_after)

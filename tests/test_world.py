@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from overlays.colors import ciede2000, ciede2000_lab
 from pipelines import world
 
 
@@ -146,3 +147,29 @@ def test_clouds_and_birds_follow_the_shape_draws_and_keep_clear_of_the_sun_and_t
                 assert abs(x - scene.tree_x) >= 0.12
     moved = world.with_attributes(scene, shapes=(0.5, 0.9, 0.1, 0.3, 0.3))
     assert world.layout(moved) != world.layout(scene)
+
+
+# Sharma, Wu and Dalal (2005), Table 1: (L, a, b) pairs and their CIEDE2000 difference.
+SHARMA = [
+    ((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
+    ((50.0, 3.1571, -77.2803), (50.0, 0.0, -82.7485), 2.8615),
+    ((50.0, 0.0, 0.0), (50.0, -1.0, 2.0), 2.3669),
+    ((50.0, 2.49, -0.001), (50.0, -2.49, 0.0009), 7.1792),
+    ((50.0, 2.49, -0.001), (50.0, -2.49, 0.0011), 7.2195),
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ((2.0776, 0.0795, -1.135), (0.9033, -0.0636, -0.5514), 0.9082),
+]
+
+
+@pytest.mark.parametrize(("lab_a", "lab_b", "expected"), SHARMA)
+def test_ciede2000_reference_pairs(lab_a, lab_b, expected):
+    assert float(ciede2000_lab(lab_a, lab_b)) == pytest.approx(expected, abs=1e-4)
+    assert float(ciede2000_lab(lab_b, lab_a)) == pytest.approx(expected, abs=1e-4)  # symmetric
+
+
+def test_ciede2000_rgb():
+    assert ciede2000((10, 200, 30), (10, 200, 30)) == 0.0
+    assert ciede2000("#ff0000", (0, 0, 255)) > 50
+    vec = ciede2000_lab(np.array([p[0] for p in SHARMA]), np.array([p[1] for p in SHARMA]))
+    np.testing.assert_allclose(vec, [p[2] for p in SHARMA], atol=1e-4)
