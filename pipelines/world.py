@@ -78,6 +78,15 @@ WORDS: dict[str, dict[str, str]] = {
 }
 ATTRIBUTES = ("scene", "time", *WORDS)
 
+# What the app's fields open with on the `toy` preset (presets.PAGE_DEFAULTS): prompts of the grammar, short where
+# the tab is about making them rich.
+PAGE_DEFAULTS = {
+    "visual": "a beach at noon", "apply": "a desert at sunset, a lone tree on the left",
+    "ask": "a green field, the sun",
+    "ask_questions": "Does this image show a green field? Answer with Yes or No. | Yes",
+    "lora": "a lake at night, the moon", "score": "a wheat field at golden hour, low horizon", "refine": "a beach",
+}
+
 
 def _pattern(words: str) -> re.Pattern:
     return re.compile(r"\b" + r"\s+".join(map(re.escape, words.split())) + r"\b")

@@ -1,18 +1,17 @@
 """Training the toy world's generator on the CPU, in resumable stages with wall-clock budgets (a command module: the
 runtime never imports it; the world itself is `pipelines/world.py`).
 
-    python -m pipelines.world_training generator --out runs/world --minutes vae=12,onestep=20,decoder=6
+    python -m pipelines.world_training generator --out runs/world --minutes vae=12,decoder=6,onestep=20
 
 Stages, each saved under OUT/stages/<stage>/ with its figures, and skipped when it is already there:
 1. vae: a Flux-shaped VAE (16 latent channels, 8x down) on clean renders; held-out PSNR is its gate. The grammar's
    word-level tokenizer is made with it.
-2. onestep: the Flux transformer's one step from sigma = 1 and its text encoders (CLIP and T5), trained together by
+2. decoder: the VAE's decoder alone on whole images (`sharpen_decoder`); the latents stay as they were.
+3. onestep: the Flux transformer's one step from sigma = 1 and its text encoders (CLIP and T5), trained together by
    regression: the prompt fixes what it names, the noise's channel means choose the light and the horizon
-   (`scene_of`). A generator
-   distilled from a flow teacher paints the same kind of map; regressing onto it directly costs a CPU one stage
-   instead of three and paints sharp scenes (a flow teacher trained for 14 min and distilled for 7 painted blurred
-   ones that read as the prompt's scene half the time).
-3. decoder: the VAE's decoder alone on whole images (`sharpen_decoder`); the latents stay as they were.
+   (`scene_of`). A generator distilled from a flow teacher paints the same kind of map; regressing onto it directly
+   costs a CPU one stage instead of three (a flow teacher trained for 14 min and distilled for 7 painted blurred
+   scenes that read as the prompt's scene half the time).
 Then `generator/` is a FluxPipeline folder the app's loader reads, and `gates` measures it with the world's analytic
 truth on evaluation seeds no stage trains on.
 """
@@ -20,6 +19,7 @@ truth on evaluation seeds no stage trains on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -270,13 +270,19 @@ def draws_of(noise: torch.Tensor) -> np.ndarray:
 
 
 SHAPES = (0.5, 0.18, 0.55, 0.3, 0.4)  # the generator's clouds and birds: always these (`world.layout`)
+# The heights and tilts the noise chooses from: a few, not a continuum. A first run drew them continuously and its
+# pictures were blurred: the transformer read a channel's mean only to within a few percent, and painted the
+# average of the horizons (and of the trees and suns that stand on them) it could not tell apart. From a few
+# values it picks one, and paints it sharply.
+HORIZONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+TILTS = (-3.0, 0.0, 0.0, 0.0, 3.0)
 
 
 def scene_of(named: dict[str, str], u: np.ndarray) -> world.Scene:
     """The scene a one-step generator paints for a prompt naming `named` from noise whose channel draws are `u`.
     The prompt fixes what it names and leaves out the things it does not name (sun or moon, tree, clouds, birds,
-    a colour mood); the noise chooses the light and the horizon: channel 0 its height, 1 its tilt, 10 the time of
-    day. Each of those is a smooth (or step) function of one channel's mean, which a small transformer can read;
+    a colour mood); the noise chooses the light and the horizon: channel 0 its height (`HORIZONS`), 1 its tilt
+    (`TILTS`), 10 the time of day, each a step function of one channel's mean, which a small transformer can read;
     the things in the picture stand at places fixed by the prompt and the horizon (a first run that let the noise
     place them too, after `world.sample`, painted none of them in 20 min: it averaged them away)."""
     scene = named["scene"]
@@ -284,11 +290,10 @@ def scene_of(named: dict[str, str], u: np.ndarray) -> world.Scene:
     time = named.get("time") or times[min(len(times) - 1, int(len(times) * u[10]))]  # the sun is never out at night
     placement = named.get("placement")
     if placement:
-        horizon = (world.LOW if placement == "low" else world.HIGH) + world.PLACEMENT_SPREAD * (2 * u[0] - 1)
+        horizon = world.LOW if placement == "low" else world.HIGH
     else:
-        horizon = world.FREE_HORIZON[0] + (world.FREE_HORIZON[1] - world.FREE_HORIZON[0]) * u[0]
-    lean = 2 * u[1] - 1  # level for 60 % of seeds, then up to 4 degrees either way
-    tilt = 0.0 if abs(lean) < 0.6 else math.copysign(4.0 * (abs(lean) - 0.6) / 0.4, lean)
+        horizon = HORIZONS[min(len(HORIZONS) - 1, int(len(HORIZONS) * u[0]))]
+    tilt = TILTS[min(len(TILTS) - 1, int(len(TILTS) * u[1]))]
     body, tree = named.get("body"), named.get("tree")
     r = world.body_radius(body)
     return world.Scene(scene, time, float(horizon), float(tilt), clouds=named.get("sky") == "clouds", body=body,
@@ -313,9 +318,18 @@ def _render(scene: world.Scene) -> np.ndarray:
     return np.asarray(world.render(scene))
 
 
-def pairs(pipe, n: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """n (noise, prompt, target latent) triples: packed noise, the prompt's words, and the packed latent of the
-    scene `scene_of` makes from them."""
+OBJECT_WEIGHT = 10.0  # the "objects" stage's loss weight on the cells where a named thing stands
+
+
+def without_things(scene: world.Scene) -> world.Scene:
+    """The same scene with no sun or moon, tree, clouds or birds."""
+    return dataclasses.replace(scene, body=None, tree=None, clouds=False, birds=False)
+
+
+def pairs(pipe, n: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """n (noise, prompt, target latent, cell weights) quadruples: packed noise, the prompt's words, the packed
+    latent of the scene `scene_of` makes from them, and per packed cell 1 + OBJECT_WEIGHT where the scene's
+    things (sun or moon, tree, clouds, birds) change the latent, else 1."""
     from multiprocessing import Pool
 
     rng = np.random.default_rng(seed)
@@ -323,28 +337,35 @@ def pairs(pipe, n: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tenso
     noise = torch.randn((n, *LATENT), generator=gen)
     named = named_prompts(rng, n)
     scenes = [scene_of(d, u) for d, u in zip(named, draws_of(noise), strict=True)]
+    with_things = [i for i, s in enumerate(scenes) if without_things(s) != s]
     with Pool(2) as pool:
         images = np.stack(pool.map(_render, scenes, chunksize=64))
-    return pipe._pack_latents(noise, n, *LATENT), [world.prompt_of(d) for d in named], packed_latents(pipe, images)
+        plain = np.stack(pool.map(_render, [without_things(scenes[i]) for i in with_things], chunksize=64))
+    targets = packed_latents(pipe, images)
+    weights = torch.ones(targets.shape[:2])
+    change = (packed_latents(pipe, plain) - targets[with_things]).pow(2).mean(dim=2)
+    weights[with_things] += OBJECT_WEIGHT * (change > 0.01).float()
+    return pipe._pack_latents(noise, n, *LATENT), [world.prompt_of(d) for d in named], targets, weights
 
 
 def train_onestep(pipe, call: Call, noise: torch.Tensor, prompts: list[str], targets: torch.Tensor,
-                  seconds: float) -> dict:
+                  seconds: float, weights: torch.Tensor | None = None, lr: float = 1e-3) -> dict:
     """The generator's one step, x0 = noise - v(noise, sigma = 1) (what FluxPipeline(num_inference_steps=1) and the
     method's training path compute), regressed onto the scene its prompt and noise make; the text encoders train
-    with it."""
+    with it. `weights` (N, cells) weigh the squared error per packed cell (None: all 1)."""
     modules = [pipe.transformer, pipe.text_encoder, pipe.text_encoder_2]
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     clock, step, losses, ones = Clock(seconds), 0, [], torch.ones(64)
     gen = torch.Generator().manual_seed(TRAIN_SEED + 2)
     while not clock.done:
         idx = torch.randint(len(noise), (64,), generator=gen)
         x0 = noise[idx] - call(pipe.transformer, noise[idx], ones, call.encode([prompts[i] for i in idx.tolist()]))
-        loss = torch.nn.functional.mse_loss(x0, targets[idx])
-        step_with(optimizer, loss, params, clock.lr(1e-3, step, 200))
+        error = (x0 - targets[idx]).pow(2).mean(dim=2)
+        loss = error.mean() if weights is None else (error * weights[idx]).sum() / weights[idx].sum()
+        step_with(optimizer, loss, params, clock.lr(lr, step, 200))
         losses.append(loss.item())
         step += 1
         if step % 100 == 0:
@@ -397,10 +418,41 @@ def gates(pipe, per_attribute: int = 64) -> dict:
     return {"attribute_accuracy": accuracy, "placement_mean_error": placement, "horizon_spread": spread}
 
 
+SHEET_PROMPTS = ("a beach", "a beach at golden hour, low horizon, a lone tree on the right, vivid colours",
+                 "a desert at sunset, the sun", "a green field, cloudy sky, birds in the sky",
+                 "a snowy plain at noon, high horizon", "a lake at night, the moon", "a lavender field, muted colours",
+                 "the sea at golden hour, the sun, a lone tree on the left", "a wheat field at noon, clear sky")
+
+
+def contact_sheet(pipe, prompts: tuple[str, ...] = SHEET_PROMPTS, seeds: int = 5, cell: int = 224):
+    """One row per prompt, `seeds` unseen seeds each, enlarged without smoothing; under each picture what
+    `world.read` finds in it (scene, time, horizon and things), so a person can check the gates by eye."""
+    from PIL import Image, ImageDraw
+
+    label_w, text_h = 260, 26
+    sheet = Image.new("RGB", (label_w + seeds * cell, len(prompts) * (cell + text_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, prompt in enumerate(prompts):
+        y = r * (cell + text_h)
+        draw.text((4, y + cell // 2), prompt[:40] + "\n" + prompt[40:], fill="black")
+        images = generated(pipe, [prompt] * seeds, [EVAL_SEEDS + 7 * c + r for c in range(seeds)])
+        for c, image in enumerate(images):
+            x = label_w + c * cell
+            sheet.paste(Image.fromarray(image).resize((cell, cell), Image.NEAREST), (x, y))
+            read = world.read(image)
+            things = [v for v in (read.body, read.tree and f"tree {read.tree}", read.clouds and "clouds",
+                                  read.birds and "birds", read.mood != "neutral" and read.mood) if v]
+            draw.text((x + 2, y + cell + 1), f"{read.scene} at {read.time}, h {read.horizon:.2f}\n{', '.join(things)}",
+                      fill="black")
+    return sheet
+
+
 # ---------- the command --------------------------------------------------------------------------------------------
 
 
-STAGES = ("vae", "onestep", "decoder")
+# "objects" goes on from "onestep" with the loss weighted onto the named things: a first run's plain mean squared
+# error painted light, scene and horizon after 18 min but no sun, moon, tree or birds (a few cells of 49 each).
+STAGES = ("vae", "decoder", "onestep", "objects")
 PAIRS = 24000  # (noise, prompt, scene) triples the one-step stage trains on
 
 
@@ -414,6 +466,7 @@ def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1
     stages.mkdir(parents=True, exist_ok=True)
     report_path = out / "generator-training.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {"stages": {}}
+    data = None  # the one-step stages' training pairs, made once per run
     for stage in STAGES[:STAGES.index(until) + 1]:
         folder = stages / stage
         if (folder / "model_index.json").exists():
@@ -432,12 +485,15 @@ def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1
         elif stage == "decoder":
             report["stages"]["decoder"] = sharpen_decoder(pipe.vae, images, held, 60 * minutes["decoder"])
         else:
-            noise, prompts, targets = pairs(pipe, PAIRS, TRAIN_SEED + 200)
-            log(f"  {PAIRS} noise/prompt/scene triples rendered and encoded in {time.perf_counter() - t:.0f}s")
-            report["stages"]["onestep"] = train_onestep(pipe, Call(pipe), noise, prompts, targets,
-                                                        60 * minutes["onestep"])
-            report["stages"]["onestep"]["data_seconds"] = round(time.perf_counter() - t
-                                                                - report["stages"]["onestep"]["seconds"], 1)
+            if data is None:
+                data = pairs(pipe, PAIRS, TRAIN_SEED + 200)
+                log(f"  {PAIRS} noise/prompt/scene triples rendered and encoded in {time.perf_counter() - t:.0f}s")
+            noise, prompts, targets, weights = data
+            report["stages"][stage] = train_onestep(
+                pipe, Call(pipe), noise, prompts, targets, 60 * minutes[stage],
+                **({"weights": weights, "lr": 5e-4} if stage == "objects" else {}))
+            report["stages"][stage]["data_seconds"] = round(time.perf_counter() - t
+                                                            - report["stages"][stage]["seconds"], 1)
         log(f"  {report['stages'][stage]}")
         pipe.save_pretrained(folder)
         report_path.write_text(json.dumps(report, indent=1) + "\n")
@@ -450,7 +506,7 @@ def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1
 
 
 def parse_minutes(text: str) -> dict[str, float]:
-    minutes = {"vae": 12.0, "onestep": 20.0, "decoder": 6.0}
+    minutes = {"vae": 12.0, "decoder": 6.0, "onestep": 18.0, "objects": 12.0}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
         if key not in minutes:
@@ -461,11 +517,17 @@ def parse_minutes(text: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["generator"])
+    parser.add_argument("what", choices=["generator", "sheet"],
+                        help="generator: train it; sheet: OUT/contact-sheet.png of OUT/generator on unseen seeds")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=12,onestep=20,decoder=6")
+    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=12,decoder=6,onestep=18,objects=12")
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage")
     args = parser.parse_args(argv)
+    if args.what == "sheet":
+        from diffusers import FluxPipeline
+
+        contact_sheet(FluxPipeline.from_pretrained(args.out / "generator")).save(args.out / "contact-sheet.png")
+        return 0
     train_generator(args.out, parse_minutes(args.minutes), args.until)
     return 0
 

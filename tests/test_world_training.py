@@ -3,6 +3,8 @@ must be the app's own questions with the answers the world's analytic truth give
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,14 @@ def test_yes_no_rows_are_the_apps_questions_with_the_truths_answers(image_and_sc
     # the sky is farther than any point on the ground; lower on the ground is closer
     assert world_vlm_training.distance_of((0.5, 0.1), truth) > world_vlm_training.distance_of((0.5, 0.7), truth)
     assert world_vlm_training.distance_of((0.5, 0.7), truth) > world_vlm_training.distance_of((0.5, 0.95), truth)
+
+
+def test_a_depth_row_comes_back_when_the_horizon_leaves_almost_no_ground(image_and_scene):
+    # A generated image read with its horizon at 0.93 once hung the VLM's training in an endless draw of points.
+    image, _ = image_and_scene
+    truth = dataclasses.replace(world.read(np.asarray(image)), horizon=0.93, tilt=0.0)
+    _, question, answer = world_vlm_training.depth_row(np.random.default_rng(0), image, truth)
+    assert "Point A" in question and answer in ("Yes", "No")
 
 
 def test_rubric_rows_are_scored_in_the_judges_layout_with_words_of_the_grammar(image_and_scene):
