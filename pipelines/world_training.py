@@ -1,7 +1,8 @@
 """Training the toy world's generator on the CPU, in resumable stages with wall-clock budgets (a command module: the
 runtime never imports it; the world itself is `pipelines/world.py`).
 
-    python -m pipelines.world_training generator --out runs/world --minutes vae=12,decoder=6,onestep=20
+    python -m pipelines.world_training generator --out runs/world --minutes vae=12,decoder=6,onestep=18,objects=12
+    python -m pipelines.world_training sheet --out runs/world      # contact-sheet.png of runs/world/generator
 
 Stages, each saved under OUT/stages/<stage>/ with its figures, and skipped when it is already there:
 1. vae: a Flux-shaped VAE (16 latent channels, 8x down) on clean renders; held-out PSNR is its gate. The grammar's
@@ -12,6 +13,8 @@ Stages, each saved under OUT/stages/<stage>/ with its figures, and skipped when 
    (`scene_of`). A generator distilled from a flow teacher paints the same kind of map; regressing onto it directly
    costs a CPU one stage instead of three (a flow teacher trained for 14 min and distilled for 7 painted blurred
    scenes that read as the prompt's scene half the time).
+4. objects: the same regression from where onestep stopped, the squared error weighted OBJECT_WEIGHT + 1 times on
+   the latent cells where a named thing (sun or moon, tree, clouds, birds) stands.
 Then `generator/` is a FluxPipeline folder the app's loader reads, and `gates` measures it with the world's analytic
 truth on evaluation seeds no stage trains on.
 """
