@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -53,6 +54,21 @@ FOOLED_HORIZON = 0.1  # ... while the analytic horizon distance stays above this
 FOOLED_PALETTE = world.PALETTE_MATCH  # ... or the palette distance above the judge's own match threshold
 
 HorizonEstimator = Callable[[Image.Image], float]
+
+# The rows an evaluation can run (`--variants`): the paper's method, and what `steering.py` adds to it, alone and
+# together. Each is `optimize`'s keyword arguments, plus "keep_prompt" (the prompt's own question as a guard).
+VARIANTS: dict[str, dict[str, object]] = {
+    "method": {},
+    "keep-prompt": {"keep_prompt": True},
+    "views": {"views": 4},
+    "noises": {"noises": 2},
+    "keep": {"keep": 5.0},
+    "all": {"keep_prompt": True, "views": 4, "noises": 2, "keep": 5.0},
+}
+
+
+def variant_label(name: str) -> str:
+    return name if name == "method" else f"method + {name}"
 
 
 def analytic_horizon(image: Image.Image) -> float:
@@ -81,21 +97,32 @@ class Run:
     task: str  # "horizon" | "palette"
     prompt: str
     target: float | str
-    keep_prompt: bool = False
-    seed: int = 0  # LoRA initialisation, training noise and unseen seeds: the same for both variants (paired)
+    key: str = "method"  # a key of VARIANTS
+    seed: int = 0  # LoRA initialisation, training noise and unseen seeds: the same for every variant (paired)
 
     @property
     def variant(self) -> str:
-        return "method + keep-prompt" if self.keep_prompt else "method"
+        return variant_label(self.key)
+
+    @property
+    def keep_prompt(self) -> bool:
+        return bool(VARIANTS[self.key].get("keep_prompt"))
+
+    @property
+    def options(self) -> dict[str, object]:
+        """`optimize`'s keyword arguments for this variant."""
+        return {k: v for k, v in VARIANTS[self.key].items() if k != "keep_prompt"}
 
 
-def plan(task: str, prompts: Sequence[str], targets: Sequence[float | str], keep_prompt: bool,
+def plan(task: str, prompts: Sequence[str], targets: Sequence[float | str], variants: Sequence[str] = ("method",),
          first_seed: int = 0) -> list[Run]:
     """Every run of the protocol in a fixed order; each run's seed (`first_seed` + its place) depends on its (prompt,
-    target) alone, so shards reproduce one process and the two variants see the same noise and unseen seeds."""
-    variants = (False, True) if keep_prompt else (False,)
+    target) alone, so shards reproduce one process and the variants see the same noise and unseen seeds."""
+    for key in variants:
+        if key not in VARIANTS:
+            raise ValueError(f"unknown variant {key!r}; available: {', '.join(VARIANTS)}")
     pairs = [(p, t) for p in prompts for t in targets]
-    return [Run(v * len(pairs) + i, task, p, t, k, seed=first_seed + i) for v, k in enumerate(variants)
+    return [Run(v * len(pairs) + i, task, p, t, key, seed=first_seed + i) for v, key in enumerate(variants)
             for i, (p, t) in enumerate(pairs)]
 
 
@@ -138,6 +165,7 @@ class Measured:
     artefacts_before: list[float] = field(default_factory=list)  # toy world: `world.artefacts` of each image
     artefacts_after: list[float] = field(default_factory=list)
     fooled: bool = False
+    guard: dict[str, object] = field(default_factory=dict)  # `steering.guard` on the unseen seeds: ratios, warnings
 
     @property
     def kept_scene(self) -> bool | None:
@@ -153,13 +181,16 @@ def kept(scenes: list[str], prompt: str) -> bool:
 
 
 def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int, seeds: int,
-            target_p: float | None) -> tuple[Measured, tuple[Image.Image, Image.Image]]:
-    """Train the run's LoRA, judge its unseen seeds; return the figures and (before, after) of the first seed."""
+            target_p: float | None, budget: float | None = None) -> tuple[Measured, tuple[Image.Image, Image.Image]]:
+    """Train the run's LoRA (for `steps`, or until `budget` seconds have passed), judge its unseen seeds; return the
+    figures and (before, after) of the first seed."""
     size = generator.size
     overlay, questions, colors = control_for(run, size)
     asked = with_prompt_guard(questions, run.prompt) if run.keep_prompt else questions
+    start = time.perf_counter()
     result = optimize(generator, vlm, run.prompt, asked, overlay=overlay, steps=steps, seed=run.seed,
-                      progress=False, target_p=target_p, eval_seeds=seeds)
+                      progress=False, target_p=target_p, eval_seeds=seeds, **run.options,
+                      finish_now=lambda: budget is not None and time.perf_counter() - start > budget)
     unseen = result.unseen
 
     estimated: dict[int, float] = {}
@@ -188,6 +219,7 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
     if run.task == "horizon":
         m.horizons_before = [estimated[id(im)] for im in before]
         m.horizons_after = [estimated[id(im)] for im in after]
+    m.guard = unseen.guard.as_dict() if unseen.guard else {}
     threshold = FOOLED_HORIZON if run.task == "horizon" else FOOLED_PALETTE
     m.fooled = bool(np.mean(m.p_after) > FOOLED_P and np.mean(m.distance_after) > threshold)
     return m, (before[0], after[0])
@@ -201,7 +233,7 @@ def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
     scene kept, artefacts and fooled counts."""
     targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
     rows: dict[str, dict[str, object]] = {}
-    variants = sorted({m.run.variant for m in measured}, key=len)
+    variants = list(dict.fromkeys(m.run.variant for m in measured))  # in the plan's order
     for name in ["no control", *variants]:
         ms = [m for m in measured if m.run.variant == (variants[0] if name == "no control" else name)]
         after = name != "no control"
@@ -233,6 +265,12 @@ def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
         if after:
             row["fooled"] = sum(m.fooled for m in ms)
             row["steps_mean"] = float(np.mean([m.steps for m in ms]))
+            row["seconds_mean"] = float(np.mean([m.seconds for m in ms]))
+            guarded = [m.guard for m in ms if m.guard]
+            if guarded:  # the guard's view, without the analytic truth
+                row["guard_warned"] = sum(bool(g["warnings"]) for g in guarded)
+                ratios = [g["diversity_ratio"] for g in guarded if g["diversity_ratio"] is not None]
+                row["diversity_ratio"] = float(np.mean(ratios)) if ratios else None
         rows[name] = row
     return {"task": task, "targets": [str(t) for t in targets], "rows": rows}
 
@@ -243,7 +281,8 @@ def markdown(summary: dict[str, object]) -> str:
     unit = "horizon distance (fraction of H)" if task == "horizon" else "palette distance (CIEDE2000)"
     label = "line" if task == "horizon" else "palette"
     head = ["", f"mean {unit}", *[f"{label} {t}" for t in targets], "P(expected answers)", "alignment P",
-            "kept the prompt's scene", "artefacts (1 = clean)", "judge fooled", "horizon sd over seeds", "steps (mean)"]
+            "kept the prompt's scene", "artefacts (1 = clean)", "judge fooled", "horizon sd over seeds",
+            "diversity after / before", "guard warned", "steps (mean)", "seconds (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, row in rows.items():
         scene = f"{row['scene_kept']}/{row['runs']}" if "scene_kept" in row else "-"
@@ -251,7 +290,10 @@ def markdown(summary: dict[str, object]) -> str:
                  f"{row['alignment']:.3f}", scene, f"{row['artefacts']:.2f}" if "artefacts" in row else "-",
                  f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
                  f"{row['horizon_sd']:.3f}" if "horizon_sd" in row else "-",
-                 f"{row['steps_mean']:.0f}" if "steps_mean" in row else "-"]
+                 f"{row['diversity_ratio']:.2f}" if row.get("diversity_ratio") is not None else "-",
+                 f"{row['guard_warned']}/{row['runs']}" if "guard_warned" in row else "-",
+                 f"{row['steps_mean']:.0f}" if "steps_mean" in row else "-",
+                 f"{row['seconds_mean']:.1f}" if "seconds_mean" in row else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -259,7 +301,8 @@ def markdown(summary: dict[str, object]) -> str:
 def contact_sheet(task: str, measured: Sequence[Measured], pairs: Sequence[tuple[Image.Image, Image.Image]],
                   cell: int = 168) -> Image.Image:
     """Per prompt (and variant) two rows, before and after, one column per target; the visual prompt on top."""
-    groups = sorted({(m.run.variant, m.run.prompt) for m in measured}, key=lambda g: (len(g[0]), g[1]))
+    order = list(dict.fromkeys(m.run.variant for m in measured))
+    groups = sorted({(m.run.variant, m.run.prompt) for m in measured}, key=lambda g: (order.index(g[0]), g[1]))
     targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
     label_w, gap = 170, 4
     sheet = Image.new("RGB", (label_w + len(targets) * (cell + gap), len(groups) * 2 * (cell + gap) + 20), "white")
@@ -300,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-p", help="early stopping (default: the preset's; 'off' runs every step)")
     parser.add_argument("--keep-prompt", action="store_true",
                         help="also run every LoRA with the prompt's own question as a guard (a third row)")
+    parser.add_argument("--variants", help="rows to run, separated by ',': " + ", ".join(VARIANTS)
+                                           + " (default: method, and keep-prompt with --keep-prompt)")
+    parser.add_argument("--budget", type=float, help="seconds of training per LoRA (equal wall-clock for every "
+                                                     "variant; --steps then caps the steps)")
     parser.add_argument("--draw", type=int, help="draw the lines, the prompts (of a preset that knows its scenes) and "
                                                  "the seeds at random from this seed")
     parser.add_argument("--estimator", default="analytic", help="horizon estimator: analytic or module:function")
@@ -337,13 +384,18 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = check_output_dir(args.out_dir)
         state = PartialState(cpu=not torch.cuda.is_available())  # no GPU: CPU processes over gloo
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
-        runs = plan(args.task, prompts, targets, args.keep_prompt, first_seed)
+        variants = ([v.strip() for v in args.variants.split(",")] if args.variants
+                    else ["method", "keep-prompt"] if args.keep_prompt else ["method"])
+        if args.budget is not None and not 0 < args.budget <= 3600:
+            raise ValueError(f"--budget {args.budget} must be from 0 to 3600 seconds")
+        runs = plan(args.task, prompts, targets, variants, first_seed)
         args.gen_device = args.gen_device or str(state.device)  # one device per process where there are several
         generator, vlm = cli.load_models(args, preset)
         mine: list[tuple[Measured, tuple[Image.Image, Image.Image]]] = []
         with state.split_between_processes(runs) as shard:
             for run in shard:
-                mine.append(measure(run, generator, vlm, estimator, steps=steps, seeds=args.seeds, target_p=target_p))
+                mine.append(measure(run, generator, vlm, estimator, steps=steps, seeds=args.seeds, target_p=target_p,
+                                    budget=args.budget))
                 m = mine[-1][0]
                 print(f"[{state.process_index}] run {run.index} {run.variant} {run.prompt!r} {run.target}: distance "
                       f"{np.mean(m.distance_before):.3f} -> {np.mean(m.distance_after):.3f}, P "
@@ -355,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarise(args.task, measured)
             command = "python -m pipelines.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
             record = summary | {"preset": preset.name, "steps": steps, "target_p": target_p, "seeds": args.seeds,
-                                "draw": args.draw,
+                                "draw": args.draw, "budget_s": args.budget,
+                                "variants": {v: VARIANTS[v] for v in variants},
                                 "estimator": args.estimator, "processes": state.num_processes, "command": command,
                                 "runs": [asdict(m) | {"kept_scene": m.kept_scene} for m in measured]}
             write_text(out_dir / "results.json", json.dumps(record, indent=1) + "\n")

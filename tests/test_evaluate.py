@@ -60,13 +60,24 @@ def test_cli_keep_prompt_and_target_p(tmp_path, capsys):
 
 
 def test_the_horizon_plan_is_table_6(tmp_path):
-    runs = evaluate.plan("horizon", evaluate.TOY_PROMPTS, [0.2, 0.35, 0.5, 0.65, 0.8], keep_prompt=True)
+    runs = evaluate.plan("horizon", evaluate.TOY_PROMPTS, [0.2, 0.35, 0.5, 0.65, 0.8], ["method", "keep-prompt"])
     assert len(runs) == 30 and [r.index for r in runs] == list(range(30))
     method = [r for r in runs if not r.keep_prompt]
     guarded = [r for r in runs if r.keep_prompt]
     # The two variants of one (prompt, line) share their seed: the same noise and the same unseen seeds.
     assert [(r.prompt, r.target, r.seed) for r in method] == [(r.prompt, r.target, r.seed) for r in guarded]
     assert len({r.seed for r in method}) == 15
+    assert guarded[0].variant == "method + keep-prompt" and guarded[0].options == {}
+
+
+def test_the_steering_variants_pass_their_options_and_an_unknown_one_is_named():
+    runs = evaluate.plan("horizon", ["a beach"], [0.3], list(evaluate.VARIANTS))
+    by_key = {r.key: r for r in runs}
+    assert by_key["views"].options == {"views": 4} and not by_key["views"].keep_prompt
+    assert by_key["all"].keep_prompt and by_key["all"].options == {"views": 4, "noises": 2, "keep": 5.0}
+    assert len({r.seed for r in runs}) == 1  # paired: every variant sees the same noise
+    with pytest.raises(ValueError, match="unknown variant 'magic'; available: method, keep-prompt"):
+        evaluate.plan("horizon", ["a beach"], [0.3], ["magic"])
 
 
 def test_draw_picks_lines_prompts_and_seeds_no_tuning_used():
@@ -78,7 +89,7 @@ def test_draw_picks_lines_prompts_and_seeds_no_tuning_used():
     assert len(set(prompts)) == 3 and set(prompts) <= set(world.SCENES)
     other = evaluate.drawn(12, 5, tuple(world.SCENES))
     assert other[0] != lines and other[2] != first
-    runs = evaluate.plan("horizon", prompts, lines, keep_prompt=False, first_seed=first)
+    runs = evaluate.plan("horizon", prompts, lines, first_seed=first)
     assert min(r.seed for r in runs) == first >= 10**6  # far from the fixed protocol's seeds 0..14
 
 
@@ -131,3 +142,22 @@ def test_bad_evaluation_options_are_one_line(tmp_path, capsys):
     code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--draw", "-1", "--out-dir",
                                            str(tmp_path / "d")], capsys)
     assert code == 2 and "--draw -1 must be >= 0" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--variants", "method,magic", "--out-dir",
+                                           str(tmp_path / "v")], capsys)
+    assert code == 2 and "unknown variant 'magic'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--budget", "0", "--out-dir",
+                                           str(tmp_path / "b")], capsys)
+    assert code == 2 and "--budget 0.0 must be from 0 to 3600 seconds" in err
+
+
+def test_an_ablation_at_equal_wall_clock_writes_a_row_per_variant(tmp_path, capsys):
+    args = ["horizon", "--preset", "tiny", "--prompts", "a beach", "--lines", "1", "--seeds", "2", "--steps", "500",
+            "--variants", "method,views,all", "--budget", "1.5", "--threads", "1", "--out-dir", str(tmp_path)]
+    code, out, _ = run_cli(evaluate.main, args, capsys)
+    assert code == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert list(record["rows"]) == ["no control", "method", "method + views", "method + all"]
+    steps = {r["run"]["key"]: r["steps"] for r in record["runs"]}
+    assert all(1 <= s < 500 for s in steps.values()) and steps["all"] < steps["method"]  # the budget, not the cap
+    assert record["rows"]["method + all"]["guard_warned"] in (0, 1)
+    assert "| method + views |" in (tmp_path / "table.md").read_text()
