@@ -37,6 +37,8 @@ MAX_IMAGE_BYTES = 64 * 2**20
 APP_MAX_STEPS = 500
 APP_MAX_SCALE = 5.0  # the LoRA-scale slider
 APP_MAX_QUESTIONS = 8
+APP_MAX_VIEWS = 8  # judged views per image: each runs the VLM again
+APP_MAX_NOISES = 4  # noises per step: each runs the whole step again
 APP_MAX_UPLOAD_MB = 512
 
 

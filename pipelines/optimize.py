@@ -227,8 +227,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              finish_now: Callable[[], bool] = lambda: False, progress: bool = True,
              gradient_checkpointing: bool | None = None,
              target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None,
-             compile: bool = False, views: steering.Views | None = None, noises: int = 1,
-             keep: float = 0.0) -> Result:
+             compile: bool = False, views: steering.Views | int | None = None, noises: int | None = None,
+             keep: float | None = None) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -252,10 +252,13 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             optimizer state), so 10 + 10 steps differ from 20 in one run by Adam's moments only.
         compile: run the gradient step's transformer through torch.compile (faster steps after a compile of a
             minute or so on a GPU; ZeroGPU does not support it).
-        views: the judge sees these random views of each image and the loss averages them (None: the image).
-        noises: initial noises per step (`step_seeds`); the gradients of their losses are averaged.
+        views: the judge sees these random views of each image (or this many `steering.Views`) and the loss
+            averages them (0: the image itself; None: the preset's).
+        noises: initial noises per step (`step_seeds`); the gradients of their losses are averaged (None: the
+            preset's).
         keep: weight of `steering.keep_loss`, which holds colours and texture to the base model's picture for the
-            same noise (0: off; costs one more transformer pass and decode per noise, without gradient).
+            same noise (0: off; costs one more transformer pass and decode per noise, without gradient; None: the
+            preset's).
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
@@ -268,10 +271,14 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
                          f"{MAX_TOTAL_STEPS} a LoRA may have")
     check_target_p(target_p)
-    check_noises(noises)
-    check_keep(keep)
-    if views is not None:
+    preset = generator.preset
+    views = preset.views if views is None else views
+    if isinstance(views, int):
+        views = steering.Views(check_views(views)) if views else None
+    elif views is not None:
         check_views(views.count)
+    noises = check_noises(preset.noises if noises is None else noises)
+    keep = check_keep(preset.keep if keep is None else keep)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     view_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
@@ -463,12 +470,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="gradient checkpointing: less memory, about a third more time per step")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the transformer for the gradient step (off by default; not on ZeroGPU)")
-    parser.add_argument("--views", type=int, default=0,
+    parser.add_argument("--views", type=int,
                         help="the judge sees this many random views (shifted, zoomed, blurred) of each image and the "
-                             "loss averages them: gradients that survive views are less adversarial (0: off)")
-    parser.add_argument("--noises", type=int, default=1, help="initial noises per step (the LoRA must work for all)")
-    parser.add_argument("--keep", type=float, default=0.0,
-                        help="weight of a term holding colours and texture to the base model's picture (0: off)")
+                             "loss averages them: gradients that survive views are less adversarial (0: off; "
+                             "default: the preset's)")
+    parser.add_argument("--noises", type=int, help="initial noises per step, the LoRA must work for all (default: "
+                                                   "the preset's)")
+    parser.add_argument("--keep", type=float,
+                        help="weight of a term holding colours and texture to the base model's picture (0: off; "
+                             "default: the preset's)")
     parser.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
@@ -480,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         target_p = parse_target_p(args.target_p, preset)
         if args.seed is not None:
             check_seed(args.seed)
-        check_views(args.views), check_noises(args.noises), check_keep(args.keep)
+        views = check_views(preset.views if args.views is None else args.views)
+        noises = check_noises(preset.noises if args.noises is None else args.noises)
+        keep = check_keep(preset.keep if args.keep is None else args.keep)
         if args.init_lora:
             lora.check_lora_file(args.init_lora)
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
@@ -523,8 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             result = optimize(generator, vlm, prompt, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                               rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
                               eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile, finish_now=stop,
-                              views=steering.Views(args.views) if args.views else None, noises=args.noises,
-                              keep=args.keep,
+                              views=views, noises=noises, keep=keep,
                               gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
         if not result.history:
             raise ValueError("stopped before the first step: nothing was trained and no LoRA was saved")

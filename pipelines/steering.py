@@ -33,6 +33,18 @@ DIVERSITY_WARN = 0.5  # spread of the unseen seeds' pictures after / before
 PROMPT_DROP_WARN = 0.25  # fall of the judge's P("the image shows the prompt")
 
 
+# A step's FLOPs by part for flux-schnell + Qwen2.5-VL-7B at 512 px, checkpointing on (BENCHMARKS.md, the cost
+# model): the VLM's forward and backward 14.9 of 76.7 TFLOP; a no-grad transformer pass and VAE decode about 20.6.
+VLM_SHARE = 14.9 / 76.7
+BASE_PASS_SHARE = 20.6 / 76.7
+
+
+def step_cost(views: int = 0, noises: int = 1, keep: float = 0.0) -> float:
+    """A step with these steering options over the plain step, in FLOPs (predicted from the cost model's shares):
+    each view more runs the VLM again, each noise the whole step, and `keep` one no-grad pass to the base picture."""
+    return noises * (1 + VLM_SHARE * (max(views, 1) - 1) + (BASE_PASS_SHARE if keep else 0.0))
+
+
 # ---------- views ------------------------------------------------------------------------------------------------
 
 
