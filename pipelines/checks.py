@@ -24,6 +24,9 @@ MAX_PROMPT_CHARS = 2000
 MAX_QUESTION_CHARS = 500
 MAX_ANSWER_CHARS = 100  # an expected answer is a word or a short phrase; its tokens are the loss
 MAX_EVAL_SEEDS = 64  # unseen seeds judged at the end of a run
+MAX_NOISES = 16  # initial noises per optimization step (each a forward and backward pass)
+MAX_VIEWS = 16  # views of each image the judge sees per step
+MAX_KEEP = 100.0  # weight of the preservation term
 MAX_UPLOAD_SIDE = 2048  # larger images are downscaled: no VLM here looks at more than ~13 MP anyway
 MAX_GENERATE_SIDE = 2048  # larger images would need more memory than the generators here were made for
 MAX_IMAGE_SIDE = 8192  # larger images are refused before they are decoded (decompression bombs)
@@ -34,6 +37,8 @@ MAX_IMAGE_BYTES = 64 * 2**20
 APP_MAX_STEPS = 500
 APP_MAX_SCALE = 5.0  # the LoRA-scale slider
 APP_MAX_QUESTIONS = 8
+APP_MAX_VIEWS = 8  # judged views per image: each runs the VLM again
+APP_MAX_NOISES = 4  # noises per step: each runs the whole step again
 APP_MAX_UPLOAD_MB = 512
 
 
@@ -109,6 +114,18 @@ def check_target_p(target_p: float | None) -> float | None:
     if target_p is not None and (not _is_real(target_p) or not 0 < target_p < 1):
         raise ValueError(f"target P {target_p!r} must be between 0 and 1 (exclusive)")
     return target_p
+
+
+def check_noises(noises: int) -> int:
+    return check_int(noises, "noises per step", 1, MAX_NOISES)
+
+
+def check_views(views: int) -> int:
+    return check_int(views, "judged views", 0, MAX_VIEWS)
+
+
+def check_keep(keep: float) -> float:
+    return check_real(keep, "preservation weight", 0.0, MAX_KEEP)
 
 
 def check_renoise(renoise: tuple[float, float] | None) -> tuple[float, float] | None:

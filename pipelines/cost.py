@@ -172,6 +172,8 @@ class CostReport:
         """Every field, plus the derived figures (what `bench --cost --json` writes)."""
         out = dataclasses.asdict(self)
         out |= {"prediction": True, "flops_per_step_total": self.flops_per_step,
+                "steering_flops": {"views_4": self.steering_flops(views=4), "noises_2": self.steering_flops(noises=2),
+                                   "keep": self.steering_flops(keep=1.0)},
                 "process_peak_bytes": self.process_peak_bytes,
                 "fits_gib": {str(g): self.fits(g) for g in GPU_SIZES_GIB}}
         return out
@@ -195,6 +197,7 @@ class CostReport:
         lines.append(f"  {'total':18s} {fmt_flops(self.flops_per_step):>12s}  saved {total:>10s}")
         lines.append(f"time floor: {self.steps} steps x {fmt_flops(self.flops_per_step)} at {self.peak_tflops:g} "
                      f"TFLOP/s = {self.floor_s:.2f} s")
+        lines.append(self.steering_line())
         lines.append(f"saved activations: checkpointing on {b(self.saved_bytes['on'])}, "
                      f"off {b(self.saved_bytes['off'])}")
         terms = " + ".join(f"{k.replace('_', ' ')} {b(v)}" for k, v in self.memory.items())
@@ -206,6 +209,23 @@ class CostReport:
         lines.append("assumptions:")
         lines += [f"  - {a}" for a in self.assumptions]
         return "\n".join(lines)
+
+    def steering_flops(self, views: int = 0, noises: int = 1, keep: float = 0.0) -> float:
+        """FLOPs of one step with `steering.py`'s options (a prediction from the stages): every view past the first
+        runs the VLM stage again, every noise the whole step, and `keep` one no-grad forward of the transformer and
+        the VAE decoder (a quarter of their stage with checkpointing: forward, recomputed forward and a backward of
+        about two; a third without)."""
+        stage = {s.name: s.flops for s in self.stages}
+        forward = (stage["transformer"] + stage["vae decode"]) / (4 if self.checkpointing else 3)
+        per_noise = self.flops_per_step + stage["vlm"] * (max(views, 1) - 1) + (forward if keep else 0.0)
+        return noises * per_noise
+
+    def steering_line(self) -> str:
+        """The cost of each steering option alone, as a multiple of the plain step (what `bench --cost` prints)."""
+        plain = self.flops_per_step
+        parts = {"4 views": self.steering_flops(views=4), "2 noises": self.steering_flops(noises=2),
+                 "keep": self.steering_flops(keep=1.0), "all three": self.steering_flops(4, 2, 1.0)}
+        return "steering (steering.py), a step with: " + ", ".join(f"{k} x{v / plain:.2f}" for k, v in parts.items())
 
     @property
     def mode(self) -> str:

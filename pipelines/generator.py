@@ -211,6 +211,18 @@ class Generator(ABC):
                 model.enable_gradient_checkpointing() if on else model.disable_gradient_checkpointing()
 
     @contextmanager
+    def without_lora(self) -> Iterator[None]:
+        """Inside: the base model, bit for bit (the adapters of the run are switched off, not removed)."""
+        adapters = bool(getattr(self.transformer, "peft_config", None))
+        if adapters:
+            self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            if adapters:
+                self.transformer.enable_adapters()
+
+    @contextmanager
     def compiled(self, on: bool = True) -> Iterator[None]:
         """Inside: `self.transformer` is the torch.compile'd module (the same weights and adapters); the stock
         pipeline keeps the plain one, and so does everything after. The compiled module is kept for the next

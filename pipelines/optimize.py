@@ -26,13 +26,15 @@ from tqdm.auto import tqdm
 from overlays import CONTROLS, composite
 from overlays.common import with_suffix
 
-from . import lora, modelspec
+from . import lora, modelspec, steering
 from .checks import (
     MAX_ANSWER_CHARS,
     MAX_EVAL_SEEDS,
     MAX_TOTAL_STEPS,
     check_alpha,
+    check_keep,
     check_learning_rate,
+    check_noises,
     check_output,
     check_prompt,
     check_rank,
@@ -41,6 +43,7 @@ from .checks import (
     check_steps,
     check_target_p,
     check_text,
+    check_views,
 )
 from .files import write_text
 from .generator import Conditioning, Generator
@@ -50,6 +53,7 @@ TRAIN_SEED_STRIDE = 100_003  # step k of a run with seed s draws its noise from 
 UNSEEN_SEED_OFFSET = 50_000  # evaluation seeds s * stride + offset + i: past MAX_TOTAL_STEPS, never trained on
 EVAL_SEEDS = 4  # unseen seeds judged at the end of every run
 TARGET_WINDOW = 5  # early stopping looks at the running mean P over this many last steps
+NOISE_STRIDE = 2**50  # a step's extra noises (`step_seeds`) draw from seeds this far apart
 
 
 def train_seed(seed: int, step: int) -> int:
@@ -82,6 +86,7 @@ class Evaluation:
     images_base: list[Image.Image] = field(default_factory=list, repr=False)
     images_lora: list[Image.Image] = field(default_factory=list, repr=False)
     skipped: str | None = None  # why there is no evaluation (e.g. the run was stopped)
+    guard: steering.Guard | None = None  # texture, diversity and prompt after / before, and warnings
 
     @property
     def mean_base(self) -> float:
@@ -95,12 +100,14 @@ class Evaluation:
         if self.skipped:
             return {"skipped": self.skipped}
         return {"seeds": self.seeds, "p_scale0": self.p_base, "p_scale1": self.p_lora,
-                "mean_scale0": self.mean_base, "mean_scale1": self.mean_lora}
+                "mean_scale0": self.mean_base, "mean_scale1": self.mean_lora} | (
+                    {"guard": self.guard.as_dict()} if self.guard else {})
 
     def line(self) -> str:
         if self.skipped:
             return f"unseen seeds: not evaluated ({self.skipped})"
-        return f"unseen seeds: P {self.mean_base:.2f} -> {self.mean_lora:.2f} ({len(self.seeds)} seeds)"
+        warning = f"\nwarning: {self.guard.line()}" if self.guard and self.guard.warnings else ""
+        return f"unseen seeds: P {self.mean_base:.2f} -> {self.mean_lora:.2f} ({len(self.seeds)} seeds){warning}"
 
 
 @dataclass
@@ -114,6 +121,7 @@ class Result:
     reached_target: bool = False  # stopped early: the running mean P passed `target_p`
     unseen: Evaluation = field(default_factory=lambda: Evaluation(skipped="no unseen seeds asked for"))
     parent: lora.Parent | None = None  # the LoRA this run continued from
+    steering: dict[str, object] = field(default_factory=dict)  # views, noises, keep: what held the picture
 
     @property
     def total_steps(self) -> int:
@@ -152,14 +160,35 @@ def lora_settings(preset, rank: int | None, alpha: float | None, lr: float | Non
     return rank, check_alpha(alpha), check_learning_rate(preset.learning_rate if lr is None else lr)
 
 
-def judged_pixels(generator: Generator, cond: Conditioning, seed: int, overlay: np.ndarray | None) -> torch.Tensor:
-    """One training sample: x_t (no grad) -> ONE transformer step -> x0_hat -> pixels -> overlay."""
+def clean_estimate(generator: Generator, cond: Conditioning, seed: int) -> torch.Tensor:
+    """One training sample: x_t (no grad) -> ONE transformer step -> x0_hat -> pixels (1, 3, H, W)."""
     x_t, sigma = generator.noisy_latents(cond, seed)
     v = generator.velocity(x_t, sigma, cond)
     pixels = generator.decode(x_t - sigma * v)
     # Clamp for the VLM, but let the gradient through saturated pixels (a plain clamp zeroes it there).
-    pixels = pixels + (pixels.clamp(0, 1) - pixels).detach()
+    return pixels + (pixels.clamp(0, 1) - pixels).detach()
+
+
+def judged_pixels(generator: Generator, cond: Conditioning, seed: int, overlay: np.ndarray | None) -> torch.Tensor:
+    """`clean_estimate` with the visual prompt on top: what the judge sees."""
+    pixels = clean_estimate(generator, cond, seed)
     return pixels if overlay is None else composite(pixels, overlay)
+
+
+def views_nll(vlm: VLM, pixels: torch.Tensor, qa_pairs: list[QA], views: steering.Views | None,
+              generator: torch.Generator) -> torch.Tensor:
+    """Each answer's NLL, averaged over the judge's views of `pixels` (one batched VLM call), (len(qa_pairs),)."""
+    if views is None:
+        return vlm.answer_nll(pixels, qa_pairs)
+    seen = steering.judged_views(pixels, views, generator)
+    nll = vlm.nll_rows([(view, q, a) for view in seen for q, a in qa_pairs])
+    return nll.view(len(seen), len(qa_pairs)).mean(0)
+
+
+def step_seeds(seed: int, step: int, noises: int) -> list[int]:
+    """The noise seeds of one training step: `train_seed` for the first, then the same plus NOISE_STRIDE, twice
+    that, ... (above any `train_seed` or `unseen_seeds` value of a 32-bit seed)."""
+    return [train_seed(seed, step) + j * NOISE_STRIDE for j in range(noises)]
 
 
 @torch.no_grad()
@@ -173,17 +202,21 @@ def score_image(vlm: VLM, image: Image.Image, overlay: Image.Image | np.ndarray 
 
 @torch.no_grad()
 def evaluate_unseen(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: list[QA], seeds: list[int],
-                    overlay: np.ndarray | None = None) -> Evaluation:
-    """Judge the trained LoRA (attached to `generator.transformer`) on `seeds` at scale 1, then at scale 0."""
+                    overlay: np.ndarray | None = None, prompt: str | None = None) -> Evaluation:
+    """Judge the trained LoRA (attached to `generator.transformer`) on `seeds` at scale 1, then at scale 0, and
+    `steering.guard` the pictures (with the judge's P that they show `prompt`, where it is given)."""
     out = Evaluation(seeds=list(seeds))
     out.images_lora = [generator.generate(cond, s) for s in seeds]
-    generator.transformer.disable_adapters()  # scale 0: the base model, bit for bit
-    try:
+    with generator.without_lora():  # scale 0: the base model, bit for bit
         out.images_base = [generator.generate(cond, s) for s in seeds]
-    finally:
-        generator.transformer.enable_adapters()
     out.p_lora = [score_image(vlm, image, overlay, qa_pairs) for image in out.images_lora]
     out.p_base = [score_image(vlm, image, overlay, qa_pairs) for image in out.images_base]
+    shows = None
+    if prompt:
+        asked = [(prompt_question(prompt), "Yes")]
+        shows = tuple(float(np.mean([score_image(vlm, im, None, asked) for im in images]))
+                      for images in (out.images_base, out.images_lora))
+    out.guard = steering.guard(out.images_base, out.images_lora, shows)
     return out
 
 
@@ -194,7 +227,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              finish_now: Callable[[], bool] = lambda: False, progress: bool = True,
              gradient_checkpointing: bool | None = None,
              target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None,
-             compile: bool = False) -> Result:
+             compile: bool = False, views: steering.Views | int | None = None, noises: int | None = None,
+             keep: float | None = None) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -218,6 +252,13 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             optimizer state), so 10 + 10 steps differ from 20 in one run by Adam's moments only.
         compile: run the gradient step's transformer through torch.compile (faster steps after a compile of a
             minute or so on a GPU; ZeroGPU does not support it).
+        views: the judge sees these random views of each image (or this many `steering.Views`) and the loss
+            averages them (0: the image itself; None: the preset's).
+        noises: initial noises per step (`step_seeds`); the gradients of their losses are averaged (None: the
+            preset's).
+        keep: weight of `steering.keep_loss`, which holds colours and texture to the base model's picture for the
+            same noise (0: off; costs one more transformer pass and decode per noise, without gradient; None: the
+            preset's).
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
@@ -230,7 +271,16 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
                          f"{MAX_TOTAL_STEPS} a LoRA may have")
     check_target_p(target_p)
+    preset = generator.preset
+    views = preset.views if views is None else views
+    if isinstance(views, int):
+        views = steering.Views(check_views(views)) if views else None
+    elif views is not None:
+        check_views(views.count)
+    noises = check_noises(preset.noises if noises is None else noises)
+    keep = check_keep(preset.keep if keep is None else keep)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
+    view_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
     if gradient_checkpointing is None:
         gradient_checkpointing = generator.preset.gradient_checkpointing
@@ -241,6 +291,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             lora.load_parent(generator.transformer, init, alpha)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         result, start = Result({}, rank, alpha, parent=init), time.perf_counter()
+        result.steering = {"views": dataclasses.asdict(views) if views else None, "noises": noises, "keep": keep}
         for step in tqdm(range(1, steps + 1), desc="optimizing", disable=not progress):
             if should_stop():
                 result.cancelled = True
@@ -248,16 +299,25 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             if finish_now():
                 result.stopped_at = step - 1
                 break
-            with generator.compiled(compile):
-                pixels = judged_pixels(generator, cond, train_seed(seed, done + step), overlay)
-            nll = vlm.answer_nll(pixels.to(vlm.device), qa_pairs)  # one value per (question, answer)
-            loss = nll.mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses, ps = [], []
+            for noise_seed in step_seeds(seed, done + step, noises):
+                with generator.compiled(compile):
+                    pixels = clean_estimate(generator, cond, noise_seed)
+                judged = pixels if overlay is None else composite(pixels, overlay)
+                nll = views_nll(vlm, judged.to(vlm.device), qa_pairs, views, view_rng)  # per (question, answer)
+                loss = nll.mean()
+                if keep:
+                    with torch.no_grad(), generator.without_lora():
+                        base = clean_estimate(generator, cond, noise_seed)
+                    loss = loss + keep * steering.keep_loss(pixels, base)
+                (loss / noises).backward()
+                losses.append(loss.detach())
+                ps.append(torch.exp(-nll.detach()).mean())
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             # One host sync per step, after the step is queued: the loss and P for the callback and the check.
-            loss_value, p = torch.stack([loss.detach(), torch.exp(-nll.detach()).mean()]).tolist()
+            loss_value, p = torch.stack([torch.stack(losses).mean(), torch.stack(ps).mean()]).tolist()
             if not math.isfinite(loss_value):  # a broken LoRA is worse than none: stop, save nothing
                 raise ValueError(f"the loss became {loss_value} at step {step}: the run was stopped and no LoRA "
                                  f"was saved (try a lower learning rate than {lr:g})")
@@ -278,7 +338,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         elif not result.history:
             result.unseen = Evaluation(skipped="the run was stopped before its first step")
         elif eval_seeds:
-            result.unseen = evaluate_unseen(generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds), overlay)
+            result.unseen = evaluate_unseen(generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds), overlay,
+                                            prompt if isinstance(prompt, str) else None)
         return result
     finally:
         lora.remove_all_lora(generator.transformer)
@@ -325,7 +386,7 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
         "seed": seed, "overlay": overlay_description, "controls": controls,
         "final_loss": result.history[-1].loss if result.history else None,
         "reached_target": result.reached_target,
-        "unseen_seeds": result.unseen.as_dict(),
+        "unseen_seeds": result.unseen.as_dict(), "steering": result.steering,
     }
     if result.parent is not None:
         meta["parent_sha256"] = result.parent.sha256
@@ -409,6 +470,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="gradient checkpointing: less memory, about a third more time per step")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the transformer for the gradient step (off by default; not on ZeroGPU)")
+    parser.add_argument("--views", type=int,
+                        help="the judge sees this many random views (shifted, zoomed, blurred) of each image and the "
+                             "loss averages them: gradients that survive views are less adversarial (0: off; "
+                             "default: the preset's)")
+    parser.add_argument("--noises", type=int, help="initial noises per step, the LoRA must work for all (default: "
+                                                   "the preset's)")
+    parser.add_argument("--keep", type=float,
+                        help="weight of a term holding colours and texture to the base model's picture (0: off; "
+                             "default: the preset's)")
     parser.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
     args = parser.parse_args(argv)
     with cli.errors_as_messages():
@@ -420,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         target_p = parse_target_p(args.target_p, preset)
         if args.seed is not None:
             check_seed(args.seed)
+        views = check_views(preset.views if args.views is None else args.views)
+        noises = check_noises(preset.noises if args.noises is None else args.noises)
+        keep = check_keep(preset.keep if args.keep is None else args.keep)
         if args.init_lora:
             lora.check_lora_file(args.init_lora)
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
@@ -452,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
         generator, vlm = cli.load_models(args, preset)
         init = lora.read_parent(args.init_lora, generator.transformer, preset.name) if args.init_lora else None
         seed = args.seed if args.seed is not None else (init.seed if init and init.seed is not None else 0)
-        cond = generator.encode(prompt)
         bar = {"loss": None}
 
         def report(step: Step) -> None:
@@ -460,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
 
         with stop_on_interrupt() as stop:
-            result = optimize(generator, vlm, cond, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
+            result = optimize(generator, vlm, prompt, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                               rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
                               eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile, finish_now=stop,
+                              views=views, noises=noises, keep=keep,
                               gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
         if not result.history:
             raise ValueError("stopped before the first step: nothing was trained and no LoRA was saved")

@@ -58,6 +58,11 @@ class Preset:
     gradient_checkpointing: bool = True
     # Early stopping: end the run once the running mean P(expected answers) passes this (None: run every step).
     target_p: float | None = None
+    # Steering that keeps the picture (`steering.py`): judged views per image, initial noises per step, and the
+    # preservation term's weight. 0, 1, 0 is the paper's method.
+    views: int = 0
+    noises: int = 1
+    keep: float = 0.0
     # Whether the VLM understands "Does this image show {prompt}?" (the app's keep-prompt tick box starts on).
     keep_prompt: bool = True
     known_scenes: tuple[str, ...] = ()  # a toy world's scenes, one of which its prompts name (empty: any prompt)

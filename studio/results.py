@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
-from pipelines.optimize import Evaluation, Step
+from pipelines.optimize import EVAL_SEEDS, Evaluation, Step
 
 from .controls import DISPLAY, for_display, overlaid
 from .shared import (
@@ -61,8 +61,9 @@ class Results:
                 self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
                 self.download = gr.DownloadButton(NO_DOWNLOAD_LABEL, interactive=False, elem_id=f"{prefix}-download")
                 self.continue_from = gr.Checkbox(False, label=CONTINUE_LABEL, elem_id=f"{prefix}-continue")
+        # Both rows in view without scrolling inside the gallery: one column per seed, the height the rows need.
         self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
-                                 columns=4, height=300, elem_id=f"{prefix}-unseen")
+                                 columns=EVAL_SEEDS, height="auto", elem_id=f"{prefix}-unseen")
         with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
             with gr.Row():
                 self.apply_prompt = gr.Textbox(label="Prompt", value=apply_prompt, scale=3)
@@ -107,8 +108,14 @@ def unseen_markdown(unseen: Evaluation | None) -> str:
         return f"**Unseen seeds:** not evaluated ({unseen.skipped if unseen else 'no evaluation'})."
     rows = ", ".join(f"seed {s}: {a:.2f} -> {b:.2f}" for s, a, b in zip(unseen.seeds, unseen.p_base, unseen.p_lora,
                                                                      strict=True))
+    guard = ""
+    if unseen.guard:
+        g = unseen.guard
+        spread = "" if np.isnan(g.diversity) else f", variety across seeds x{g.diversity:.2f}"
+        shows = "" if g.prompt_p is None else f", P(shows the prompt) {g.prompt_p[0]:.2f} -> {g.prompt_p[1]:.2f}"
+        guard = f" After / before: texture x{g.texture:.2f}{spread}{shows}."
     return (f"**Unseen seeds** ({len(unseen.seeds)}, never trained on): mean P(expected answers) "
-            f"**{unseen.mean_base:.3f}** at LoRA scale 0 -> **{unseen.mean_lora:.3f}** at scale 1 ({rows}).")
+            f"**{unseen.mean_base:.3f}** at LoRA scale 0 -> **{unseen.mean_lora:.3f}** at scale 1 ({rows}).{guard}")
 
 
 def unseen_gallery(unseen: Evaluation | None, overlay: Image.Image | np.ndarray | None,
@@ -135,8 +142,10 @@ def continued_lora(session: dict | None, tab: str, continue_from: bool) -> str |
 
 def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | None, progress, prompt: str,
                seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay=None, description: str = "",
-               controls: Sequence[str] | None = None, continue_from: bool = False) -> Iterator[dict[str, object]]:
-    """The run behind an Optimize button as updates of the Results block (dicts keyed by FIELDS)."""
+               controls: Sequence[str] | None = None, continue_from: bool = False,
+               steering: dict | None = None) -> Iterator[dict[str, object]]:
+    """The run behind an Optimize button as updates of the Results block (dicts keyed by FIELDS); `steering`:
+    `optimize`'s views, noises and keep (absent: the preset's)."""
     init_path = continued_lora(session, tab, continue_from)
     session = session or new_session(app, request)
     session["runs"] += 1
@@ -145,7 +154,7 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
     session.setdefault("active", {})[tab] = str(stop_file)  # what this tab's Stop button touches
     try:
         yield from run_updates(app, tab, session, progress, out_path, stop_file, prompt, seed, qa, steps, overlay,
-                               description, controls, init_path)
+                               description, controls, init_path, steering)
     finally:
         session["active"].pop(tab, None)
         stop_file.unlink(missing_ok=True)
@@ -153,7 +162,8 @@ def stream_run(app: App, tab: str, session: dict | None, request: gr.Request | N
 
 def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, stop_file: Path, prompt: str,
                 seed: int, qa: Sequence[tuple[str, str]], steps: int, overlay, description: str,
-                controls: Sequence[str] | None, init_path: str | None) -> Iterator[dict[str, object]]:
+                controls: Sequence[str] | None, init_path: str | None,
+                steering: dict | None = None) -> Iterator[dict[str, object]]:
     """stream_run's updates, once the session, the LoRA's path and the stop file are set."""
     history: list[Step] = []
     empty = history_frame([])
@@ -164,7 +174,8 @@ def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, sto
            "live": None, "loss": empty, "p": empty, "slider": None, "scores": "", "download": None, "unseen": [],
            "session": session}
     for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description,
-                         None if controls is None else list(controls), init_path, str(stop_file)):
+                         None if controls is None else list(controls), init_path, str(stop_file),
+                         steering=steering):
         if event.kind == "start":
             yield {"status": f"Optimizing: step 0/{steps}. P(expected answers) before: {event.p_before:.4f}",
                    "live": for_display(event.before)}
@@ -193,14 +204,18 @@ def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, sto
             early = (f" (stopped at step {event.stopped_at} of {steps})" if stopped
                      else f" (stopped early: P reached {app.preset.target_p:g})" if len(event.history) < steps
                      else "")
-            scores = (f"**P(expected answers)** for seed {seed}, as the VLM sees it: before "
+            guard = event.unseen.guard if event.unseen else None
+            warning = (f"**Warning: {guard.line()}.** Look at the unseen seeds below.\n\n"
+                       if guard and guard.warnings else "")
+            scores = (f"{warning}**P(expected answers)** for seed {seed}, as the VLM sees it: before "
                       f"**{event.p_before:.4f}**, after **{event.p_after:.4f}** (LoRA scale 1)\n\n{asked}\n\n"
                       f"LoRA `{Path(event.path).name}`: {len(event.history)} steps{early}"
                       f"{f' continuing `{event.parent}` ({event.total_steps} in all)' if event.parent else ''}, rank "
                       f"{app.preset.lora_rank}\n\n{unseen_markdown(event.unseen)}")
             done = (f"Stopped at step {event.stopped_at} of {steps}: the LoRA so far is saved, shown before/after "
                     "and judged on unseen seeds below" if stopped else f"Done: {len(event.history)} steps")
-            yield {"status": f"{done} ({time.monotonic() - start:.1f} s, final loss {event.history[-1].loss:.4f}).",
+            yield {"status": f"{done} ({time.monotonic() - start:.1f} s, final loss {event.history[-1].loss:.4f})."
+                             + (f" Warning: {guard.line()}." if warning else ""),
                    "live": for_display(overlaid(event.after, overlay, app.resolution)), "loss": frame, "p": frame,
                    "slider": (for_display(event.before), for_display(event.after)), "scores": scores,
                    "download": event.path,

@@ -18,6 +18,7 @@ from pipelines import lora
 from pipelines.generator import Conditioning, Generator
 from pipelines.optimize import Evaluation, Result, Step, optimize, save_result, score_image
 from pipelines.presets import Preset
+from pipelines.steering import step_cost
 from pipelines.vlm import QA, VLM
 
 RUN_THREAD_PREFIX = "studio-optimize-"
@@ -28,7 +29,7 @@ class _Failure:
         self.exc = exc
 
 
-def optimize_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: Sequence[QA], *,
+def optimize_stream(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pairs: Sequence[QA], *,
                     lock: threading.Lock, join_timeout: float = 600.0, **kwargs) -> Iterator[Step | Result]:
     """Run `optimize` in a worker thread and yield every Step, then the Result.
 
@@ -42,7 +43,7 @@ def optimize_stream(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
     def work() -> None:
         try:
             with lock:
-                result = optimize(generator, vlm, cond, list(qa_pairs), callback=events.put, should_stop=stop.is_set,
+                result = optimize(generator, vlm, prompt, list(qa_pairs), callback=events.put, should_stop=stop.is_set,
                                   progress=False, **kwargs)
             events.put(result)
         except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -92,7 +93,8 @@ def preview_every(steps: int) -> int:
 def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequence[QA], *, steps: int,
         out_path: str | Path, lock: threading.Lock, overlay: Image.Image | np.ndarray | None = None,
         overlay_description: str = "", target_p: float | None = None, controls: Sequence[str] | None = None,
-        init_path: str | Path | None = None, stop_file: str | Path | None = None) -> Iterator[RunEvent]:
+        init_path: str | Path | None = None, stop_file: str | Path | None = None,
+        steering: dict | None = None) -> Iterator[RunEvent]:
     """The whole job behind the Optimize button, as a stream of events.
 
     Base image for (prompt, seed) and its score -> the optimization, step by step -> the LoRA file, the image
@@ -100,7 +102,7 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     `controls`: one line per visual prompt (metadata); `init_path`: a LoRA file the run continues from.
     `stop_file`: when this file appears (the page's Stop), the run ends after the current step and keeps what it
     trained: the LoRA so far is saved and judged like a finished one. A file, not an event: on ZeroGPU the run
-    is in another process.
+    is in another process. `steering`: `optimize`'s views, noises and keep (absent: the preset's).
     """
     if overlay is not None:
         overlay = overlays.overlay_array(overlay)
@@ -114,9 +116,10 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     def finish_now() -> bool:
         return stop_file is not None and os.path.exists(stop_file)
 
-    for item in optimize_stream(generator, vlm, cond, qa_pairs, lock=lock, overlay=overlay, steps=steps,
+    # The prompt as text (its encoding is cached): the guard asks the judge whether the pictures still show it.
+    for item in optimize_stream(generator, vlm, prompt, qa_pairs, lock=lock, overlay=overlay, steps=steps,
                                 seed=seed, preview_every=preview_every(steps), target_p=target_p, init=init,
-                                finish_now=finish_now):
+                                finish_now=finish_now, **(steering or {})):
         if isinstance(item, Result):
             result = item
         else:
@@ -134,12 +137,14 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
                    parent=init.name if init else None, stopped_at=result.stopped_at)
 
 
-def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1) -> int:
+def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1, steering: dict | None = None) -> int:
     """A ZeroGPU time request for one run: generous per-step estimates, plus loading and two images.
 
     Flux (12B, 512 px) is about 0.7 s per step on an A100 in the paper (66 s for 100 steps); more questions
-    make the VLM batch longer.
+    make the VLM batch longer; steering multiplies the step (`steering.step_cost`, predicted).
     """
     per_step = {"flux": 1.0, "sana": 0.6}.get(preset.generator, 1.0) * max(1, preset.inference_steps) ** 0.5
     per_step *= 1 + 0.3 * (max(1, n_questions) - 1)
+    chosen = {"views": preset.views, "noises": preset.noises, "keep": preset.keep} | (steering or {})
+    per_step *= step_cost(chosen["views"], chosen["noises"], chosen["keep"])
     return int(min(1800, 45 + steps * per_step))

@@ -100,8 +100,9 @@ def image_seconds(preset_name: str, *args, **kwargs) -> int:
     return 20 + 2 * get_preset(preset_name).inference_steps
 
 
-def run_seconds(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, *args, **kwargs) -> int:
-    return gpu_seconds(get_preset(preset_name), steps, len(qa_pairs))
+def run_seconds(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, *args,
+                steering: dict | None = None, **kwargs) -> int:
+    return gpu_seconds(get_preset(preset_name), steps, len(qa_pairs), steering)
 
 
 def score_seconds(preset_name: str, prompt: str, images: list, sampled: bool) -> int:
@@ -135,11 +136,11 @@ def gpu_draft(preset_name: str, prompt: str, n: int) -> tuple[list[str], str]:
 @on_gpu(run_seconds)
 def gpu_run(preset_name: str, prompt: str, seed: int, qa_pairs: list, steps: int, out_path: str, overlay=None,
             overlay_description: str = "", controls: list[str] | None = None, init_path: str | None = None,
-            stop_file: str | None = None):
+            stop_file: str | None = None, steering: dict | None = None):
     generator, vlm = models(preset_name)
     yield from run(generator, vlm, prompt, seed, qa_pairs, steps=steps, out_path=out_path, lock=MODEL_LOCK,
                    overlay=overlay, overlay_description=overlay_description, target_p=generator.preset.target_p,
-                   controls=controls, init_path=init_path, stop_file=stop_file)
+                   controls=controls, init_path=init_path, stop_file=stop_file, steering=steering)
 
 
 @on_gpu(score_seconds)

@@ -88,6 +88,29 @@ def optimize_args(tmp_path, control="horizon", layers=None, **extra):
 # ---------- endpoints ----------------------------------------------------------------------------
 
 
+def test_the_steering_options_reach_the_run_and_its_file_and_bad_ones_are_one_line(server, tmp_path):
+    client = server.client()
+    final = client.predict(**optimize_args(tmp_path, steps=1, views=2, noises=2, keep_weight=1.5))
+    steering = lora_metadata(final[DOWNLOAD])["steering"]
+    assert steering["views"]["count"] == 2 and steering["noises"] == 2 and steering["keep"] == 1.5
+    assert "After / before: texture x" in final[SCORES]
+    with fails("noises per step 9 must be a whole number from 1 to 4"):
+        client.predict(**optimize_args(tmp_path, steps=1, noises=9))
+    with fails("judged views 2.5"):
+        client.predict(**optimize_args(tmp_path, steps=1, views=2.5))
+
+
+def test_the_guard_speaks_beside_the_before_and_after():
+    from pipelines.steering import Guard
+    from studio.results import unseen_markdown
+
+    unseen = optimize.Evaluation(seeds=[1, 2], p_base=[0.1, 0.2], p_lora=[0.9, 0.95])
+    unseen.guard = Guard(2.1, 0.3, (0.9, 0.4), ["the picture gained a grid texture (high-frequency energy x2.1)"])
+    text = unseen_markdown(unseen)
+    assert "texture x2.10" in text and "variety across seeds x0.30" in text and "0.90 -> 0.40" in text
+    assert unseen.guard.line().startswith("the judge may be fooled: the picture gained a grid texture")
+
+
 def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",

@@ -153,6 +153,17 @@ def test_int8_base_weights_halve_the_transformer_and_keep_dequantised_weights_fo
     assert int8.flops[False]["transformer"] == tiny_measurement.flops[False]["transformer"]
 
 
+def test_steering_costs_views_on_the_vlm_noises_on_everything_and_keep_a_forward(tiny_measurement):
+    report = cost.estimate(None, checkpointing=False, measurement=tiny_measurement)
+    stage = {s.name: s.flops for s in report.stages}
+    plain = report.flops_per_step
+    assert report.steering_flops() == plain
+    assert report.steering_flops(views=4) == pytest.approx(plain + 3 * stage["vlm"])
+    assert report.steering_flops(noises=2) == pytest.approx(2 * plain)
+    assert plain < report.steering_flops(keep=1.0) < plain + stage["transformer"] + stage["vae decode"]
+    assert "a step with: 4 views x" in report.text() and "keep x" in report.text()
+
+
 def test_report_text_and_json_say_it_is_a_prediction(tiny_measurement):
     report = cost.estimate(None, measurement=tiny_measurement, peak_tflops=100)
     assert report.text().startswith("PREDICTION")

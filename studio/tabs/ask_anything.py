@@ -19,7 +19,7 @@ from pipelines.optimize import with_prompt_guard
 from ..questions import parse_questions
 from ..results import Results, stream_run
 from ..shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_draft, handler, user_errors
-from .visual_prompts import KEEP_LABEL
+from ..steering import KEEP_LABEL, SteeringBox, steering_options
 
 
 @user_errors("drafting questions")
@@ -32,15 +32,17 @@ def draft_questions(app: App, prompt: str, n: float) -> tuple[str, str]:
 
 @user_errors("optimizing")
 def ask_optimize(app: App, prompt: str, seed: float, questions: str, steps: float, keep_prompt: bool = False,
-                 continue_from: bool = False, session: dict | None = None, request: gr.Request = None,
+                 continue_from: bool = False, views: float | None = None, noises: float | None = None,
+                 keep_weight: float | None = None, session: dict | None = None, request: gr.Request = None,
                  progress=gr.Progress()):  # noqa: B008
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
+    steering = steering_options(views, noises, keep_weight)
     qa = parse_questions(questions)
     if keep_prompt:
         qa = with_prompt_guard(qa, prompt)
     yield from stream_run(app, "ask", session, request, progress, prompt, seed, qa, steps,
-                          continue_from=bool(continue_from))
+                          continue_from=bool(continue_from), steering=steering)
 
 
 class AskAnythingTab:
@@ -61,6 +63,7 @@ class AskAnythingTab:
                     self.note = gr.Markdown()
                     self.steps = SliderBox(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL)
+                    self.steering = SteeringBox(preset, "ask")
                     with gr.Row():
                         self.button = gr.Button("Optimize", variant="primary", elem_id="ask-optimize")
                         self.stop = gr.Button("Stop", variant="stop", elem_id="ask-stop")
@@ -70,7 +73,7 @@ class AskAnythingTab:
         results = self.results.components(session)
         self.button.click(handler(ask_optimize, app, results),
                                 [self.prompt, self.seed, self.questions, self.steps, self.keep,
-                                 self.results.continue_from, session],
+                                 self.results.continue_from, *self.steering.inputs(), session],
                                 list(results.values()), api_name="ask_optimize",
                                 show_progress_on=[self.results.status], **GPU_EVENT)
         self.results.wire_stop(self.stop, session, "ask_stop")

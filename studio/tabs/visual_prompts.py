@@ -38,12 +38,11 @@ from ..shared import (
     read_upload,
     user_errors,
 )
+from ..steering import KEEP_LABEL, SteeringBox, steering_options
 
 COMBINE_LABEL = ("Combine with (each set with its own settings below; the canvas is the Control's: a combined horizon "
                  "takes its height, combined depth its points). The marks must not overlap: a palette strip and a "
                  "line-weight stroke are stacked at the bottom")
-KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
-              "away from the prompt)")
 START_CONTROL = "horizon"
 
 
@@ -156,6 +155,7 @@ def on_control(app: App, control: str, base, settings: dict, combine: list[str] 
 @user_errors("optimizing")
 def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions: str | None, steps: float,
              settings: dict, keep_prompt: bool = False, combine: list[str] | None = None, continue_from: bool = False,
+             views: float | None = None, noises: float | None = None, keep_weight: float | None = None,
              session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
     """Train a LoRA so the VLM answers the visual prompt's questions as expected; streams progress, then the
     before/after images, the scores and the LoRA file.
@@ -170,15 +170,18 @@ def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions
         keep_prompt: also ask 'Does this image show {prompt}?' (a guard against drift).
         combine: other controls drawn into the same overlay from their settings, e.g. ["palette"].
         continue_from: start from this session's latest LoRA instead of from zero.
+        views, noises, keep_weight: what keeps the picture (`pipelines.steering`): judged views per image, noises
+            per step, the preservation weight (not sent: the preset's).
     """
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
+    steering = steering_options(views, noises, keep_weight)
     ctrl = built(app, control, canvas, questions, settings, combine)
     qa = asked(ctrl, questions)
     if keep_prompt:
         qa = with_prompt_guard(qa, prompt)
     yield from stream_run(app, "visual", session, request, progress, prompt, seed, qa, steps, ctrl.overlay,
-                          ctrl.description, ctrl.controls, bool(continue_from))
+                          ctrl.description, ctrl.controls, bool(continue_from), steering)
 
 
 @user_errors("reading the palette")
@@ -299,6 +302,7 @@ class VisualPromptsTab:
                     self.steps = SliderBox(1, APP_MAX_STEPS, value=preset.steps, step=1, label="Steps",
                                            elem_id="steps")
                     self.keep = gr.Checkbox(preset.keep_prompt, label=KEEP_LABEL, elem_id="keep-prompt")
+                    self.steering = SteeringBox(preset, "visual")
                     with gr.Row():
                         self.opt_button = gr.Button("Optimize", variant="primary", elem_id="optimize")
                         self.stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -421,7 +425,8 @@ class VisualPromptsTab:
         self.opt_button.click(
             with_settings(optimize, app, 6, results),
             [self.prompt, self.seed, self.control, self.editor, self.questions, self.steps, *settings, self.keep,
-             self.combine, self.results.continue_from, self.session], list(results.values()), api_name="optimize",
+             self.combine, self.results.continue_from, *self.steering.inputs(), self.session],
+            list(results.values()), api_name="optimize",
             show_progress_on=[self.results.status],
             **GPU_EVENT)
         self.results.wire_stop(self.stop_button, self.session, "stop")
