@@ -28,6 +28,8 @@ from scipy import ndimage
 from overlays.colors import ciede2000_lab, srgb_to_lab
 from overlays.palette import extract_palette
 
+from .steering import high_frequency
+
 SIZE = 112  # Flux packs 16 px cells and Qwen merges 28 px ones: 112 keeps both whole
 RGB = tuple[float, float, float]
 
@@ -543,14 +545,9 @@ def scene_palette(scene: Scene, n: int = 6) -> list[tuple[int, int, int]]:
 
 # ---------- scores -----------------------------------------------------------------------------------------------
 
-_CLEAN_HIGH_FREQUENCY = 0.66  # the median of `high_frequency` over clean renders (tests/test_world.py checks it)
-
-
-def high_frequency(image: Image.Image | np.ndarray) -> float:
-    """Mean absolute difference between the image's luminance and its 3x3 average: flat gradients give little,
-    tiled textures and stripes a lot, and the few real edges of a clean scene little."""
-    lum = as_array(image) @ np.array([0.299, 0.587, 0.114])
-    return float(np.abs(lum - ndimage.uniform_filter(lum, 3, mode="nearest")).mean())
+# The median of `steering.high_frequency` (|luminance - its 3x3 average|: flat gradients give little, tiled textures
+# and stripes a lot) over clean renders (tests/test_world.py checks it).
+_CLEAN_HIGH_FREQUENCY = 0.66
 
 
 def artefacts(image: Image.Image | np.ndarray) -> float:
