@@ -85,6 +85,8 @@ class Control(ABC):
         question: the paper's question for this prompt, ending "Answer with Yes or No.".
         drawn: what a user paints on the canvas for it, or None if it is not read from the canvas.
         uses_questions: its questions are the user's own (values["questions"]), not added to them.
+        changes: what it asks the picture to change, "layout" or "colours": the preservation term
+            (`pipelines.steering.keep_loss`) holds the rest.
         settings: the app's inputs; flags: the CLI's.
     """
 
@@ -92,6 +94,7 @@ class Control(ABC):
     question: str = ""
     drawn: str | None = None
     uses_questions: bool = False
+    changes: str = "layout"
     settings: tuple[Setting, ...] = ()
     flags: tuple[Flag, ...] = ()
 

@@ -165,6 +165,7 @@ class Palette(Control):
     """The palette control: swatches from colours, a preset or a picture; a strip at the bottom."""
 
     name, question = NAME, QUESTION
+    changes = "colours"
     settings = (Setting("palette_colors", "colors", "Swatches (2 to 8 colours)",
                         default=" ".join(load_presets()["retro"])),)
     flags = (Flag("palette", "palette", "text", f"palette: a preset ({', '.join(load_presets())})"),

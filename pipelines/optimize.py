@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,7 +228,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
              gradient_checkpointing: bool | None = None,
              target_p: float | None = None, eval_seeds: int = EVAL_SEEDS, init: lora.Parent | None = None,
              compile: bool = False, views: steering.Views | int | None = None, noises: int | None = None,
-             keep: float | None = None) -> Result:
+             keep: float | None = None, hold: Sequence[str] = ("colours", "texture")) -> Result:
     """Train a LoRA of the generator's transformer so that the VLM answers `qa_pairs` as expected.
 
     Args:
@@ -259,6 +259,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         keep: weight of `steering.keep_loss`, which holds colours and texture to the base model's picture for the
             same noise (0: off; costs one more transformer pass and decode per noise, without gradient; None: the
             preset's).
+        hold: what `keep` holds (of `steering.HELD`): what the visual prompts do not ask to change
+            (`steering.held` of their `Control.changes`; a palette changes colours, so the layout is held).
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
@@ -279,6 +281,9 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         check_views(views.count)
     noises = check_noises(preset.noises if noises is None else noises)
     keep = check_keep(preset.keep if keep is None else keep)
+    hold = tuple(hold)
+    if not set(hold) <= set(steering.HELD):
+        raise ValueError(f"hold {hold!r} must name some of {', '.join(steering.HELD)}")
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     view_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
@@ -291,7 +296,8 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             lora.load_parent(generator.transformer, init, alpha)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         result, start = Result({}, rank, alpha, parent=init), time.perf_counter()
-        result.steering = {"views": dataclasses.asdict(views) if views else None, "noises": noises, "keep": keep}
+        result.steering = {"views": dataclasses.asdict(views) if views else None, "noises": noises, "keep": keep,
+                           "hold": list(hold) if keep else []}
         for step in tqdm(range(1, steps + 1), desc="optimizing", disable=not progress):
             if should_stop():
                 result.cancelled = True
@@ -310,7 +316,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
                 if keep:
                     with torch.no_grad(), generator.without_lora():
                         base = clean_estimate(generator, cond, noise_seed)
-                    loss = loss + keep * steering.keep_loss(pixels, base)
+                    loss = loss + keep * steering.keep_loss(pixels, base, hold)
                 (loss / noises).backward()
                 losses.append(loss.detach())
                 ps.append(torch.exp(-nll.detach()).mean())
@@ -536,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                               rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
                               eval_seeds=args.eval_seeds, target_p=target_p, compile=args.compile, finish_now=stop,
                               views=views, noises=noises, keep=keep,
+                              hold=steering.held(CONTROLS[name].changes for name in args.control or []),
                               gradient_checkpointing={"preset": None, "on": True, "off": False}[args.checkpointing])
         if not result.history:
             raise ValueError("stopped before the first step: nothing was trained and no LoRA was saved")

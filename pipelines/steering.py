@@ -18,6 +18,7 @@ and one alarm, each an option of `optimize`:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,12 +112,33 @@ def colour_distance(pixels: torch.Tensor, base: torch.Tensor, side: int = 32) ->
     return 0.5 * (nearest.min(1).values.mean() + nearest.min(0).values.mean())
 
 
-def keep_loss(pixels: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """How far a picture strayed from the base model's picture for the same noise, in what a horizon or a depth
-    question does not ask about: its colours (`colour_distance`) and texture it did not have (high-frequency
+HELD = ("colours", "layout", "texture")  # what `keep_loss` can hold
+
+
+def layout_distance(pixels: torch.Tensor, base: torch.Tensor, side: int = 8) -> torch.Tensor:
+    """Where light and dark are, whatever the colours: the two pictures' luminance at `side` x `side`, each
+    standardised (so a recolouring that keeps the light's pattern costs nothing), compared cell by cell."""
+    luma = torch.tensor(LUMA).to(pixels).view(1, 3, 1, 1)
+    small = [F.adaptive_avg_pool2d((x * luma).sum(1, keepdim=True), side).flatten() for x in (pixels, base)]
+    a, b = ((x - x.mean()) / (x.std() + 1e-3) for x in small)
+    return 0.1 * (a - b).abs().mean()  # 0.1: about the scale of `colour_distance` for a changed scene
+
+
+def held(changed: Iterable[str]) -> tuple[str, ...]:
+    """What `keep_loss` holds when the visual prompts ask to change `changed` (their `Control.changes`): the rest,
+    and the texture always."""
+    changed = set(changed)
+    return tuple(h for h in HELD if h not in changed or h == "texture")
+
+
+def keep_loss(pixels: torch.Tensor, base: torch.Tensor, hold: Iterable[str] = ("colours", "texture")) -> torch.Tensor:
+    """How far a picture strayed from the base model's picture for the same noise in what it should keep (`hold`,
+    of HELD): its colours (`colour_distance`; a horizon question does not ask about them), its layout
+    (`layout_distance`; a palette question does not ask about it), and texture it did not have (high-frequency
     energy above the base's)."""
-    texture = F.relu(high_frequency_map(pixels).mean() - high_frequency_map(base).mean())
-    return colour_distance(pixels, base) + texture
+    terms = {"colours": lambda: colour_distance(pixels, base), "layout": lambda: layout_distance(pixels, base),
+             "texture": lambda: F.relu(high_frequency_map(pixels).mean() - high_frequency_map(base).mean())}
+    return sum((terms[h]() for h in hold), torch.zeros((), device=pixels.device))
 
 
 # ---------- the guard --------------------------------------------------------------------------------------------

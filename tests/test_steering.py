@@ -150,3 +150,18 @@ def test_bad_steering_flags_are_one_line(tmp_path, flag, value, message):
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "x.safetensors").exists()
 
+
+
+def test_what_is_held_is_what_the_visual_prompts_do_not_change():
+    from overlays import CONTROLS
+
+    assert steering.held([CONTROLS["horizon"].changes]) == ("colours", "texture")
+    assert steering.held([CONTROLS["palette"].changes]) == ("layout", "texture")
+    assert steering.held([CONTROLS["palette"].changes, CONTROLS["depth"].changes]) == ("texture",)
+    image = landscape(40)
+    recoloured = image * 0.5  # what a palette asks for: the same layout in other colours
+    moved = landscape(80)
+    hold_layout = ("layout", "texture")
+    assert float(steering.keep_loss(recoloured, image, hold_layout)) < float(steering.keep_loss(moved, image,
+                                                                                                 hold_layout))
+    assert float(steering.keep_loss(recoloured, image)) > float(steering.keep_loss(moved, image))

@@ -19,6 +19,7 @@ from overlays.base import MissingValues
 from overlays.colors import parse_colors, to_hex
 from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
 from pipelines.optimize import with_prompt_guard
+from pipelines.steering import held
 
 from ..controls import DISPLAY, build_controls, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
@@ -175,8 +176,9 @@ def optimize(app: App, prompt: str, seed: float, control: str, canvas, questions
     """
     prompt, seed = check_prompt(prompt), check_seed(seed)
     steps = check_steps(steps, APP_MAX_STEPS)
-    steering = steering_options(views, noises, keep_weight)
     ctrl = built(app, control, canvas, questions, settings, combine)
+    changed = [overlays.CONTROLS[name].changes for name in [control, *(combine or [])]]
+    steering = steering_options(views, noises, keep_weight) | {"hold": held(changed)}
     qa = asked(ctrl, questions)
     if keep_prompt:
         qa = with_prompt_guard(qa, prompt)
