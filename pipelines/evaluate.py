@@ -36,12 +36,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from overlays import composite, horizon, palette
+from overlays import CONTROLS, composite, horizon, palette
 
 from . import cli, world
 from .checks import check_output_dir, check_prompt
 from .files import replacing, write_text
 from .optimize import optimize, prompt_question, score_image, with_prompt_guard
+from .steering import held
 from .vlm import from_pil
 
 LINES = (0.2, 0.35, 0.5, 0.65, 0.8)  # Table 6: five lines about equally spaced over the height
@@ -190,6 +191,7 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
     start = time.perf_counter()
     result = optimize(generator, vlm, run.prompt, asked, overlay=overlay, steps=steps, seed=run.seed,
                       progress=False, target_p=target_p, eval_seeds=seeds, **run.options,
+                      hold=held([CONTROLS[run.task].changes]),
                       finish_now=lambda: budget is not None and time.perf_counter() - start > budget)
     unseen = result.unseen
 
