@@ -67,7 +67,7 @@ class Preset:
     keep_prompt: bool = True
     known_scenes: tuple[str, ...] = ()  # a toy world's scenes, one of which its prompts name (empty: any prompt)
     page_defaults: tuple[tuple[str, str], ...] = ()  # (field, text) replacing PAGE_DEFAULTS for this preset
-    trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM was trained on (None: all)
+    trained_controls: tuple[str, ...] | None = None  # the visual prompts the VLM answers (None: all)
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The memory plan (BENCHMARKS.md, `pipelines.bench --cost`): frozen transformer weights as loaded ("bf16") or
     # 8-bit weight-only ("int8", "fp8"; torchao), and text encoders that wait on the CPU between prompts.
@@ -103,11 +103,13 @@ class Preset:
         return dict(self.page_defaults).get(field, PAGE_DEFAULTS[field])
 
     def control_note(self, control: str) -> str | None:
-        """A note when the VLM was not trained on this visual prompt (its answers then mean little)."""
+        """A note when the VLM does not answer this visual prompt's questions (untrained, or trained and measured
+        no better than chance): its answers then mean little."""
         if self.trained_controls is None or control in self.trained_controls:
             return None
-        return (f"The `{self.name}` judge was not trained on the {control} control: its answers are untrained "
-                f"there (it knows {', '.join(self.trained_controls)} and the prompt's own question).")
+        return (f"The `{self.name}` judge does not answer the {control} control's questions (measured no better "
+                f"than chance or untrained): it knows {', '.join(self.trained_controls)} and the prompt's own "
+                "question.")
 
     def with_sources(self, generator: str | None = None, vlm: str | None = None) -> Preset:
         """The same preset with other weights (local folders, random full-size builds)."""
@@ -137,7 +139,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            generator="flux", generator_source=str(TOY_DIR / "generator"), vlm="qwen2_5_vl",
            vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=world.SIZE, max_sequence_length=32,
            lora_rank=4, learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
-           known_scenes=tuple(world.SCENES), trained_controls=("horizon", "palette", "line-weight", "depth"),
+           known_scenes=tuple(world.SCENES), trained_controls=("horizon", "palette", "line-weight"),
            page_defaults=tuple(world.PAGE_DEFAULTS.items()),
            notes=("trained toy weights: landscapes of a grammar of prompts (8 scenes, times of day, sky, horizon "
                   "placement, sun or moon, a lone tree, colour mood, birds)",)),
