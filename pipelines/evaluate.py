@@ -57,13 +57,15 @@ FOOLED_PALETTE = world.PALETTE_MATCH  # ... or the palette distance above the ju
 HorizonEstimator = Callable[[Image.Image], float]
 
 # The rows an evaluation can run (`--variants`): the paper's method, and what `steering.py` adds to it, alone and
-# together. Each is `optimize`'s keyword arguments, plus "keep_prompt" (the prompt's own question as a guard).
+# together. Each is `optimize`'s keyword arguments, plus "keep_prompt" (the prompt's own question as a guard); every
+# steering option is set, so that a row means the same whatever the preset's defaults.
+PAPER = {"views": 0, "noises": 1, "keep": 0.0}
 VARIANTS: dict[str, dict[str, object]] = {
-    "method": {},
-    "keep-prompt": {"keep_prompt": True},
-    "views": {"views": 4},
-    "noises": {"noises": 2},
-    "keep": {"keep": 5.0},
+    "method": PAPER,
+    "keep-prompt": PAPER | {"keep_prompt": True},
+    "views": PAPER | {"views": 4},
+    "noises": PAPER | {"noises": 2},
+    "keep": PAPER | {"keep": 5.0},
     "all": {"keep_prompt": True, "views": 4, "noises": 2, "keep": 5.0},
 }
 

@@ -15,6 +15,7 @@ import numpy as np
 import overlays
 from pipelines.files import write_text
 from pipelines.generator import Generator
+from pipelines.steering import held
 from pipelines.vlm import VLM
 
 from .controls import DISPLAY, build_control, editor_value, overlaid
@@ -61,7 +62,8 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
         built = build_control(name, preset.resolution, drawing=drawing, questions=example.questions, **params)
         events = list(run(generator, vlm, example.prompt, example.seed, built.questions, steps=steps,
                           out_path=folder / f"{name}-lora.safetensors", lock=lock, overlay=built.overlay,
-                          overlay_description=built.description, target_p=preset.target_p))
+                          overlay_description=built.description, target_p=preset.target_p,
+                          steering={"hold": held([control.changes])}))
         done = events[-1]
         done.before.save(folder / f"{name}-before.png")
         done.after.save(folder / f"{name}-after.png")

@@ -67,13 +67,14 @@ def test_the_horizon_plan_is_table_6(tmp_path):
     # The two variants of one (prompt, line) share their seed: the same noise and the same unseen seeds.
     assert [(r.prompt, r.target, r.seed) for r in method] == [(r.prompt, r.target, r.seed) for r in guarded]
     assert len({r.seed for r in method}) == 15
-    assert guarded[0].variant == "method + keep-prompt" and guarded[0].options == {}
+    assert guarded[0].variant == "method + keep-prompt" and guarded[0].options == evaluate.PAPER
 
 
 def test_the_steering_variants_pass_their_options_and_an_unknown_one_is_named():
     runs = evaluate.plan("horizon", ["a beach"], [0.3], list(evaluate.VARIANTS))
     by_key = {r.key: r for r in runs}
-    assert by_key["views"].options == {"views": 4} and not by_key["views"].keep_prompt
+    assert by_key["views"].options == {"views": 4, "noises": 1, "keep": 0.0} and not by_key["views"].keep_prompt
+    assert by_key["method"].options == {"views": 0, "noises": 1, "keep": 0.0}  # the paper's, whatever the preset
     assert by_key["all"].keep_prompt and by_key["all"].options == {"views": 4, "noises": 2, "keep": 5.0}
     assert len({r.seed for r in runs}) == 1  # paired: every variant sees the same noise
     with pytest.raises(ValueError, match="unknown variant 'magic'; available: method, keep-prompt"):

@@ -233,6 +233,14 @@ def with_settings(fn: Callable, app: App, before: int, outputs: dict | None = No
     return wrapper
 
 
+def example_warning(example: dict) -> str:
+    """The guard's warning about a precomputed example's unseen seeds, as the page shows it after a run."""
+    guard = (example.get("unseen_seeds") or {}).get("guard") or {}
+    if not guard.get("warnings"):
+        return ""
+    return f"\n\n**Warning: the judge may be fooled: {'; '.join(guard['warnings'])}.**"
+
+
 # ---------- the tab ----------------------------------------------------------------------------------------------
 
 
@@ -357,7 +365,8 @@ class VisualPromptsTab:
             rows.append([ex["prompt"], ex["seed"], ex["control"], ex["before"], drawing, qtext,
                          *[values.get(k) for k in keys], (ex["before"], ex["after"]),
                          f"**Precomputed** with `{examples['preset']}`: P(expected answers) before "
-                         f"**{ex['p_before']:.4f}**, after **{ex['p_after']:.4f}**\n\n{qtext}"])
+                         f"**{ex['p_before']:.4f}**, after **{ex['p_after']:.4f}**{example_warning(ex)}\n\n{qtext}"
+                         + ("" if other else f"\n\n_{self.app.preset.control_note(ex['control']) or ''}_")])
             labels.append(f"{ex['control']}: {ex['prompt']}")
         gr.Examples(rows, inputs=[self.prompt, self.seed, self.control, self.base, self.editor, self.questions,
                                   *[self.settings[k] for k in keys], self.results.slider, self.results.scores],
