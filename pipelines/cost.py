@@ -212,11 +212,13 @@ class CostReport:
 
     def steering_flops(self, views: int = 0, noises: int = 1, keep: float = 0.0) -> float:
         """FLOPs of one step with `steering.py`'s options (a prediction from the stages): every view past the first
-        runs the VLM stage again, every noise the whole step, and `keep` one no-grad forward of the transformer and
-        the VAE decoder (a quarter of their stage with checkpointing: forward, recomputed forward and a backward of
-        about two; a third without)."""
+        runs the VLM stage again, every noise the whole step, and `keep` the base model's picture for the same
+        noise: the no-grad sampler again (multi-step models) and one no-grad forward of the transformer and the VAE
+        decoder (a quarter of their stage with checkpointing: forward, recomputed forward and a backward of about
+        two; a third without)."""
         stage = {s.name: s.flops for s in self.stages}
-        forward = (stage["transformer"] + stage["vae decode"]) / (4 if self.checkpointing else 3)
+        forward = (stage["sampler (no grad)"] + (stage["transformer"] + stage["vae decode"])
+                   / (4 if self.checkpointing else 3))
         per_noise = self.flops_per_step + stage["vlm"] * (max(views, 1) - 1) + (forward if keep else 0.0)
         return noises * per_noise
 

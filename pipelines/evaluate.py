@@ -232,7 +232,7 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
 # ---------- tables and pictures --------------------------------------------------------------------------------------
 
 
-def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
+def summarise(task: str, measured: Sequence[Measured], budget: float | None = None) -> dict[str, object]:
     """Rows "no control", "method" (and "method + keep-prompt"): mean distance overall and per target, P, alignment,
     scene kept, artefacts and fooled counts."""
     targets = sorted({m.run.target for m in measured}, key=lambda t: (isinstance(t, str), t))
@@ -269,7 +269,8 @@ def summarise(task: str, measured: Sequence[Measured]) -> dict[str, object]:
         if after:
             row["fooled"] = sum(m.fooled for m in ms)
             row["steps_mean"] = float(np.mean([m.steps for m in ms]))
-            row["seconds_mean"] = float(np.mean([m.seconds for m in ms]))
+            if budget:  # equal wall-clock: the time is the point; otherwise it would make tables differ by run
+                row["seconds_mean"] = float(np.mean([m.seconds for m in ms]))
             guarded = [m.guard for m in ms if m.guard]
             if guarded:  # the guard's view, without the analytic truth
                 row["guard_warned"] = sum(bool(g["warnings"]) for g in guarded)
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         if state.is_main_process:
             gathered = sorted(gathered, key=lambda item: item[0].run.index)
             measured = [m for m, _ in gathered]
-            summary = summarise(args.task, measured)
+            summary = summarise(args.task, measured, args.budget)
             command = "python -m pipelines.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
             record = summary | {"preset": preset.name, "steps": steps, "target_p": target_p, "seeds": args.seeds,
                                 "draw": args.draw, "budget_s": args.budget,

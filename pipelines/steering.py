@@ -35,9 +35,10 @@ PROMPT_DROP_WARN = 0.25  # fall of the judge's P("the image shows the prompt")
 
 
 # A step's FLOPs by part for flux-schnell + Qwen2.5-VL-7B at 512 px, checkpointing on (BENCHMARKS.md, the cost
-# model): the VLM's forward and backward 14.9 of 76.7 TFLOP; a no-grad transformer pass and VAE decode about 20.6.
-VLM_SHARE = 14.9 / 76.7
-BASE_PASS_SHARE = 20.6 / 76.7
+# model): the VLM's forward and backward 14.91 of 76.7 TFLOP; a no-grad forward of the transformer and the VAE
+# decoder a quarter of their 54.97 + 6.80 (`CostReport.steering_flops`).
+VLM_SHARE = 14.91 / 76.7
+BASE_PASS_SHARE = (54.97 + 6.80) / 4 / 76.7
 
 
 def step_cost(views: int = 0, noises: int = 1, keep: float = 0.0) -> float:

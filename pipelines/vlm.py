@@ -22,6 +22,16 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 QA = tuple[str, str]
 
 
+def fit_within(image: Image.Image, side: int) -> Image.Image:
+    """`image` shrunk (aspect kept) so that neither side exceeds `side`; smaller images are returned as they are.
+    The app shows the judge pictures at its generator's size: a toy judge trained on 112 px pictures writes noise
+    about a 448 px one."""
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, 3, H, W) in [0, 1] -> PIL RGB, rounding like any 8-bit image."""
     x = pixels.detach().float().reshape(-1, *pixels.shape[-3:])[0].clamp(0, 1)

@@ -61,9 +61,11 @@ class Results:
                 self.scores = gr.Markdown(elem_id=f"{prefix}-scores")
                 self.download = gr.DownloadButton(NO_DOWNLOAD_LABEL, interactive=False, elem_id=f"{prefix}-download")
                 self.continue_from = gr.Checkbox(False, label=CONTINUE_LABEL, elem_id=f"{prefix}-continue")
-        # Both rows in view without scrolling inside the gallery: one column per seed, the height the rows need.
+        # Both rows in view without scrolling inside the gallery: one column per seed, and room for two rows of
+        # square thumbnails on a page up to about 1 450 px wide (Gradio 6.31 sizes thumbnails by the width; its
+        # default height, 55 % of the window, cut the second row).
         self.unseen = gr.Gallery(label="Unseen seeds (never trained on): top row LoRA scale 0, bottom row scale 1",
-                                 columns=EVAL_SEEDS, height="auto", elem_id=f"{prefix}-unseen")
+                                 columns=EVAL_SEEDS, height=720, elem_id=f"{prefix}-unseen")
         with gr.Accordion("Apply the LoRA to a new prompt or seed (one pass)", open=True):
             with gr.Row():
                 self.apply_prompt = gr.Textbox(label="Prompt", value=apply_prompt, scale=3)

@@ -91,7 +91,7 @@ def raw_call(server, api: str, data: list) -> str:
                   r"were sent$"),
     ("optimize", [PROMPT, SEED], r"^/optimize takes \d+ values \(Prompt, Seed, Control, Canvas, .*; 2 were sent$"),
     ("generate", ["a cat", {"not": "a number"}], r"^Seed \{'not': 'a number'\} must be a whole number"),
-    ("optimize", [PROMPT, SEED, "horizon", "a canvas as text", *[None] * 16], r"^Canvas is not a value of the right "
+    ("optimize", [PROMPT, SEED, "horizon", "a canvas as text", *[None] * 19], r"^Canvas is not a value of the right "
                                                                             r"kind"),
 ])
 def test_a_call_with_the_wrong_values_is_refused_in_one_line(server, api, data, message):

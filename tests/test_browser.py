@@ -134,7 +134,14 @@ def test_draw_optimize_and_download(browser, server, tmp_path):
     assert page.locator("#visual-live img").count() == 1
     assert page.locator("#visual-slider img").count() == 2
     scores = page.locator("#visual-scores").inner_text()
-    assert "before" in scores and "after" in scores
+    assert "before" in scores and "after" in scores and "After / before: texture x" in scores
+    # Both rows of unseen seeds (scale 0 and 1) in view: nothing inside the gallery scrolls.
+    wait_until(lambda: page.locator("#visual-unseen img").count() >= 8, 30, "the unseen seeds' pictures")
+    scrolling = page.evaluate("""() => [...document.querySelectorAll('#visual-unseen *')].filter(e => {
+        const s = getComputedStyle(e);
+        return /(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 2; })
+        .map(e => `${e.className} ${e.scrollHeight}>${e.clientHeight}`)""")
+    assert not scrolling, f"the unseen seeds' gallery scrolls inside itself: {scrolling}"
     assert len(page.locator("#visual-loss canvas, #visual-loss svg").all()) > 0
 
     with page.expect_download() as download:

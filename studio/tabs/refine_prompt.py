@@ -12,6 +12,7 @@ import gradio as gr
 
 from pipelines import refine, reports
 from pipelines.checks import MAX_PIVOTS, MAX_SEED, check_int, check_pivots, check_prompt, check_real, check_seed
+from pipelines.vlm import fit_within
 
 from ..controls import for_display
 from ..shared import (
@@ -138,7 +139,7 @@ def image_to_prompt(app: App, image, seed: float) -> tuple:
     image, note = uploaded(image, "Your image")
     if image is None:
         raise ValueError("there is no image: upload the picture to describe")
-    candidate, closeness = gpu_recreate(app.name, image, check_seed(seed))
+    candidate, closeness = gpu_recreate(app.name, fit_within(image, app.resolution), check_seed(seed))
     text = (f"Similarity of the recreated image to yours: **{closeness:.3f}** (P(Yes) that both show the same "
             f"scene, both orders averaged).")
     if candidate.truncated:

@@ -7,6 +7,7 @@ from PIL import Image
 
 from pipelines import reports
 from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload
+from pipelines.vlm import fit_within
 
 from ..shared import (
     GPU_EVENT,
@@ -62,7 +63,7 @@ def score(app: App, prompt: str, image_a, image_b, sampled: bool) -> str:
     (a, note_a), (b, note_b) = uploaded(image_a, "Image A"), uploaded(image_b, "Image B")
     if a is None:
         raise ValueError("there is no image A: upload one or press 'Generate A and B'")
-    images = [a] if b is None else [a, b]
+    images = [fit_within(im, app.resolution) for im in ([a] if b is None else [a, b])]
     found, comparison = gpu_score(app.name, prompt, images, bool(sampled))
     titled = zip(found, ["Image A", "Image B"], strict=False)
     parts = note_a + note_b + [reports.report_markdown(r, title) for r, title in titled]
