@@ -592,7 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shares = dict(FRESH)
     if args.fresh:
-        shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
+        try:
+            shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
+        except ValueError:
+            parser.error(f"--fresh {args.fresh!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
         unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric"}
         if unknown:
             parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
