@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 
 from overlays import CONTROLS, composite, horizon, palette
 
-from . import cli, world
+from . import cli, evaluate_prompts, world
 from .checks import check_output_dir, check_prompt
 from .files import replacing, write_text
 from .optimize import optimize, prompt_question, score_image, with_prompt_guard
@@ -336,8 +336,12 @@ def contact_sheet(task: str, measured: Sequence[Measured], pairs: Sequence[tuple
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in evaluate_prompts.TASKS:  # the prompt half: its own protocols and options
+        return evaluate_prompts.main(words)
     parser = cli.parser("Evaluate the method with an independent measure (horizon: the paper's Table 6 protocol).")
-    parser.add_argument("task", choices=["horizon", "palette"])
+    parser.add_argument("task", choices=["horizon", "palette"],
+                        help="also refine, pivot, recreate, dpo: the prompt half (see pipelines/evaluate_prompts.py)")
     cli.add_model_args(parser)
     parser.add_argument("--prompts", help="prompts separated by ';' (default: three of the toy world's, or the "
                                           "paper's three on a real preset)")

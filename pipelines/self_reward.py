@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import files
 from .checks import check_learning_rate, check_output, check_output_dir, check_pivots, check_prompt
 from .generator import Generator
-from .refine import REWRITE, check_n, pivot, refine
+from .refine import REWRITE, check_n, pivot, refine, vlm_adapter
 from .vlm import VLM
 
 # The language model's attention projections only: the vision tower is not asked to change.
@@ -45,13 +45,14 @@ class Pair:
 
 def preference_pairs(generator: Generator, vlm: VLM, prompts: list[str], n: int = 8, seed: int = 0,
                      min_gap: float = 0.0, vlm_lora: str | Path | None = None) -> list[Pair]:
-    """Best and worst rewrite of each prompt by the VLM's own scores; ties give no pair."""
+    """Best and worst rewrite of each prompt by the VLM's own scores; ties give no pair. With `vlm_lora` (an earlier
+    round's LoRA) the new model both writes and judges, as a self-rewarding round asks."""
     pairs = []
-    for i, prompt in enumerate(tqdm(prompts, desc="judging candidates")):
-        rows = [r for r in refine(generator, vlm, prompt, n=n, seed=seed + i, image_seed=seed,
-                                  vlm_lora=vlm_lora) if not r.baseline]
-        if len(rows) >= 2 and rows[0].combined - rows[-1].combined > min_gap:
-            pairs.append(Pair(prompt, rows[0].prompt, rows[-1].prompt, rows[0].combined, rows[-1].combined))
+    with vlm_adapter(vlm, vlm_lora):
+        for i, prompt in enumerate(tqdm(prompts, desc="judging candidates")):
+            rows = [r for r in refine(generator, vlm, prompt, n=n, seed=seed + i, image_seed=seed) if not r.baseline]
+            if len(rows) >= 2 and rows[0].combined - rows[-1].combined > min_gap:
+                pairs.append(Pair(prompt, rows[0].prompt, rows[-1].prompt, rows[0].combined, rows[-1].combined))
     return pairs
 
 

@@ -18,3 +18,10 @@ def tiny_models():
 def tiny_sana_models():
     preset = get_preset("tiny-sana")
     return load_generator(preset, "cpu"), load_vlm(preset, "cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_models():
+    """The trained toy world (`assets/toy-world`): a generator and a VLM that reads, writes and scores."""
+    preset = get_preset("toy")
+    return load_generator(preset, "cpu"), load_vlm(preset, "cpu")

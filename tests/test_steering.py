@@ -12,9 +12,7 @@ import torch
 from PIL import Image
 
 from pipelines import lora, steering
-from pipelines.loading import load_generator, load_vlm
 from pipelines.optimize import evaluate_unseen, optimize, step_seeds, train_seed, unseen_seeds
-from pipelines.presets import get_preset
 from pipelines.vlm import to_pil
 
 QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
@@ -94,12 +92,6 @@ def test_guard_warns_about_a_grid_a_collapse_and_a_lost_prompt_and_not_about_a_c
     assert line.startswith("the judge may be fooled") and "grid texture" in line and "collapsed" in line
     assert "P 0.95 -> 0.40" in line
     assert json.loads(json.dumps(hacked.as_dict()))["texture_ratio"] > steering.TEXTURE_WARN
-
-
-@pytest.fixture(scope="module")
-def toy_models():
-    preset = get_preset("toy")
-    return load_generator(preset, "cpu"), load_vlm(preset, "cpu")
 
 
 def test_the_guard_catches_a_hacked_lora_on_the_toy_world(toy_models):
