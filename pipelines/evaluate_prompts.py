@@ -8,8 +8,8 @@
 Every task draws its held-out prompts and seeds from `--draw` (a seed no training used): the eight scenes alone plus
 short combinations of a scene and one or two attributes. The toy world's training drew its prompts afresh from the
 whole grammar, so no combination is strictly unseen; these are drawn where no tuning looked. The truth of an image
-for a user's prompt is the mix the judge's rubrics were taught, `truth = 0.5 * aesthetic + 2.5 * alignment` (0-5):
-aesthetic = `world.aesthetic` (0-5), alignment = `world.alignment` against the user's prompt (0-1).
+for a user's prompt is the mix the judge's rubrics were taught, `world.preference` = 0.5 x aesthetic + 2.5 x
+alignment (0-5): aesthetic = `world.aesthetic` (0-5), alignment = `world.alignment` against the user's prompt (0-1).
 
 - refine (Yang et al. 2025, self-rewarding): the raw prompt against the best of N rewrites (N = 1, 4, 8, 16) chosen by
   the VLM's own rubric scores; beside it the pick a random choice and the analytic oracle would make.
@@ -37,7 +37,7 @@ from . import cli, world
 from .checks import check_int, check_output_dir, check_prompt
 from .files import replacing, write_text
 from .refine import Candidate, image_to_prompt, pivot, propose, ranked, score_all, similarity, vlm_adapter
-from .self_reward import preference_pairs, train_dpo
+from .self_reward import preference_pairs, rewrite_quality, train_dpo
 from .world_training import EVAL_SEEDS
 
 TASKS = ("refine", "pivot", "recreate", "dpo")
@@ -52,12 +52,6 @@ PAPER = {  # the figures each paper reports, set beside ours in EVALUATION.md
 }
 
 
-def truth(aesthetic: float, alignment: float) -> float:
-    """The analytic score the judge's combined rubric score was taught (mean of aesthetic, 5 x alignment and their
-    mean), 0-5."""
-    return 0.5 * aesthetic + 2.5 * alignment
-
-
 @dataclass
 class Scored:
     """One generated image of a prompt: what the VLM judged and what the toy world measures."""
@@ -69,7 +63,7 @@ class Scored:
 
     @property
     def truth(self) -> float:
-        return truth(self.aesthetic, self.alignment)
+        return world.preference(self.aesthetic, self.alignment)
 
 
 def scored(candidate: Candidate, user_prompt: str) -> Scored:
@@ -214,10 +208,11 @@ def run_pivot(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], draw
                            seed=draw + 100 * i + j, image_seed=seed)
             refined = [scored(r, prompt) for r in result.refined]
             pivot_pick = max(refined, key=lambda r: r.judged) if refined else case.raw
-            cases.append({"prompt": prompt, "seed": seed, "raw": asdict(case.raw), "text": asdict(text_pick),
-                          "pivot": asdict(pivot_pick), "pivot_image": asdict(scored(result.pivot, prompt)),
-                          "text_generations": len(case.rewrites) + 1,
-                          "pivot_generations": pivots + len(refined) + 1})
+            cases.append({"prompt": prompt, "seed": seed, "text_generations": len(case.rewrites) + 1,
+                          "pivot_generations": pivots + len(refined) + 1,
+                          **{mode: asdict(row) | {"truth": row.truth} for mode, row in
+                             (("raw", case.raw), ("text", text_pick), ("pivot", pivot_pick),
+                              ("pivot_image", scored(result.pivot, prompt)))}})
             if j == 0:
                 image = {r.prompt: r.image for r in rows}
                 pivot_image = {r.prompt: r.image for r in result.rows}
@@ -229,14 +224,11 @@ def run_pivot(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], draw
             print(f"pivot {prompt!r} seed {seed}: text {text_pick.truth:.2f}, pivot {pivot_pick.truth:.2f}", flush=True)
     summary: dict[str, object] = {"cases": len(cases), "generations": generations, "pivots": pivots}
     for mode in ("raw", "text", "pivot"):
-        summary[mode] = {k: mean([c[mode][k] for c in cases]) for k in ("aesthetic", "alignment")}
-        summary[mode]["truth"] = mean([truth(c[mode]["aesthetic"], c[mode]["alignment"]) for c in cases])
+        summary[mode] = {k: mean([c[mode][k] for c in cases]) for k in ("aesthetic", "alignment", "truth")}
     summary["pivot_minus_text_truth"] = summary["pivot"]["truth"] - summary["text"]["truth"]
     summary["pivot_minus_text_aesthetic"] = summary["pivot"]["aesthetic"] - summary["text"]["aesthetic"]
-    summary["pivot_wins"] = mean([float(truth(c["pivot"]["aesthetic"], c["pivot"]["alignment"]) >
-                                        truth(c["text"]["aesthetic"], c["text"]["alignment"])) for c in cases])
-    summary["text_wins"] = mean([float(truth(c["pivot"]["aesthetic"], c["pivot"]["alignment"]) <
-                                       truth(c["text"]["aesthetic"], c["text"]["alignment"])) for c in cases])
+    summary["pivot_wins"] = mean([float(c["pivot"]["truth"] > c["text"]["truth"]) for c in cases])
+    summary["text_wins"] = mean([float(c["pivot"]["truth"] < c["text"]["truth"]) for c in cases])
     return summary, cases, sheet
 
 
@@ -328,7 +320,7 @@ def judge_accuracy(vlm, pool: Sequence[tuple[Image.Image, str]], min_gap: float 
         images = [im for im, p in pool if p == prompt] + [im for im, p in pool if p != prompt][:3]
         rows = [Candidate(prompt, image=im) for im in images]
         score_all(vlm, rows, prompt)
-        scores = [(r.combined, truth(world.aesthetic(r.image), world.alignment(prompt, r.image))) for r in rows]
+        scores = [(r.combined, world.scores(r.image, prompt)["preference"]) for r in rows]
         judged += [s for s, _ in scores]
         for a in range(len(scores)):
             for b in range(a + 1, len(scores)):
@@ -337,21 +329,9 @@ def judge_accuracy(vlm, pool: Sequence[tuple[Image.Image, str]], min_gap: float 
     return mean(right), mean(judged), len(right)
 
 
-def sample_quality(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], n: int, draw: int) -> dict:
-    """The rewriter's samples: `n` rewrites of each prompt, each generated from every seed; their mean analytic
-    aesthetic, alignment and truth, and the judge's mean score of them (its view of its own style)."""
-    rows: list[Scored] = []
-    for i, prompt in enumerate(prompts):
-        candidates = propose(vlm, prompt, n=n, seed=draw + 7 * i, tokenizer=generator.prompt_tokenizer,
-                             limit=generator.preset.max_sequence_length)
-        for seed in seeds:
-            for c, image in zip(candidates, generator.generate_batch([c.prompt for c in candidates], seed),
-                                strict=True):
-                c.image = image
-            score_all(vlm, candidates, prompt)
-            rows += [scored(c, prompt) for c in candidates]
-    return {"samples": len(rows), **{k: mean([getattr(r, k) for r in rows])
-                                     for k in ("aesthetic", "alignment", "truth", "judged")}}
+def mean_of(figures: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Figures of equal counts (one `rewrite_quality` per seed) averaged key by key."""
+    return {k: mean([f[k] for f in figures]) for k in figures[0]}
 
 
 def run_dpo(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], draw: int, out_dir: Path, rounds: int = 2,
@@ -364,14 +344,15 @@ def run_dpo(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], draw: 
     cases, lora, sheet = [], None, []
     for r in range(rounds + 1):
         with vlm_adapter(vlm, lora):
-            quality = sample_quality(generator, vlm, prompts, seeds[:2], n, draw)
+            quality = mean_of([rewrite_quality(generator, vlm, prompts, n, seed, truth=world.scores)
+                               for seed in seeds[:2]])
             accuracy, pool_judged, pairs_judged = judge_accuracy(vlm, pool)
-            sheet.append([(generator.generate(c.prompt, seeds[0]), f"round {r}: {c.prompt[:40]}")
-                          for c in (propose(vlm, p, n=1, seed=draw, tokenizer=generator.prompt_tokenizer,
-                                            limit=generator.preset.max_sequence_length)[0] for p in prompts[:4])])
+            tokenizer, limit = generator.prompt_tokenizer, generator.preset.max_sequence_length
+            firsts = [c for p in prompts[:4] for c in propose(vlm, p, n=1, seed=draw, tokenizer=tokenizer, limit=limit)]
+            sheet.append([(generator.generate(c.prompt, seeds[0]), c.prompt) for c in firsts])
             case = {"round": r, "lora": str(lora) if lora else None, "samples": quality, "judge_accuracy": accuracy,
                     "judge_pairs": pairs_judged, "judge_mean_on_pool": pool_judged,
-                    "pool_truth": mean([truth(world.aesthetic(im), world.alignment(p, im)) for im, p in pool])}
+                    "pool_truth": mean([world.scores(im, p)["preference"] for im, p in pool])}
             if r < rounds:
                 pairs = preference_pairs(generator, vlm, train, n=n, seed=draw + 1000 * r)
         if r < rounds:
@@ -381,17 +362,18 @@ def run_dpo(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], draw: 
                      "dpo_margin": [log[0]["margin"], log[-1]["margin"]]}
             lora = lora_next
         cases.append(case)
-        print(f"dpo round {r}: samples' aesthetic {quality['aesthetic']:.3f}, truth {quality['truth']:.3f}, "
+        print(f"dpo round {r}: samples' aesthetic {quality['aesthetic']:.3f}, truth {quality['preference']:.3f}, "
               f"judge accuracy {accuracy:.3f}", flush=True)
     samples = [c["samples"] for c in cases]
     summary = {"rounds": rounds, "train_prompts": len(train), "held_out_prompts": len(prompts),
-               "sample_aesthetic": [s["aesthetic"] for s in samples], "sample_truth": [s["truth"] for s in samples],
+               "sample_aesthetic": [s["aesthetic"] for s in samples],
+               "sample_truth": [s["preference"] for s in samples],
                "sample_alignment": [s["alignment"] for s in samples],
                "dpo_sample_gain": samples[1]["aesthetic"] - samples[0]["aesthetic"],
-               "dpo_sample_truth_gain": samples[1]["truth"] - samples[0]["truth"],
+               "dpo_sample_truth_gain": samples[1]["preference"] - samples[0]["preference"],
                "judge_accuracy": [c["judge_accuracy"] for c in cases],
                # the judge's liking of its own samples beyond what the truth says, per round: drift toward its style
-               "self_preference": [s["judged"] - s["truth"] - (c["judge_mean_on_pool"] - c["pool_truth"])
+               "self_preference": [s["judged"] - s["preference"] - (c["judge_mean_on_pool"] - c["pool_truth"])
                                    for s, c in zip(samples, cases, strict=True)]}
     return summary, cases, sheet
 

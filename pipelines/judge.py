@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .checks import check_prompt
-from .vlm import VLM, from_pil
+from .vlm import VLM, from_pil, readable
 
 LEVELS = ["Poor", "Below Average", "Average", "Above Average", "Very Good", "Excellent"]
 _SCALE = "\n".join(f"{k}: {name}" for k, name in enumerate(LEVELS))
@@ -121,6 +121,26 @@ def sampled_score(vlm: VLM, image: Image.Image, rubric: str, prompt: str = "", s
     scores = [s for s in map(parse_score, replies) if s is not None]
     explanation = next((r for r in replies if parse_score(r) is not None), replies[0] if replies else "")
     return Verdict(rubric, sum(scores) / len(scores) if scores else None, explanation)
+
+
+REASON_CHARS = 160  # a reason longer than this is cut at a word boundary: it is one line of a table
+
+
+def first_reason(reply: str) -> str:
+    """The reason in a written verdict: its first line once the "Score: n" is taken out, cut to REASON_CHARS; ""
+    when that line is not readable text (`vlm.readable`)."""
+    text = _SCORE_RE.sub("", reply or "", count=1)
+    lines = [line.strip(" *-:\t") for line in text.splitlines() if line.strip(" *-:\t")]
+    if not lines or not readable(lines[0]):
+        return ""
+    line = lines[0]
+    return line if len(line) <= REASON_CHARS else line[:REASON_CHARS].rsplit(" ", 1)[0] + "..."
+
+
+@torch.no_grad()
+def reason(vlm: VLM, image: Image.Image, prompt: str) -> str:
+    """The judge's one-line reason for its preference score of `image` for `prompt` (greedy: repeatable)."""
+    return first_reason(vlm.generate_text(rubric_prompt("preference", prompt), image=image, max_new_tokens=64)[0])
 
 
 def vqa_question(prompt: str) -> str:

@@ -34,6 +34,7 @@ PAGE_DEFAULTS = {
     "ask_questions": "Is there a red apple in the image? | Yes\nIs there a glass of milk? | Yes",
     "lora": "a lighthouse on a cliff", "score": "a red bicycle leaning on a brick wall",
     "refine": "a cat on a windowsill",
+    "self_improve": "a cat on a windowsill\na lighthouse on a cliff\na bowl of ramen\na city street in the rain",
 }
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 from . import judge
 from .checks import MAX_PIVOTS, MAX_SEED, check_output_dir, check_pivots, check_prompt, check_seed
 from .generator import Generator
-from .vlm import VLM, from_pil
+from .vlm import VLM, from_pil, readable
 
 REWRITE = ("Rewrite this short request into one detailed prompt for a text-to-image model. Keep its subject "
            "and intent; add concrete details of composition, lighting, colours, style and setting. "
@@ -45,6 +45,7 @@ PIVOT_TO_PROMPT = ("This image was made for the request \"{prompt}\". Write the 
 SAME_CONTENT = ("Two images are shown side by side. Do they show the same scene, with the same subject, "
                 "composition and style? Answer with Yes or No.")
 MAX_CANDIDATES = 16
+ATTEMPTS = 4  # batches of replies sampled at most while duplicates and unreadable ones are dropped
 RUBRICS = ("aesthetic", "alignment", "preference")
 
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:enhanced|refined|improved|detailed)?\s*(?:prompt|description)\s*"
@@ -60,6 +61,7 @@ class Candidate:
     seed: int | None = None  # the noise seed of `image` for pivot images (the other rows share the run's seed)
     image: Image.Image | None = None
     scores: dict[str, float | None] = field(default_factory=dict)  # rubric -> 0..5, plus "vqa" -> 0..1
+    reason: str = ""  # the judge's one-line reason for its preference score ("" when it wrote nothing readable)
 
     @property
     def combined(self) -> float:
@@ -73,6 +75,16 @@ def clean(text: str) -> str:
     text = text.strip().split("\n\n")[0]
     text = _LABEL.sub("", text).strip().strip("\"'“”").strip()
     return re.sub(r"\s+", " ", text)
+
+
+class NothingUsable(ValueError):
+    """The VLM wrote no usable prompt (random weights, or a model that cannot rewrite): said in one line."""
+
+
+def nothing_usable(replies: int) -> NothingUsable:
+    """The one-line message for a VLM none of whose `replies` was a usable prompt."""
+    return NothingUsable(f"the loaded VLM wrote nothing usable as a prompt: none of its {replies} replies was readable "
+                         f"text and new (random weights, or a model that cannot rewrite prompts)")
 
 
 def prompt_key(text: str) -> str:
@@ -122,7 +134,7 @@ def anchored(prompt: str, reply: str) -> str:
 
 
 def sample_prompts(vlm: VLM, instruction: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
-                   tokenizer=None, limit: int | None = None, attempts: int = 4, image: Image.Image | None = None,
+                   tokenizer=None, limit: int | None = None, attempts: int = ATTEMPTS, image: Image.Image | None = None,
                    anchor: bool = False) -> list[Candidate]:
     """Up to n distinct generation prompts sampled from the VLM in batches (never `prompt` itself).
 
@@ -130,8 +142,9 @@ def sample_prompts(vlm: VLM, instruction: str, prompt: str, n: int, temperature:
         vlm: writes the prompts.
         instruction: the VLM's turn (already holding the user's prompt).
         prompt: the user's prompt: a reply equal to it (up to case and punctuation, `prompt_key`) is a duplicate.
-        n, temperature, top_p, seed: how many prompts and how they are sampled; duplicates are dropped and the
-            missing ones sampled again, `attempts` times at most, each with the next seed.
+        n, temperature, top_p, seed: how many prompts and how they are sampled; duplicates and unreadable replies
+            (`readable`) are dropped and the missing ones sampled again, `attempts` times at most, each with the next
+            seed.
         tokenizer, limit: the generator's prompt tokenizer and text limit; longer prompts are cut at a word
             boundary and marked (`fit_to_limit`).
         image: shown to the VLM with the instruction (pivot mode: the pivot image).
@@ -139,10 +152,12 @@ def sample_prompts(vlm: VLM, instruction: str, prompt: str, n: int, temperature:
             to the limit is dropped.
     """
     seen, out = {prompt_key(prompt)}, []
-    for attempt in range(attempts):  # duplicates are dropped; sample again for the missing ones
+    for attempt in range(attempts):  # duplicates and unreadable replies are dropped; sample again for the missing ones
         replies = vlm.generate_text(instruction, image=image, max_new_tokens=120, temperature=temperature,
                                     top_p=top_p, num_return_sequences=n - len(out), seed=seed + attempt)
         for reply in map(clean, replies):
+            if not readable(reply):
+                continue
             reply = anchored(prompt, reply) if anchor else reply
             text, cut = fit_to_limit(reply, tokenizer, limit) if tokenizer and limit else (reply, False)
             if anchor and not text.startswith(prompt):  # cut inside the user's words: it would not begin with them
@@ -156,7 +171,7 @@ def sample_prompts(vlm: VLM, instruction: str, prompt: str, n: int, temperature:
 
 
 def propose(vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9, seed: int = 0,
-            tokenizer=None, limit: int | None = None, attempts: int = 4) -> list[Candidate]:
+            tokenizer=None, limit: int | None = None, attempts: int = ATTEMPTS) -> list[Candidate]:
     """Up to n distinct rewrites of `prompt` (never the prompt itself), sampled in batches."""
     prompt, n = check_prompt(prompt), check_n(n)
     temperature, top_p = check_sampling(temperature, top_p)
@@ -177,8 +192,8 @@ def score_all(vlm: VLM, candidates: list[Candidate], prompt: str, batch_size: in
 
 
 def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature: float = 0.9, top_p: float = 0.9,
-           seed: int = 0, image_seed: int = 0, batch_size: int = 4, vlm_lora: str | Path | None = None
-           ) -> list[Candidate]:
+           seed: int = 0, image_seed: int = 0, batch_size: int = 4, vlm_lora: str | Path | None = None,
+           reasons: bool = False) -> list[Candidate]:
     """Self-rewarding refinement: the VLM rewrites `prompt` into candidates, every candidate and the prompt itself
     (the baseline row) are generated from one seed and judged by the same VLM; returned best first.
 
@@ -189,24 +204,35 @@ def refine(generator: Generator, vlm: VLM, prompt: str, n: int = 8, temperature:
         temperature, top_p: sampling of the rewrites.
         seed: sampling seed of the rewrites; image_seed: the one noise seed every image is generated from.
         batch_size: prompts per generation and judging batch.
-        vlm_lora: a peft adapter folder of the VLM (from `self_reward`) used while writing the candidates.
+        vlm_lora: a peft adapter folder of the VLM (from `self_reward`): the model after a self-rewarding round,
+            which then both writes and judges.
+        reasons: also ask the judge for a one-line reason per row (`judge.reason`).
+
+    Raises:
+        NothingUsable: (a ValueError) the VLM wrote no readable prompt that differs from the user's.
     """
     prompt = check_prompt(prompt)
     with vlm_adapter(vlm, vlm_lora):
         candidates = propose(vlm, prompt, n, temperature, top_p, seed, generator.prompt_tokenizer,
                              generator.preset.max_sequence_length)
-    return ranked(generator, vlm, prompt, candidates, image_seed, batch_size)
+        if not candidates:
+            raise nothing_usable(n * ATTEMPTS)
+        return ranked(generator, vlm, prompt, candidates, image_seed, batch_size, reasons)
 
 
 def ranked(generator: Generator, vlm: VLM, prompt: str, candidates: list[Candidate], image_seed: int,
-           batch_size: int = 4) -> list[Candidate]:
+           batch_size: int = 4, reasons: bool = False) -> list[Candidate]:
     """The user's prompt (the baseline row) and `candidates`, all generated from `image_seed` in batches and judged
-    against the user's prompt by the VLM; returned best first."""
+    against the user's prompt by the VLM; returned best first. With `reasons`, each row also gets the judge's
+    one-line reason (`judge.reason`: one short greedy reply per row)."""
     rows = [Candidate(prompt, baseline=True), *candidates]
     for row, image in zip(rows, generator.generate_batch([r.prompt for r in rows], image_seed,
                                                          batch_size=batch_size), strict=True):
         row.image = image
     score_all(vlm, rows, prompt, batch_size)
+    if reasons:
+        for row in rows:
+            row.reason = judge.reason(vlm, row.image, prompt)
     return sorted(rows, key=lambda r: r.combined, reverse=True)
 
 
@@ -230,7 +256,7 @@ def pivot_seeds(image_seed: int, k: int) -> list[int]:
 
 def pivot(generator: Generator, vlm: VLM, prompt: str, n: int = 8, pivots: int = 4, temperature: float = 0.9,
           top_p: float = 0.9, seed: int = 0, image_seed: int = 0, batch_size: int = 4,
-          vlm_lora: str | Path | None = None) -> Pivoted:
+          vlm_lora: str | Path | None = None, reasons: bool = False) -> Pivoted:
     """Refinement through an image pivot (PRIP, Zhan et al. 2024), without training: user prompt -> the image the
     user would prefer -> a prompt in the generator's own "system language" that renders it.
 
@@ -251,10 +277,12 @@ def pivot(generator: Generator, vlm: VLM, prompt: str, n: int = 8, pivots: int =
         image_seed: the common noise seed of the baseline and refined images, and the first pivot seed.
         batch_size: images per judging and generation batch.
         vlm_lora: a peft adapter folder of the VLM used while writing the prompts.
+        reasons: also ask the judge for a one-line reason per ranked row (`judge.reason`).
 
     Raises:
         ValueError: naming the value, for an empty prompt, `pivots` or `n` out of range, bad sampling values, a
-            bad seed, or a prompt that alone fills the generator's text limit (no room left for detail).
+            bad seed, or a prompt that alone fills the generator's text limit (no room left for detail);
+            `NothingUsable` when the VLM writes no readable prompt.
     """
     prompt = " ".join(check_prompt(prompt).split())
     pivots, n, image_seed = check_pivots(pivots), check_n(n), check_seed(image_seed)
@@ -275,8 +303,10 @@ def pivot(generator: Generator, vlm: VLM, prompt: str, n: int = 8, pivots: int =
     with vlm_adapter(vlm, vlm_lora):
         refined = sample_prompts(vlm, PIVOT_TO_PROMPT.format(prompt=prompt), prompt, n, temperature, top_p, seed,
                                  tokenizer, limit, image=best.image, anchor=True)
+    if not refined:
+        raise nothing_usable(n * ATTEMPTS)
     # 3. every refined prompt and the user's own from the common seed, judged and ranked.
-    return Pivoted(best, candidates, ranked(generator, vlm, prompt, refined, image_seed, batch_size))
+    return Pivoted(best, candidates, ranked(generator, vlm, prompt, refined, image_seed, batch_size, reasons))
 
 
 def check_vlm_lora(path: str | Path) -> Path:
@@ -380,13 +410,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = [candidate]
         elif args.mode == "pivot":
             result = pivot(generator, vlm, args.prompt, args.n, args.pivots, args.temperature, args.top_p,
-                           seed=args.seed, image_seed=args.seed, vlm_lora=args.vlm_lora)
+                           seed=args.seed, image_seed=args.seed, vlm_lora=args.vlm_lora, reasons=True)
             print(reports.format_pivot_table(result))
             rows = result.rows
             named.append((f"00-pivot-seed{result.pivot.seed}.png", result.pivot))
         else:
             rows = refine(generator, vlm, args.prompt, args.n, args.temperature, args.top_p, seed=args.seed,
-                          image_seed=args.seed, vlm_lora=args.vlm_lora)
+                          image_seed=args.seed, vlm_lora=args.vlm_lora, reasons=True)
             print(reports.format_table(rows))
         named += [(f"{i:02d}{'-baseline' if r.baseline else ''}.png", r) for i, r in enumerate(rows, 1)]
         if args.out_dir:

@@ -29,7 +29,7 @@ def comparison_markdown(c: Comparison) -> str:
     return text
 
 
-TABLE_HEADERS = ["rank", "combined", "aesthetic", "alignment", "preference", "VQAScore", "prompt"]
+TABLE_HEADERS = ["rank", "combined", "aesthetic", "alignment", "preference", "VQAScore", "judge's reason", "prompt"]
 
 
 def table(rows: list[Candidate]) -> list[list[object]]:
@@ -39,7 +39,7 @@ def table(rows: list[Candidate]) -> list[list[object]]:
         scores = [round(r.scores[k], 3) if r.scores.get(k) is not None else "no score" for k in (*RUBRICS, "vqa")]
         tag = (" [baseline]" if r.baseline else f" [pivot image, seed {r.seed}]" if r.pivot else
                " [cut]" if r.truncated else "")
-        out.append([i, round(r.combined, 3), *scores, r.prompt + tag])
+        out.append([i, round(r.combined, 3), *scores, r.reason, r.prompt + tag])
     return out
 
 
@@ -60,8 +60,11 @@ def format_pivot_table(result: Pivoted) -> str:
 
 
 def format_rows(rows: list[list[object]]) -> str:
+    """Aligned columns, the prompt last; the judge's reason, where there is one, on the line below its row."""
     widths = [5, 8, 9, 9, 10, 8]
     lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_HEADERS, widths, strict=False)) + "  prompt"]
     for row in rows:
         lines.append("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=False)) + f"  {row[-1]}")
+        if row[-2]:
+            lines.append(" " * 7 + f"judge: {row[-2]}")
     return "\n".join(lines)

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
+from PIL import Image
 from tqdm.auto import tqdm
 
-from . import files
+from . import files, world
 from .checks import check_learning_rate, check_output, check_output_dir, check_pivots, check_prompt
 from .generator import Generator
-from .refine import REWRITE, check_n, pivot, refine, vlm_adapter
+from .refine import REWRITE, NothingUsable, check_n, pivot, propose, refine, score_all, vlm_adapter
 from .vlm import VLM
 
 # The language model's attention projections only: the vision tower is not asked to change.
@@ -50,7 +52,11 @@ def preference_pairs(generator: Generator, vlm: VLM, prompts: list[str], n: int 
     pairs = []
     with vlm_adapter(vlm, vlm_lora):
         for i, prompt in enumerate(tqdm(prompts, desc="judging candidates")):
-            rows = [r for r in refine(generator, vlm, prompt, n=n, seed=seed + i, image_seed=seed) if not r.baseline]
+            try:
+                rows = [r for r in refine(generator, vlm, prompt, n=n, seed=seed + i, image_seed=seed)
+                        if not r.baseline]
+            except NothingUsable:  # no readable rewrite of this prompt: no pair
+                continue
             if len(rows) >= 2 and rows[0].combined - rows[-1].combined > min_gap:
                 pairs.append(Pair(prompt, rows[0].prompt, rows[-1].prompt, rows[0].combined, rows[-1].combined))
     return pairs
@@ -176,6 +182,92 @@ def train_dpo(vlm: VLM, pairs: list[Pair], out_dir: str | Path, epochs: int = 3,
     return log
 
 
+Truth = Callable[[Image.Image, str], dict[str, float]]  # image, user prompt -> named analytic scores (toy world)
+
+
+def rewrite_quality(generator: Generator, vlm: VLM, prompts: list[str], n: int = 4, seed: int = 0,
+                    writer_lora: str | Path | None = None, truth: Truth | None = None) -> dict[str, float]:
+    """How good the VLM's rewrites of `prompts` are: `n` rewrites of each (written with `writer_lora` where given),
+    each generated from `seed` and judged by the VLM as it is (outside `writer_lora`: one yardstick before and after
+    a round). Returns the number of samples, the judge's mean combined score (0-5) and, with `truth`, the mean of
+    each of its scores."""
+    judged: list[float] = []
+    measured: dict[str, list[float]] = {}
+    for i, prompt in enumerate(prompts):
+        with vlm_adapter(vlm, writer_lora):
+            candidates = propose(vlm, prompt, n=n, seed=seed + i, tokenizer=generator.prompt_tokenizer,
+                                 limit=generator.preset.max_sequence_length)
+        if not candidates:
+            continue
+        for c, image in zip(candidates, generator.generate_batch([c.prompt for c in candidates], seed), strict=True):
+            c.image = image
+        score_all(vlm, candidates, prompt)
+        judged += [c.combined for c in candidates]
+        for c in candidates if truth else ():
+            for key, value in truth(c.image, prompt).items():
+                measured.setdefault(key, []).append(value)
+    if not judged:
+        raise NothingUsable("the loaded VLM wrote no readable rewrite of any prompt: there is nothing to measure")
+    return {"samples": len(judged), "judged": sum(judged) / len(judged),
+            **{k: sum(v) / len(v) for k, v in measured.items()}}
+
+
+@dataclass
+class Round:
+    """One self-rewarding round, as the CLI prints it and the app shows it."""
+
+    pairs: int
+    lora: str  # the VLM LoRA folder the round saved
+    loss: tuple[float, float]  # DPO loss at the first and the last step
+    margin: tuple[float, float]  # mean chosen-minus-rejected log-ratio margin, first and last step
+    before: dict[str, float]  # `rewrite_quality` of the VLM before the round
+    after: dict[str, float]  # and with the round's LoRA writing
+
+    def lines(self) -> list[str]:
+        """Before and after, one line per figure."""
+        names = {"judged": "judge's score of the rewrites (0-5, the VLM without the LoRA judges both)",
+                 "aesthetic": "analytic aesthetic (0-5)", "alignment": "analytic alignment (0-1)",
+                 "preference": "analytic preference (0-5)"}
+        out = [f"{self.pairs} preference pairs; DPO loss {self.loss[0]:.4f} -> {self.loss[1]:.4f}, margin "
+               f"{self.margin[0]:.3f} -> {self.margin[1]:.3f}; VLM LoRA in {self.lora}"]
+        for key, name in names.items():
+            if key in self.before and key in self.after:
+                b, a = self.before[key], self.after[key]
+                out.append(f"{name}: {b:.3f} -> {a:.3f} ({a - b:+.3f})")
+        return out
+
+
+def self_improve(generator: Generator, vlm: VLM, prompts: list[str], out_dir: str | Path, n: int = 8, seed: int = 0,
+                 samples: int = 4, epochs: int = 3, lr: float = 5e-5, beta: float = 0.1,
+                 init_from: str | Path | None = None, truth: Truth | None = None) -> Round:
+    """One self-rewarding round, measured: the rewrites before, pairs from the model's own samples and verdicts
+    (`preference_pairs`), DPO (`train_dpo`), the rewrites after.
+
+    Args:
+        generator, vlm: the loaded models.
+        prompts: the short prompts the round learns from.
+        out_dir: where the pairs (`pairs.jsonl`) and the VLM LoRA (`vlm-lora/`) are written.
+        n: candidates per prompt for the pairs; seed: their sampling and image seed.
+        samples: rewrites per prompt for the before/after figures (generated from seed + 1, not a pair's seed).
+        epochs, lr, beta: DPO's settings.
+        init_from: an earlier round's LoRA: the model this round starts from (it writes and judges the pairs).
+        truth: analytic scores of an image for a prompt (the toy world's `world.scores`), added to the figures.
+    """
+    out_dir = Path(out_dir)
+    before = rewrite_quality(generator, vlm, prompts, samples, seed + 1, init_from, truth)
+    pairs = preference_pairs(generator, vlm, prompts, n=n, seed=seed, vlm_lora=init_from)
+    if not pairs:
+        raise ValueError("no preference pairs: for every prompt the VLM wrote no usable rewrite, or scored them all "
+                         "the same")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files.write_text(out_dir / "pairs.jsonl", "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
+    lora = out_dir / "vlm-lora"
+    log = train_dpo(vlm, pairs, lora, epochs=epochs, lr=lr, beta=beta, init_from=init_from)
+    after = rewrite_quality(generator, vlm, prompts, samples, seed + 1, lora, truth)
+    return Round(len(pairs), str(lora), (log[0]["loss"], log[-1]["loss"]), (log[0]["margin"], log[-1]["margin"]),
+                 before, after)
+
+
 def read_prompts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
@@ -224,16 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.pivot_pairs:  # before the rounds: the VLM as loaded writes from the pivots
             written = pivot_pairs(generator, vlm, prompts, args.pivot_pairs, n=args.n, pivots=args.pivots)
             print(f"pivot pairs: {len(written)} in {args.pivot_pairs} (pivot images beside it)")
-        out, lora_dir = Path(args.out), None
-        for round_ in range(1, args.rounds + 1):  # each round refines with the LoRA of the one before
-            pairs = preference_pairs(generator, vlm, prompts, n=args.n, seed=round_ * 1000, vlm_lora=lora_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"pairs-round{round_}.jsonl").write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs))
-            previous, lora_dir = lora_dir, out / f"vlm-lora-round{round_}"
-            log = train_dpo(vlm, pairs, lora_dir, epochs=args.epochs, lr=args.lr, beta=args.beta,
-                            init_from=previous)
-            print(f"round {round_}: {len(pairs)} pairs, DPO loss {log[0]['loss']:.4f} -> {log[-1]['loss']:.4f}, "
-                  f"margin {log[0]['margin']:.3f} -> {log[-1]['margin']:.3f}; LoRA in {lora_dir}")
+        truth = world.scores if generator.preset.known_scenes else None  # a toy world measures from pixels
+        out, lora, figures = Path(args.out), None, []
+        for round_ in range(1, args.rounds + 1):  # each round starts from the LoRA of the one before
+            done = self_improve(generator, vlm, prompts, out / f"round{round_}", n=args.n, seed=round_ * 1000,
+                                epochs=args.epochs, lr=args.lr, beta=args.beta, init_from=lora, truth=truth)
+            lora = done.lora
+            figures.append(asdict(done))
+            print(f"round {round_}: " + "\n  ".join(done.lines()), flush=True)
+        files.write_text(out / "rounds.json", json.dumps(figures, indent=1) + "\n")
+        print(f"use it: python -m pipelines.refine --preset {args.preset} --vlm-lora {lora} --prompt ...")
     return 0
 
 

@@ -11,6 +11,7 @@ and how a question becomes token ids around the image. Everything else is shared
 
 from __future__ import annotations
 
+import unicodedata
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -30,6 +31,16 @@ def fit_within(image: Image.Image, side: int) -> Image.Image:
         return image
     scale = side / max(image.size)
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
+def readable(text: str) -> bool:
+    """Whether a VLM's reply reads as text: no control or replacement characters, and at least two words, four in
+    five of them made of letters. A VLM with random weights writes byte soup; shown as a prompt or a reason it would
+    pass garbage off as the model's answer."""
+    if any(ch == "\ufffd" or unicodedata.category(ch)[0] == "C" for ch in text):
+        return False
+    words = [w.strip(",.;:!?'\"()-") for w in text.split()]
+    return len(words) >= 2 and sum(w.isalpha() for w in words) >= 0.8 * len(words)
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:

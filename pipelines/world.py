@@ -87,6 +87,7 @@ PAGE_DEFAULTS = {
     "ask": "a green field, the sun",
     "ask_questions": "Does this image show a green field? Answer with Yes or No. | Yes",
     "lora": "a lake at night, the moon", "score": "a wheat field at golden hour, low horizon", "refine": "a beach",
+    "self_improve": "a beach\na green field\na snowy plain\na lake\na desert\nthe sea",
 }
 
 
@@ -600,6 +601,18 @@ def aesthetic(image: Image.Image | np.ndarray) -> float:
     """The toy aesthetic, 0-5: the sum of `aesthetic_parts` (five rules worth one point each, less up to two for a
     tiled or striped texture)."""
     return float(np.clip(sum(aesthetic_parts(image).values()), 0, 5))
+
+
+def preference(aesthetic: float, alignment: float) -> float:
+    """The analytic preference for a prompt, 0-5: the mean of the judge's three rubric truths (aesthetic, 5 x
+    alignment, and their mean for "preference"), which is 0.5 * aesthetic + 2.5 * alignment."""
+    return 0.5 * aesthetic + 2.5 * alignment
+
+
+def scores(image: Image.Image | np.ndarray, prompt: str) -> dict[str, float]:
+    """An image's analytic aesthetic (0-5), alignment with `prompt` (0-1) and preference (0-5)."""
+    a, al = aesthetic(image), alignment(prompt, image)
+    return {"aesthetic": a, "alignment": al, "preference": preference(a, al)}
 
 
 def with_attributes(scene: Scene, **changes: object) -> Scene:

@@ -96,7 +96,7 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
             AskAnythingTab(app, session)
             use = UseALoraTab(app, session)
             ScoreTab(app)
-            refine = RefinePromptTab(app)
+            refine = RefinePromptTab(app, session)
         # Links between tabs: a refined or image-written prompt goes to Visual prompts.
         refine.use.click(use_candidate, refine.choice, [visual.prompt, tabs], api_name="use_prompt", queue=False)
         refine.i2p_use.click(send_prompt, refine.i2p_prompt, [visual.prompt, tabs], api_visibility="private",

@@ -30,7 +30,7 @@ import gradio as gr
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pipelines import judge, refine
+from pipelines import judge, refine, self_reward, world
 from pipelines.checks import APP_MAX_UPLOAD_MB, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_image
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
@@ -110,12 +110,12 @@ def score_seconds(preset_name: str, prompt: str, images: list, sampled: bool) ->
 
 
 def refine_seconds(preset_name: str, prompt: str, n: int, *args, **kwargs) -> int:
-    return 20 + (n + 1) * (2 * get_preset(preset_name).inference_steps + 6)
+    return 20 + (n + 1) * (2 * get_preset(preset_name).inference_steps + 10)  # image, scores and a reason each
 
 
 def pivot_seconds(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
                   pivots: int) -> int:
-    return 20 + (n + 1 + pivots) * (2 * get_preset(preset_name).inference_steps + 6)
+    return 20 + (n + 1 + pivots) * (2 * get_preset(preset_name).inference_steps + 10)
 
 
 @on_gpu(image_seconds)
@@ -153,10 +153,12 @@ def gpu_score(preset_name: str, prompt: str, images: list, sampled: bool):
 
 
 @on_gpu(refine_seconds)
-def gpu_refine(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int):
+def gpu_refine(preset_name: str, prompt: str, n: int, temperature: float, top_p: float, seed: int,
+               vlm_lora: str | None = None):
     generator, vlm = models(preset_name)
     with MODEL_LOCK:
-        return refine.refine(generator, vlm, prompt, n, temperature, top_p, seed=seed, image_seed=seed)
+        return refine.refine(generator, vlm, prompt, n, temperature, top_p, seed=seed, image_seed=seed,
+                             vlm_lora=vlm_lora, reasons=True)
 
 
 @on_gpu(pivot_seconds)
@@ -164,7 +166,25 @@ def gpu_refine_pivot(preset_name: str, prompt: str, n: int, temperature: float, 
                      pivots: int):
     generator, vlm = models(preset_name)
     with MODEL_LOCK:
-        return refine.pivot(generator, vlm, prompt, n, pivots, temperature, top_p, seed=seed, image_seed=seed)
+        return refine.pivot(generator, vlm, prompt, n, pivots, temperature, top_p, seed=seed, image_seed=seed,
+                            reasons=True)
+
+
+def self_improve_seconds(preset_name: str, prompts: list[str], n: int, *args, **kwargs) -> int:
+    per_image = 2 * get_preset(preset_name).inference_steps + 10
+    return 60 + len(prompts) * ((n + 1) + 2 * SELF_IMPROVE_SAMPLES) * per_image  # pairs, then before and after
+
+
+SELF_IMPROVE_SAMPLES = 2  # rewrites per prompt behind the page's before/after figures
+
+
+@on_gpu(self_improve_seconds)
+def gpu_self_improve(preset_name: str, prompts: list[str], n: int, out_dir: str):
+    generator, vlm = models(preset_name)
+    truth = world.scores if generator.preset.known_scenes else None  # a toy world measures from pixels
+    with MODEL_LOCK:
+        return self_reward.self_improve(generator, vlm, prompts, out_dir, n=n, samples=SELF_IMPROVE_SAMPLES,
+                                        truth=truth)
 
 
 @on_gpu(image_seconds)

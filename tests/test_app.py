@@ -532,18 +532,15 @@ def test_score_bad_input_and_huge_upload(server, tmp_path):
     assert "8000x5000" in text and "downscaled" in text and "### Image A" in text
 
 
-def test_refine_ranks_candidates_against_the_baseline_and_sends_the_winner(server):
+def test_refine_says_in_one_line_when_the_vlm_writes_nothing_usable(server):
+    # The tiny preset's VLM has random weights: it writes byte soup, which is not ranked as "candidates" (the ranking
+    # itself is tested on the toy world, whose VLM writes: test_app_toy.py).
     client = server.client()
-    gallery, table, choice, note = client.predict("a cat on a windowsill", 4, 0.9, 0.9, 0, api_name="/refine")
-    rows = table["data"]
-    assert len(rows) == 5 and len(gallery) == 5
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
-    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
-    assert sum(r[-1].endswith("[baseline]") for r in rows) == 1
-    assert "4 candidates and your prompt" in note
-    winner = choice["value"]
-    assert winner.startswith("#1: ")
-    assert client.predict(winner, api_name="/use_prompt") == winner[4:]
+    for args, api in ((("a cat on a windowsill", 4, 0.9, 0.9, 0), "/refine"),
+                      (("a cat on a windowsill", 3, 0.9, 0.9, 2, 3), "/refine_pivot")):
+        gallery, table, choice, note = client.predict(*args, api_name=api)
+        assert note.startswith("**Nothing to rank:** the loaded VLM wrote nothing usable as a prompt"), note
+        assert "\n" not in note and not gallery and not table["data"] and not choice["choices"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -556,25 +553,6 @@ def test_refine_ranks_candidates_against_the_baseline_and_sends_the_winner(serve
 def test_refine_bad_input(server, args, message):
     with fails(message):
         server.client().predict(*args, api_name="/refine")
-
-
-def test_refine_pivot_shows_the_pivot_the_baseline_and_prompts_that_begin_with_yours(server):
-    client = server.client()
-    gallery, table, choice, note = client.predict("a cat on a windowsill", 3, 0.9, 0.9, 2, 3,
-                                                  api_name="/refine_pivot")
-    rows = table["data"]
-    assert len(rows) == 1 + 1 + 3 and len(gallery) == 5  # the pivot, the baseline and 3 refined prompts
-    assert rows[0][0] == "pivot" and re.fullmatch(r"a cat on a windowsill \[pivot image, seed [234]\]", rows[0][-1])
-    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4]
-    assert [float(r[1]) for r in rows[1:]] == sorted((float(r[1]) for r in rows[1:]), reverse=True)
-    assert sum(r[-1] == "a cat on a windowsill [baseline]" for r in rows) == 1
-    assert all(r[-1].startswith("a cat on a windowsill") for r in rows)
-    assert gallery[0]["caption"].startswith("pivot, seed ")
-    assert "best of 3 images of your prompt (seeds 2 to 4)" in note and "3 candidates and your prompt" in note
-    assert "all from seed 2" in note
-    winner = choice["value"]
-    assert winner.startswith("#1: a cat on a windowsill")
-    assert client.predict(winner, api_name="/use_prompt") == winner[4:]
 
 
 @pytest.mark.parametrize(("args", "message"), [

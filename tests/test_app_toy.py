@@ -5,6 +5,7 @@ and From an image writes a prompt of the grammar. The world's analytic truth (`p
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,17 +46,65 @@ def test_a_rich_prompt_is_painted_as_it_says_and_crisp(toy):
         assert sum(world.present(r, key, value) for r in read) >= 2, (key, value, [r.attributes() for r in read])
 
 
-def test_refine_ranks_readable_candidates_of_the_users_scene(toy):
-    gallery, table, choice, note = toy.client().predict("a beach", 4, 0.9, 0.95, 7, api_name="/refine")
+def test_refine_ranks_readable_candidates_of_the_users_scene_and_sends_the_winner(toy):
+    client = toy.client()
+    gallery, table, choice, note = client.predict("a beach", 4, 0.9, 0.95, 7, api_name="/refine")
     rows = table["data"]
     prompts = [re.sub(r" \[.*\]$", "", row[-1]) for row in rows]
-    assert len(rows) >= 4 and "candidates and your prompt" in note, note  # the old world wrote none
+    assert len(rows) == 5 and len(gallery) == 5 and "4 candidates and your prompt" in note, note
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5] and sum(r[-1].endswith("[baseline]") for r in rows) == 1
     written = [p for p in prompts if p != "a beach"]
     assert all(world.parse(p).get("scene") == "a beach" for p in written), written
     assert sum(len(world.parse(p)) >= 3 for p in written) >= 2, written  # rich: the scene and two words or more
     combined = [float(row[1]) for row in rows]
-    # Ranked by scores that differ; by little (the rubric follows the analytic aesthetic loosely, Spearman 0.16).
     assert combined == sorted(combined, reverse=True) and max(combined) > min(combined), combined
+    # Every row carries the judge's one-line reason, in the grammar's words (it read "YesYesYes" once)
+    reasons = [row[-2] for row in rows]
+    assert all(r and "\n" not in r and world.parse(r).get("scene") for r in reasons), reasons
+    best, base = combined[0], float(next(r[1] for r in rows if r[-1].endswith("[baseline]")))
+    gain = re.search(r"The winner beats your prompt by \*\*([+-]\d\.\d\d)\*\* of 5", note)
+    assert ("Your own prompt scored best" in note if rows[0][-1].endswith("[baseline]") else
+            gain and abs(float(gain[1]) - (best - base)) < 0.006), note  # the table rounds to 3 decimals
+    winner = choice["value"]
+    assert winner.startswith("#1: ") and client.predict(winner, api_name="/use_prompt") == winner[4:]
+
+
+def test_refine_pivot_shows_the_pivot_the_baseline_and_prompts_that_begin_with_yours(toy):
+    client = toy.client()
+    gallery, table, choice, note = client.predict("a lake", 3, 0.9, 0.9, 2, 3, api_name="/refine_pivot")
+    rows = table["data"]
+    assert len(rows) == 1 + 1 + 3 and len(gallery) == 5  # the pivot, the baseline and 3 refined prompts
+    assert rows[0][0] == "pivot" and re.fullmatch(r"a lake \[pivot image, seed [234]\]", rows[0][-1])
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    assert [float(r[1]) for r in rows[1:]] == sorted((float(r[1]) for r in rows[1:]), reverse=True)
+    assert sum(r[-1] == "a lake [baseline]" for r in rows) == 1
+    assert all(r[-1].startswith("a lake") for r in rows)
+    assert all(world.parse(r[-1]).get("scene") == "a lake" for r in rows)  # the pivot's keywords are the grammar's
+    assert gallery[0]["caption"].startswith("pivot, seed ")
+    assert "best of 3 images of your prompt (seeds 2 to 4)" in note and "3 candidates and your prompt" in note
+    winner = choice["value"]
+    assert winner.startswith("#1: a lake") and client.predict(winner, api_name="/use_prompt") == winner[4:]
+
+
+def test_self_improve_runs_a_round_shows_before_and_after_and_refine_uses_it(toy):
+    from pipelines.presets import get_preset
+    from studio.shared import App
+    from studio.tabs.refine_prompt import active_lora, refine_prompt, self_improve
+
+    app = App(get_preset("toy"), toy.root)  # the handlers the page calls, in the server's process
+    text, session, box = self_improve(app, "a beach\na lake\nthe sea", 3, None, None)
+    assert text.startswith("**One round done** on 3 prompts") and box["value"] is True, text
+    for figure in ("judge's score of the rewrites", "analytic aesthetic (0-5)", "analytic preference (0-5)"):
+        assert re.search(re.escape(figure) + r"[^:\n]*: \d\.\d{3} -> \d\.\d{3} \([+-]\d\.\d{3}\)", text), (figure, text)
+    lora = active_lora(True, session)
+    assert lora == session["vlm_lora"] and (Path(lora) / "adapter_config.json").is_file()
+    assert active_lora(False, session) is None
+    _, table, _, note = refine_prompt(app, "a beach", 3, 0.9, 0.9, 0, lora)
+    assert "self-improved VLM" in note and len(table) == 4
+    with pytest.raises(Exception, match="prompts to learn from: give at least two"):
+        self_improve(app, "a beach", 3, session, None)
+    with pytest.raises(Exception, match="candidates per prompt 9 must be a whole number from 2 to 8"):
+        self_improve(app, "a beach\na lake", 9, session, None)
 
 
 def test_score_explains_in_the_grammars_words(toy, tmp_path):

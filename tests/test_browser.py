@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_fixtures import server_fixture  # noqa: F401  (the "server" fixture)
+from app_fixtures import running, server_fixture  # noqa: F401  (the "server" fixture)
 
 from pipelines.lora import lora_metadata
 from studio import shared
@@ -161,8 +161,16 @@ def test_draw_optimize_and_download(browser, server, tmp_path):
     context.close()
 
 
-def test_score_and_refine_tabs(browser, server):
-    context, page, errors = open_page(browser, server)
+@pytest.fixture(scope="module")
+def toy_server(tmp_path_factory):
+    """The app on the trained toy world: its VLM writes, so Refine has candidates to rank (the tiny preset's random
+    VLM writes byte soup, and the page says there is nothing to rank)."""
+    with running(tmp_path_factory.mktemp("toy-browser"), preset="toy") as server:
+        yield server
+
+
+def test_score_and_refine_tabs(browser, toy_server):
+    context, page, errors = open_page(browser, toy_server)
 
     # Score: generate two images, score them, see the rubric and the order-free verdict
     page.get_by_role("tab", name="Score").click()
@@ -198,11 +206,39 @@ def test_score_and_refine_tabs(browser, server):
     context.close()
 
 
-def test_refine_through_an_image_from_the_mode_switch(browser, server):
+def test_self_improve_then_refine_with_the_improved_vlm(browser, toy_server):
+    """Self-improve in the page: a round on two prompts shows its before/after figures and unlocks the box that lets
+    Refine write and judge with the session's VLM LoRA; ticked, Refine says so."""
+    context, page, errors = open_page(browser, toy_server)
+    page.get_by_role("tab", name="Refine prompt").click()
+    assert page.locator("#refine-use-lora input").is_disabled()  # nothing to use before a round
+    page.get_by_text("Self-improve: one self-rewarding round on your prompts").click()
+    page.locator("#self-improve-prompts textarea").fill("a beach\na lake")
+    page.click("#self-improve")
+    text = wait_until(lambda: (t := page.locator("#self-improve-result").inner_text()) and "One round done" in t
+                      and t, 240, "the self-improve round")
+    assert "analytic aesthetic (0-5)" in text and "->" in text, text
+    box = page.locator("#refine-use-lora input")
+    wait_until(lambda: box.is_enabled() and box.is_checked(), 20, "the ticked box")
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "self-improve.png"), full_page=True)
+    page.click("#refine")
+    note = wait_until(lambda: (t := page.locator("#refine-note").inner_text()) and "candidates" in t and t, 120,
+                      "the refined candidates")
+    assert "self-improved VLM" in note, note
+    box.uncheck()
+    page.click("#refine")
+    wait_until(lambda: (t := page.locator("#refine-note").inner_text()) and "candidates" in t
+               and "self-improved" not in t, 120, "a plain refine")
+    assert not errors, errors
+    context.close()
+
+
+def test_refine_through_an_image_from_the_mode_switch(browser, toy_server):
     """The PRIP mode in the page: the switch shows the pivot count and its own button, the run lists the pivot,
     the baseline and the refined prompts, each beginning with the user's prompt, and the switch back restores the
     text mode's button."""
-    context, page, errors = open_page(browser, server)
+    context, page, errors = open_page(browser, toy_server)
     page.get_by_role("tab", name="Refine prompt").click()
     assert page.locator("#refine").is_visible() and not page.locator("#refine-pivot").is_visible()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines import evaluate, evaluate_prompts, world
-from pipelines.evaluate_prompts import Scored, best_of, held_out, refine_summary, truth
+from pipelines.evaluate_prompts import Scored, best_of, held_out, refine_summary
 from tests.test_evaluate import run_cli
 
 
@@ -28,7 +28,10 @@ def test_held_out_prompts_are_every_scene_alone_and_drawn_combinations():
 def test_the_truth_is_the_mix_the_judge_was_taught():
     # combined = mean(aesthetic, 5 * alignment, (aesthetic + 5 * alignment) / 2)
     a, al = 3.2, 0.5
-    assert truth(a, al) == pytest.approx(np.mean([a, 5 * al, (a + 5 * al) / 2]))
+    assert world.preference(a, al) == pytest.approx(np.mean([a, 5 * al, (a + 5 * al) / 2]))
+    image = world.render(world.sample(np.random.default_rng(1), {"scene": "a lake"}))
+    got = world.scores(image, "a lake, the moon")
+    assert got["preference"] == pytest.approx(world.preference(got["aesthetic"], got["alignment"]))
 
 
 def rows(*pairs: tuple[float, float]) -> list[Scored]:

@@ -8,10 +8,22 @@ wins; and a prompt written from an uploaded image.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from pipelines import refine, reports
-from pipelines.checks import MAX_PIVOTS, MAX_SEED, check_int, check_pivots, check_prompt, check_real, check_seed
+from pipelines.checks import (
+    APP_MAX_SELF_IMPROVE_CANDIDATES,
+    APP_MAX_SELF_IMPROVE_PROMPTS,
+    MAX_PIVOTS,
+    MAX_SEED,
+    check_int,
+    check_pivots,
+    check_prompt,
+    check_real,
+    check_seed,
+)
 from pipelines.vlm import fit_within
 
 from ..controls import for_display
@@ -25,7 +37,9 @@ from ..shared import (
     gpu_recreate,
     gpu_refine,
     gpu_refine_pivot,
+    gpu_self_improve,
     handler,
+    new_session,
     user_errors,
 )
 from .score import uploaded
@@ -60,14 +74,22 @@ def ranked_outputs(rows: list[refine.Candidate], seed: int, table: list[list[obj
     parts = [lead] if lead else []
     parts.append(f"{len(rows) - 1} candidates and your prompt, all from seed {seed}, judged by the same VLM.")
     parts.append("**Your own prompt scored best.**" if best.baseline else
-                 f"Best: **{best.combined:.2f}** against **{base.combined:.2f}** for your prompt.")
+                 f"The winner beats your prompt by **{best.combined - base.combined:+.2f}** of 5 "
+                 f"(**{best.combined:.2f}** against **{base.combined:.2f}**, the mean of the three rubrics).")
     if any(r.truncated for r in rows):
         parts.append("Rows marked [cut] were shortened at a word boundary to fit the generator's text limit.")
     return gallery, table, gr.update(choices=choices, value=choices[0]), " ".join(parts)
 
 
+def nothing_to_rank(exc: refine.NothingUsable) -> tuple:
+    """Gallery, table, choices and note when the VLM wrote no usable prompt: the note says so in one line."""
+    text = str(exc)
+    return [], [], gr.update(choices=[], value=None), f"**Nothing to rank:** {text[0].lower()}{text[1:]}."
+
+
 @user_errors("refining the prompt")
-def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple:
+def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: float, seed: float,
+                  vlm_lora: str | None = None) -> tuple:
     """Rewrite a short prompt into better ones (self-rewarding): the VLM writes n distinct candidates, each is
     generated from the same seed as the user's prompt, the same VLM scores every image (aesthetic, alignment,
     preference, 0-5) and the candidates are ranked, the user's prompt as the baseline row.
@@ -80,8 +102,12 @@ def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: fl
         seed: the noise seed every candidate is generated from (0 to 4294967295).
     """
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
-    rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed)
-    return ranked_outputs(rows, seed, reports.table(rows))
+    try:
+        rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed, vlm_lora)
+    except refine.NothingUsable as exc:
+        return nothing_to_rank(exc)
+    lead = "Written and judged by the **self-improved VLM** (this session's LoRA)." if vlm_lora else None
+    return ranked_outputs(rows, seed, reports.table(rows), lead)
 
 
 @user_errors("refining the prompt through an image")
@@ -101,7 +127,10 @@ def refine_pivot(app: App, prompt: str, n: float, temperature: float, top_p: flo
     """
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
     pivots = check_pivots(pivots)
-    result = gpu_refine_pivot(app.name, prompt, n, temperature, top_p, seed, pivots)
+    try:
+        result = gpu_refine_pivot(app.name, prompt, n, temperature, top_p, seed, pivots)
+    except refine.NothingUsable as exc:
+        return nothing_to_rank(exc)
     p = result.pivot
     seeds = refine.pivot_seeds(seed, pivots)
     chosen = (f"the only image of your prompt (seed {p.seed})" if pivots == 1 else
@@ -110,6 +139,47 @@ def refine_pivot(app: App, prompt: str, n: float, temperature: float, top_p: flo
             "render it, each beginning with your prompt (PRIP):")
     pivot_item = (for_display(p.image), f"pivot, seed {p.seed}, {p.combined:.2f}: {p.prompt}")
     return ranked_outputs(result.rows, seed, reports.pivot_table(result), lead, pivot_item)
+
+
+def prompt_lines(text: str) -> list[str]:
+    """The self-improve box's prompts: one per non-empty line, each checked, at most APP_MAX_SELF_IMPROVE_PROMPTS."""
+    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(prompts) < 2:
+        raise ValueError("prompts to learn from: give at least two, one per line")
+    if len(prompts) > APP_MAX_SELF_IMPROVE_PROMPTS:
+        raise ValueError(f"prompts to learn from: {len(prompts)} lines; at most {APP_MAX_SELF_IMPROVE_PROMPTS}")
+    return [check_prompt(p) for p in prompts]
+
+
+@user_errors("self-improving the VLM")
+def self_improve(app: App, prompts: str, n: float, session: dict | None = None, request: gr.Request = None
+                 ) -> tuple[str, dict, dict]:
+    """One self-rewarding round (Yang et al. 2025) on the user's prompts: the VLM rewrites each into candidates and
+    judges their images, its best and worst rewrite of each prompt become a preference pair, and DPO trains a LoRA of
+    the VLM on them. Returns the before/after figures, the session, and the checkbox that lets Refine use the LoRA.
+
+    Args:
+        prompts: short prompts, one per line (2 to 16).
+        n: candidates per prompt, 2 to 8.
+    """
+    prompts_list = prompt_lines(prompts)
+    n = check_int(n, "candidates per prompt", 2, APP_MAX_SELF_IMPROVE_CANDIDATES)
+    session = session or new_session(app, request)
+    session["runs"] += 1
+    out_dir = Path(session["dir"]) / f"self-improve-{session['runs']}"
+    done = gpu_self_improve(app.name, prompts_list, n, str(out_dir))
+    session["vlm_lora"] = done.lora
+    figures = "\n".join(f"- {line}" for line in done.lines()[1:])
+    text = (f"**One round done** on {len(prompts_list)} prompts: {done.pairs} preference pairs, DPO loss "
+            f"{done.loss[0]:.3f} -> {done.loss[1]:.3f}. The VLM's rewrites before and after the round (new samples of "
+            f"the same prompts, {done.before['samples']} images each):\n\n{figures}\n\nTick **Refine with the "
+            "self-improved VLM** above to let it write and judge.")
+    return text, session, gr.update(interactive=True, value=True)
+
+
+def active_lora(use: bool, session: dict | None) -> str | None:
+    """The VLM LoRA Refine uses: the session's self-improved one while the box is ticked."""
+    return (session or {}).get("vlm_lora") if use else None
 
 
 def show_mode(mode: str) -> tuple:
@@ -150,7 +220,7 @@ def image_to_prompt(app: App, image, seed: float) -> tuple:
 class RefinePromptTab:
     """`use` and `i2p_use` send a prompt to another tab; the page wires where (see page.py)."""
 
-    def __init__(self, app: App):
+    def __init__(self, app: App, session: gr.State):
         with gr.Tab("Refine prompt", id="refine"):
             gr.Markdown("Two ways to refine a short prompt; each result is generated from the same seed, the same "
                         "VLM judges every image, and the candidates are ranked with your prompt as the baseline. "
@@ -171,6 +241,8 @@ class RefinePromptTab:
                     with gr.Row():
                         self.temperature = SliderBox(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
                         self.top_p = SliderBox(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+                    self.use_lora = gr.Checkbox(False, label="Refine with the self-improved VLM (run Self-improve "
+                                                      "below first)", interactive=False, elem_id="refine-use-lora")
                     self.button = gr.Button("Refine", variant="primary", elem_id="refine")
                     self.pivot_button = gr.Button("Refine through an image", variant="primary", visible=False,
                                                   elem_id="refine-pivot")
@@ -178,10 +250,24 @@ class RefinePromptTab:
                     self.choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
                     self.use = gr.Button("Use this prompt in Visual prompts", elem_id="refine-use")
                 with gr.Column(scale=3):
-                    self.gallery = gr.Gallery(label="Candidates, best first", columns=3, height=420,
+                    # Every candidate in view without scrolling inside the gallery (9 of 8 candidates: 3 rows)
+                    self.gallery = gr.Gallery(label="Candidates, best first", columns=3, height="auto",
                                               elem_id="refine-gallery")
             self.table = gr.Dataframe(headers=reports.TABLE_HEADERS, interactive=False, wrap=True,
+                                      column_widths=["5%", "7%", "7%", "7%", "7%", "7%", "28%", "32%"],
                                       label="Scores (0-5; VQAScore 0-1)", elem_id="refine-table")
+            with gr.Accordion("Self-improve: one self-rewarding round on your prompts", open=False):
+                gr.Markdown("The VLM rewrites each prompt into candidates and judges their images; its best and worst "
+                            "rewrite of each prompt become a preference pair, and DPO trains a LoRA of the VLM on them "
+                            "(Yang et al. 2025). The figures compare its rewrites before and after the round.")
+                with gr.Row():
+                    self.si_prompts = gr.Textbox(label="Prompts to learn from, one per line", lines=4, scale=3,
+                                                 value=app.preset.page_default("self_improve"),
+                                                 elem_id="self-improve-prompts")
+                    self.si_n = SliderBox(2, APP_MAX_SELF_IMPROVE_CANDIDATES, value=4, step=1,
+                                          label="Candidates per prompt")
+                self.si_button = gr.Button("Run one round", elem_id="self-improve")
+                self.si_result = gr.Markdown(elem_id="self-improve-result")
             with gr.Accordion("From an image: write a prompt that recreates it", open=False):
                 with gr.Row():
                     with gr.Column():
@@ -194,8 +280,13 @@ class RefinePromptTab:
                                                    height=260)
                         self.i2p_note = gr.Markdown(elem_id="i2p-note")
                         self.i2p_use = gr.Button("Use this prompt in Visual prompts")
-        self.button.click(handler(refine_prompt, app), [self.prompt, self.n, self.temperature, self.top_p, self.seed],
+        vlm_lora = gr.State(None)  # the LoRA Refine uses: set while the box is ticked (not an API parameter)
+        self.button.click(handler(refine_prompt, app),
+                          [self.prompt, self.n, self.temperature, self.top_p, self.seed, vlm_lora],
                           [self.gallery, self.table, self.choice, self.note], api_name="refine", **GPU_EVENT)
+        self.si_button.click(handler(self_improve, app), [self.si_prompts, self.si_n, session],
+                             [self.si_result, session, self.use_lora], api_name="self_improve", **GPU_EVENT)
+        self.use_lora.change(active_lora, [self.use_lora, session], vlm_lora, **LIGHT_EVENT)
         self.pivot_button.click(handler(refine_pivot, app),
                                 [self.prompt, self.n, self.temperature, self.top_p, self.seed, self.pivots],
                                 [self.gallery, self.table, self.choice, self.note], api_name="refine_pivot",
