@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -122,7 +123,7 @@ def test_judge_report_has_every_rubric_and_vqascore(tiny_models):
         judge.judge(vlm, image(4), "  ")
 
 
-def test_refiner_returns_n_distinct_candidates_and_the_baseline_ranked(tiny_models):
+def test_refiner_returns_n_distinct_candidates_and_the_baseline_ranked(tiny_models, writing_vlm):
     generator, vlm = tiny_models
     rows = refine.refine(generator, vlm, "a cat on a windowsill", n=5, seed=1)
     assert len(rows) == 6 and sum(r.baseline for r in rows) == 1
@@ -206,15 +207,21 @@ def test_dpo_loss_matches_its_formula():
     assert float(loss) == pytest.approx(-np.log(1 / (1 + np.exp(-0.2))))
 
 
-def test_self_reward_cli_writes_pairs_and_a_vlm_lora(tmp_path, capsys):
+def test_self_reward_cli_writes_pairs_and_a_vlm_lora(tmp_path, capsys, writing_vlm):
     (tmp_path / "prompts.txt").write_text("a cat on a windowsill\n\na tropical beach\n")
     code = self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "3",
                              "--epochs", "1", "--lr", "1e-3", "--out", str(tmp_path / "sr")])
     assert code == 0
-    rows = [json.loads(line) for line in (tmp_path / "sr" / "pairs-round1.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "sr" / "round1" / "pairs.jsonl").read_text().splitlines()]
     assert rows and all(r["chosen_score"] > r["rejected_score"] and r["chosen"] != r["rejected"] for r in rows)
-    assert (tmp_path / "sr" / "vlm-lora-round1" / "adapter_model.safetensors").is_file()
-    assert "DPO loss" in capsys.readouterr().out
+    assert (tmp_path / "sr" / "round1" / "vlm-lora" / "adapter_model.safetensors").is_file()
+    out = capsys.readouterr().out
+    # Before and after, by the judge without the LoRA (the tiny preset has no analytic truth to add)
+    assert re.search(r"round 1: \d preference pairs; DPO loss", out), out
+    assert re.search(r"judge's score of the rewrites .*: \d\.\d{3} -> \d\.\d{3}", out) and "analytic" not in out
+    assert f"--vlm-lora {tmp_path / 'sr' / 'round1' / 'vlm-lora'}" in out
+    rounds = json.loads((tmp_path / "sr" / "rounds.json").read_text())
+    assert len(rounds) == 1 and set(rounds[0]["before"]) == {"samples", "judged"}
 
 
 @pytest.mark.parametrize("argv,pattern", [
@@ -230,7 +237,7 @@ def test_refine_cli_bad_input(argv, pattern, tmp_path, capsys):
     assert exc.value.code == 2 and pattern in capsys.readouterr().err
 
 
-def test_refine_and_judge_clis(tmp_path, capsys):
+def test_refine_and_judge_clis(tmp_path, capsys, writing_vlm):
     assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[baseline]" in out and len(list(tmp_path.glob("*.png"))) == 3
@@ -278,3 +285,41 @@ def test_near_even_comparisons_are_ties():
     assert judge.Comparison(0.6, 0.7, 0.5, True).winner == "first"
     assert judge.Comparison(0.3, 0.2, 0.6, True).winner == "second"
     assert "neither (a tie)" in reports.comparison_markdown(judge.Comparison(0.5, 0.1, 0.1, False))
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("a beach at golden hour, low horizon", True),
+    ("A quiet harbour at dawn, 35mm, f/2.8, soft light", True),  # a few non-words are fine
+    ("�X ofit� linnsSuns s�� city; paletteX", False),  # what random weights write
+    ("a cat\x06 on a mat", False),
+    ("YesYesYesYes", False),  # one "word": not a prompt
+    ("", False),
+])
+def test_a_reply_is_readable_when_it_is_words(text, ok):
+    from pipelines.vlm import readable
+
+    assert readable(text) is ok
+
+
+def test_the_judges_reason_is_the_line_after_its_score():
+    assert judge.first_reason("Score: 4\nThe horizon sits on a third. The sun is clear.\nMore.") == \
+        "The horizon sits on a third. The sun is clear."
+    assert judge.first_reason("**Score:** 3/5 - Balanced and bright") == "Balanced and bright"
+    assert judge.first_reason("Score: 2\n\ufffd\x07 zz") == ""
+    long = judge.first_reason("Score: 1\n" + "word " * 60)
+    assert len(long) <= judge.REASON_CHARS + 3 and long.endswith("...")
+
+
+def test_a_vlm_that_writes_nothing_usable_is_one_line(tmp_path, capsys):
+    # The tiny preset's VLM has random weights: nothing it writes is a prompt
+    with pytest.raises(SystemExit) as exc:
+        refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "the loaded VLM wrote nothing usable as a prompt" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    (tmp_path / "prompts.txt").write_text("a cat\na dog\n")
+    with pytest.raises(SystemExit) as exc:
+        self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
+                          "--out", str(tmp_path / "sr")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "wrote no readable rewrite of any prompt" in err and "Traceback" not in err

@@ -42,7 +42,7 @@ def favourite_seed_judge(tiny_models, monkeypatch):
 
 
 @pytest.mark.parametrize("favourite", [2, 1])
-def test_the_pivot_is_the_judges_favourite_of_the_k_images(tiny_models, favourite_seed_judge, favourite):
+def test_the_pivot_is_the_judges_favourite_of_the_k_images(tiny_models, favourite_seed_judge, favourite, writing_vlm):
     """Not simply the first image: the judge prefers seed 5 + favourite, and that image is the pivot."""
     generator, _ = tiny_models
     seed = 5
@@ -87,7 +87,7 @@ def test_the_vlm_writes_from_the_pivot_image_and_every_prompt_begins_with_the_us
     assert all(f'"{PROMPT}"' in prompt for prompt, _ in seen)
 
 
-def test_the_table_holds_the_baseline_the_pivot_and_n_rows(tiny_models):
+def test_the_table_holds_the_baseline_the_pivot_and_n_rows(tiny_models, writing_vlm):
     generator, vlm = tiny_models
     result = refine.pivot(generator, vlm, "a red bicycle", n=3, pivots=3, seed=1, image_seed=2)
     rows = reports.pivot_table(result)
@@ -135,7 +135,7 @@ def test_cli_bad_input_is_one_line(argv, message, capsys):
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
 
 
-def test_cli_pivot_mode_prints_the_table_and_saves_the_pivot(tmp_path, capsys):
+def test_cli_pivot_mode_prints_the_table_and_saves_the_pivot(tmp_path, capsys, writing_vlm):
     assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--mode", "pivot", "--pivots", "2", "--n", "2",
                         "--seed", "4", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -144,12 +144,12 @@ def test_cli_pivot_mode_prints_the_table_and_saves_the_pivot(tmp_path, capsys):
     assert len(names) == 1 + 3 and names[0] in ("00-pivot-seed4.png", "00-pivot-seed5.png")
 
 
-def test_text_mode_is_the_default_and_unchanged(tmp_path, capsys):
+def test_text_mode_is_the_default_and_unchanged(tmp_path, capsys, writing_vlm):
     assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
     assert "[pivot" not in capsys.readouterr().out and len(list(tmp_path.glob("*.png"))) == 3
 
 
-def test_pivot_pairs_are_pngs_beside_the_jsonl_with_relative_paths(tiny_models, tmp_path):
+def test_pivot_pairs_are_pngs_beside_the_jsonl_with_relative_paths(tiny_models, tmp_path, writing_vlm):
     generator, vlm = tiny_models
     out = tmp_path / "pairs" / "pivots.jsonl"
     pairs = self_reward.pivot_pairs(generator, vlm, ["a cat on a windowsill", "a  tropical beach"], out, n=2,
@@ -167,7 +167,7 @@ def test_pivot_pairs_are_pngs_beside_the_jsonl_with_relative_paths(tiny_models, 
                                          and r["rejected"].startswith(r["prompt"]))
 
 
-def test_self_reward_cli_writes_pivot_pairs(tmp_path, capsys):
+def test_self_reward_cli_writes_pivot_pairs(tmp_path, capsys, writing_vlm):
     (tmp_path / "prompts.txt").write_text("a cat on a windowsill\n")
     pairs = tmp_path / "pivots.jsonl"
     code = self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
@@ -175,7 +175,7 @@ def test_self_reward_cli_writes_pivot_pairs(tmp_path, capsys):
                              "--pivot-pairs", str(pairs)])
     assert code == 0 and f"pivot pairs: 1 in {pairs}" in capsys.readouterr().out
     row = json.loads(pairs.read_text())
-    assert (tmp_path / row["image"]).is_file() and (tmp_path / "sr" / "pairs-round1.jsonl").is_file()
+    assert (tmp_path / row["image"]).is_file() and (tmp_path / "sr" / "round1" / "pairs.jsonl").is_file()
 
 
 @pytest.mark.parametrize("extra,message", [
