@@ -27,14 +27,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from . import cli, world
-from .checks import check_int, check_output_dir, check_prompt
+from .checks import check_int, check_learning_rate, check_output_dir, check_prompt
 from .files import replacing, write_text
 from .refine import Candidate, image_to_prompt, pivot, propose, ranked, score_all, similarity, vlm_adapter
 from .self_reward import preference_pairs, rewrite_quality, train_dpo
@@ -60,6 +60,7 @@ class Scored:
     judged: float  # the VLM's combined rubric score (mean of aesthetic, alignment, preference), 0-5
     aesthetic: float  # analytic, 0-5
     alignment: float  # analytic, 0-1: the fraction of the *user's* prompt's attributes the image shows
+    scores: dict[str, float | None] = field(default_factory=dict)  # the judge's rubric scores and VQAScore
 
     @property
     def truth(self) -> float:
@@ -68,7 +69,7 @@ class Scored:
 
 def scored(candidate: Candidate, user_prompt: str) -> Scored:
     return Scored(candidate.prompt, candidate.combined, world.aesthetic(candidate.image),
-                  world.alignment(user_prompt, candidate.image))
+                  world.alignment(user_prompt, candidate.image), dict(candidate.scores))
 
 
 def held_out(draw: int, combinations: int = COMBINATIONS) -> list[str]:
@@ -150,6 +151,12 @@ def refine_summary(cases: Sequence[RefineCase]) -> dict[str, object]:
                                              for c, (_, o) in zip(usable, picks, strict=True)]),
         }
     out["best_of"] = per_n
+    # Which of the judge's signals carries the information: the best of 8 picked by each score alone
+    keys = [k for k in ("aesthetic", "alignment", "preference", "vqa") if all(
+        r.scores.get(k) is not None for c in cases for r in c.rewrites[:8])]
+    out["best_of_8_by_score"] = {k: {m: mean([getattr(max(c.rewrites[:8], key=lambda r: r.scores[k]), m)
+                                              for c in cases]) for m in ("aesthetic", "alignment", "truth")}
+                                 for k in keys}
     eight = per_n["8"]
     out["aesthetic_gain_best_of_8"] = eight["judge"]["aesthetic"] - out["raw"]["aesthetic"]
     out["alignment_change_best_of_8"] = eight["judge"]["alignment"] - out["raw"]["alignment"]
@@ -171,6 +178,14 @@ def refine_table(summary: dict) -> str:
                      f" | {row['judge']['truth']:.2f} | {row['random']['aesthetic']:.2f} | "
                      f"{row['oracle']['aesthetic']:.2f} | {row['judge_picks_analytic_best']:.0%} | "
                      f"{row['chance_of_analytic_best']:.0%} |")
+    picks = summary.get("best_of_8_by_score", {})
+    if picks:
+        lines += ["", "| best of 8 picked by the judge's ... alone | aesthetic | alignment | truth |",
+                  "|" + " --- |" * 4]
+        names = {"aesthetic": "aesthetic rubric", "alignment": "alignment rubric", "preference": "preference rubric",
+                 "vqa": "VQAScore"}
+        lines += [f"| {names[k]} | {v['aesthetic']:.2f} | {v['alignment']:.2f} | {v['truth']:.2f} |"
+                  for k, v in picks.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -419,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=32, help="recreate: images to recreate")
     parser.add_argument("--rounds", type=int, default=2, help="dpo: self-rewarding rounds")
     parser.add_argument("--train-prompts", type=int, default=16, help="dpo: prompts each round learns from")
+    parser.add_argument("--lr", type=float, default=5e-5, help="dpo: DPO's learning rate")
+    parser.add_argument("--epochs", type=int, default=3, help="dpo: DPO's epochs over each round's pairs")
     parser.add_argument("--vlm-lora", help="refine, pivot, recreate: a VLM LoRA folder (from self_reward) to use")
     parser.add_argument("--out-dir", required=True, help="folder for results.json, table.md and contact-sheet.png")
     args = parser.parse_args(argv)
@@ -427,8 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         if not preset.known_scenes:
             raise ValueError(f"preset {preset.name!r} has no analytic truth: the prompt evaluations run on a toy "
                              f"world (--preset toy)")
-        for name, lo, hi in (("seeds", 1, 16), ("images", 1, 256), ("rounds", 1, 5), ("train_prompts", 2, 256)):
+        for name, lo, hi in (("seeds", 1, 16), ("images", 1, 256), ("rounds", 1, 5), ("train_prompts", 2, 256),
+                             ("epochs", 1, 100)):
             check_int(getattr(args, name), "--" + name.replace("_", "-"), lo, hi)
+        check_learning_rate(args.lr)
         prompts = [check_prompt(p) for p in args.prompts.split(";")] if args.prompts else held_out(args.draw)
         out_dir = check_output_dir(args.out_dir)
         generator, vlm = cli.load_models(args, preset)
@@ -446,10 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                 table, labels = recreate_table(summary), [c["prompt"] for c in cases[:len(sheet)]]
             else:
                 summary, cases, sheet = run_dpo(generator, vlm, prompts, seeds, args.draw, out_dir, args.rounds,
-                                                args.train_prompts)
+                                                args.train_prompts, epochs=args.epochs, lr=args.lr)
                 table, labels = dpo_table(summary), [f"round {r}" for r in range(len(sheet))]
         command = "python -m pipelines.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
         record = {"task": args.task, "summary": summary, "paper": PAPER[args.task], "preset": preset.name,
+                  **({"lr": args.lr, "epochs": args.epochs} if args.task == "dpo" else {}),
                   "draw": args.draw, "prompts": prompts, "seeds": seeds, "vlm_lora": args.vlm_lora,
                   "seconds": round(time.perf_counter() - start, 1), "command": command,
                   "cases": [c if isinstance(c, dict) else asdict(c) for c in cases]}

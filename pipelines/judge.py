@@ -71,7 +71,7 @@ def parse_score(text: str) -> float | None:
 class Verdict:
     rubric: str
     score: float | None  # None: the judge gave no score we could read
-    explanation: str = ""
+    explanation: str = ""  # the judge's one-line reason (`first_reason`); "" when it wrote nothing readable
     digit_probs: list[float] | None = None  # P("0") .. P("5") in the continuous mode
 
     def label(self) -> str:
@@ -120,7 +120,7 @@ def sampled_score(vlm: VLM, image: Image.Image, rubric: str, prompt: str = "", s
                                 temperature=temperature, top_p=0.9, num_return_sequences=samples, seed=seed)
     scores = [s for s in map(parse_score, replies) if s is not None]
     explanation = next((r for r in replies if parse_score(r) is not None), replies[0] if replies else "")
-    return Verdict(rubric, sum(scores) / len(scores) if scores else None, explanation)
+    return Verdict(rubric, sum(scores) / len(scores) if scores else None, first_reason(explanation))
 
 
 REASON_CHARS = 160  # a reason longer than this is cut at a word boundary: it is one line of a table
@@ -211,9 +211,8 @@ def judge(vlm: VLM, image: Image.Image, prompt: str, sampled: bool = False, seed
         verdicts = {r: sampled_score(vlm, image, r, prompt, seed=seed) for r in RUBRICS}
     else:
         verdicts = {v.rubric: v for v in continuous_scores(vlm, [(image, r, prompt) for r in RUBRICS])}
-        # The continuous mode still shows the judge's words: one greedy reply for the overall verdict.
-        verdicts["preference"].explanation = vlm.generate_text(rubric_prompt("preference", prompt), image=image,
-                                                               max_new_tokens=96)[0]
+        # The continuous mode still shows the judge's words: one greedy reply for the overall verdict, its reason.
+        verdicts["preference"].explanation = reason(vlm, image, prompt)
     return Report(prompt, vqa_scores(vlm, [image], [prompt])[0], verdicts)
 
 

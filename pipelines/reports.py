@@ -16,7 +16,9 @@ def report_markdown(report: Report, title: str) -> str:
         level = "" if v.score is None else f" ({LEVELS[min(5, max(0, round(v.score)))]})"
         lines.append(f"- **{rubric}**: {v.label()}{level}")
     words = [f"> _{rubric}_: {v.explanation.strip()}" for rubric, v in report.verdicts.items() if v.explanation.strip()]
-    return "\n".join(lines + ([""] + words if words else []))
+    if not words:  # a VLM with random weights writes byte soup: not shown as its reasoning
+        words = ["_The judge wrote no readable explanation (a VLM that cannot write, such as random weights)._"]
+    return "\n".join(lines + [""] + words)
 
 
 def comparison_markdown(c: Comparison) -> str:

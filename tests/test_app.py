@@ -115,7 +115,7 @@ def test_endpoints_are_the_documented_ones(server):
     names = set(server.client().view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/generate", "/preview", "/optimize", "/apply_lora", "/draft_questions", "/ask_optimize",
                      "/ask_apply_lora", "/upload_lora", "/apply_uploaded", "/continue_lora", "/score_generate",
-                     "/score", "/refine", "/refine_pivot", "/use_prompt", "/image_to_prompt"}
+                     "/score", "/refine", "/refine_pivot", "/self_improve", "/use_prompt", "/image_to_prompt"}
 
 
 def test_generate_returns_the_generators_exact_image(server, reference):
@@ -515,6 +515,7 @@ def test_score_sampled_mode_shows_no_score_not_zero(server, two_images):
     # The tiny VLM writes noise: the sampled verdicts have no score, and the page says so instead of 0.
     text = server.client().predict("a red bicycle", handle_file(two_images[0]), None, True, api_name="/score")
     assert "no score" in text and "0.00 / 5" not in text
+    assert "The judge wrote no readable explanation" in text and "\ufffd" not in text  # not its byte soup
 
 
 def test_score_bad_input_and_huge_upload(server, tmp_path):

@@ -76,10 +76,10 @@ def test_continuous_score_follows_the_digit_probabilities(tiny_models, monkeypat
 
 def test_sampled_mode_averages_parsed_scores_and_never_invents_one(tiny_models, monkeypatch):
     _, vlm = tiny_models
-    replies = iter([["Score: 4\nGood.", "nothing", "Score: 2/5"], ["no", "idea", "at all"]])
+    replies = iter([["Score: 4\nGood light.", "nothing", "Score: 2/5"], ["no", "idea", "at all"]])
     monkeypatch.setattr(vlm, "generate_text", lambda *a, **k: next(replies))
     first = judge.sampled_score(vlm, image(0), "preference", "a cat")
-    assert first.score == 3.0 and first.explanation.startswith("Score: 4")
+    assert first.score == 3.0 and first.explanation == "Good light."  # the first scored reply's reason
     assert judge.sampled_score(vlm, image(0), "preference", "a cat").score is None
 
 
