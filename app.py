@@ -19,9 +19,9 @@ import os
 
 import torch
 
-from pipelines.checks import APP_MAX_UPLOAD_MB
+from pipelines.checks import APP_MAX_UPLOAD_MB, MAX_QUEUE
 from studio import build_demo, choose_preset, expose_as_tools
-from studio.shared import DEVICES, MAX_QUEUE
+from studio.gpu import DEVICES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ APP_MAX_QUESTIONS = 8
 APP_MAX_VIEWS = 8  # judged views per image: each runs the VLM again
 APP_MAX_NOISES = 4  # noises per step: each runs the whole step again
 APP_MAX_UPLOAD_MB = 512
+MAX_QUEUE = 16  # jobs that may wait in the app's line (`app.py --max-queue` overrides it)
 APP_MAX_SELF_IMPROVE_PROMPTS = 16  # prompts of one self-improve round in the app (each: candidates, images, judging)
 APP_MAX_SELF_IMPROVE_CANDIDATES = 8
 

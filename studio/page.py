@@ -8,10 +8,13 @@ from pathlib import Path
 import gradio as gr
 
 import overlays
-from pipelines.checks import APP_MAX_UPLOAD_MB, check_prompt
+from pipelines.checks import APP_MAX_UPLOAD_MB, MAX_QUEUE, check_prompt
 from pipelines.presets import Preset, get_preset
 
-from .shared import MAX_QUEUE, App, drop_session, guard_api, models, user_errors
+from .context import App
+from .gpu import models
+from .messages import guard_api, user_errors
+from .sessions import drop_session
 from .tabs.ask_anything import AskAnythingTab
 from .tabs.refine_prompt import RefinePromptTab, chosen_prompt
 from .tabs.score import ScoreTab

@@ -17,20 +17,11 @@ from PIL import Image
 from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
 from pipelines.optimize import EVAL_SEEDS, Evaluation, Step
 
+from .context import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, handler
 from .controls import DISPLAY, for_display, overlaid
-from .shared import (
-    GPU_EVENT,
-    LIGHT_EVENT,
-    App,
-    NumberBox,
-    SliderBox,
-    gpu_generate,
-    gpu_run,
-    handler,
-    new_session,
-    slug,
-    user_errors,
-)
+from .gpu import gpu_generate, gpu_run
+from .messages import user_errors
+from .sessions import new_session, slug
 
 CONTINUE_LABEL = ("Continue from this LoRA: the next Optimize starts from the LoRA above (or the one sent from "
                   "'Use a LoRA') instead of from zero")

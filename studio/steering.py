@@ -8,7 +8,7 @@ import gradio as gr
 from pipelines.checks import APP_MAX_NOISES, APP_MAX_VIEWS, MAX_KEEP, check_int, check_real
 from pipelines.presets import Preset
 
-from .shared import SliderBox
+from .context import SliderBox
 
 KEEP_LABEL = ("Keep the prompt: also ask 'Does this image show {prompt}?' (a guard against the image drifting "
               "away from the prompt)")

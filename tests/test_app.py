@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 
 from pipelines import optimize
 from pipelines.lora import lora_metadata
-from studio import controls, runs, shared
+from studio import controls, gpu, runs
 
 pytestmark = pytest.mark.slow  # an in-process server (and a browser): minutes, not seconds
 
@@ -49,7 +49,7 @@ def fails(message: str):
 
 
 def models():
-    return shared.models("tiny")
+    return gpu.models("tiny")
 
 
 def base_pixels(client) -> np.ndarray:
@@ -386,7 +386,7 @@ def made_lora(tmp_path_factory) -> Path:
     generator, vlm = models()
     path = tmp_path_factory.mktemp("lora") / "beach.safetensors"
     events = list(runs.run(generator, vlm, "a beach", 1, [("Is it a beach? Answer with Yes or No.", "Yes")], steps=1,
-                             out_path=path, lock=shared.MODEL_LOCK))
+                             out_path=path, lock=gpu.MODEL_LOCK))
     assert events[-1].kind == "done"
     return path
 
@@ -463,12 +463,12 @@ def test_gpu_functions_use_spaces_when_importable(tmp_path):
         "        return fn\n"
         "    return wrap(task) if task else wrap\n")
     code = (
-        "import json, spaces\nfrom studio import shared\n"
+        "import json, spaces\nfrom studio import gpu\n"
         "out = {name: callable(d) for name, d, s in spaces.CALLS}\n"
-        "out['run_100'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
-        "out['run_10'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
-        "out['run_100_3q'] = shared.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
-        "out['image'] = shared.image_seconds('flux-dev', 'p', 0)\n"
+        "out['run_100'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
+        "out['run_10'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
+        "out['run_100_3q'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
+        "out['image'] = gpu.image_seconds('flux-dev', 'p', 0)\n"
         "out['size'] = spaces.CALLS[0][2]\n"
         "print(json.dumps(out))\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", ZEROGPU_SIZE="xlarge", GRADIO_ANALYTICS_ENABLED="False")

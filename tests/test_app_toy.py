@@ -88,7 +88,7 @@ def test_refine_pivot_shows_the_pivot_the_baseline_and_prompts_that_begin_with_y
 
 def test_self_improve_runs_a_round_shows_before_and_after_and_refine_uses_it(toy):
     from pipelines.presets import get_preset
-    from studio.shared import App
+    from studio.context import App
     from studio.tabs.refine_prompt import active_lora, refine_prompt, self_improve
 
     app = App(get_preset("toy"), toy.root)  # the handlers the page calls, in the server's process

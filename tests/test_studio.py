@@ -22,7 +22,7 @@ from pipelines import checks, optimize
 from pipelines.lora import lora_metadata
 from pipelines.optimize import Evaluation, Step
 from pipelines.presets import PAGE_DEFAULTS, get_preset
-from studio import controls, examples, page, results, runs, shared
+from studio import context, controls, examples, gpu, messages, page, results, runs, sessions
 from studio import questions as question_box
 from studio.tabs import score, use_a_lora, visual_prompts
 
@@ -30,12 +30,12 @@ QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes o
 
 
 def models():
-    return shared.models("tiny")
+    return gpu.models("tiny")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> shared.App:
-    return shared.App(get_preset("tiny"), tmp_path_factory.mktemp("studio"))
+def app(tmp_path_factory) -> context.App:
+    return context.App(get_preset("tiny"), tmp_path_factory.mktemp("studio"))
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,11 @@ def test_examples_manifest_is_complete():
         assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
         assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
     ex = manifest["examples"][1]
-    now = np.asarray(shared.models("toy")[0].generate(ex["prompt"], ex["seed"]).convert("RGB"))
-    assert np.array_equal(now, pixels(ex["before"])), \
+    now = np.asarray(gpu.models("toy")[0].generate(ex["prompt"], ex["seed"]).convert("RGB")).astype(int)
+    # Stale means another picture; one level of rounding on a few pixels is another CPU's float arithmetic
+    # (seen: one pixel off by 1 on a machine other than the one that made the examples)
+    off = np.abs(now - pixels(ex["before"]).astype(int))
+    assert off.max() <= 2 and (off > 0).mean() < 0.01, \
         "the precomputed examples are stale: python -m studio.examples --preset toy"
 
 
@@ -262,15 +265,15 @@ def test_results_read_as_the_page_shows_them(tmp_path):
 
 
 def test_what_a_failure_reads_as():
-    assert shared.user_error(ValueError("'the prompt is empty'"), "x").message == "The prompt is empty"
-    oom = shared.user_error(torch.OutOfMemoryError("CUDA out of memory"), "optimizing")
+    assert messages.user_error(ValueError("'the prompt is empty'"), "x").message == "The prompt is empty"
+    oom = messages.user_error(torch.OutOfMemoryError("CUDA out of memory"), "optimizing")
     assert oom.message.startswith("Out of GPU memory while optimizing")
-    other = shared.user_error(KeyError("k"), "scoring")
+    other = messages.user_error(KeyError("k"), "scoring")
     assert "Something went wrong while scoring (KeyError" in other.message and "keeps serving" in other.message
-    assert shared.slug("A Beach, at NOON!") == "a-beach-at-noon" and shared.slug("!!!") == "lora"
-    assert shared.field_name(gr.Textbox(label="Horizon height (a fraction; when not drawn)")) == "Horizon height"
-    assert shared.field_name(gr.Checkbox(label="Sampled verdicts: average three")) == "Sampled verdicts"
-    assert shared.unreadable(Image.DecompressionBombError("x")).startswith("an image over 40 MP")
+    assert sessions.slug("A Beach, at NOON!") == "a-beach-at-noon" and sessions.slug("!!!") == "lora"
+    assert messages.field_name(gr.Textbox(label="Horizon height (a fraction; when not drawn)")) == "Horizon height"
+    assert messages.field_name(gr.Checkbox(label="Sampled verdicts: average three")) == "Sampled verdicts"
+    assert messages.unreadable(Image.DecompressionBombError("x")).startswith("an image over 40 MP")
 
 
 # ---------- the page ----------------------------------------------------------------------------------------------

@@ -58,11 +58,11 @@ def test_the_app_on_toy_shows_the_horizon_meeting_the_drawn_line(tmp_path):
     horizon is nearer the line than the before image's."""
     from PIL import Image
 
-    from studio import controls, shared
-    from studio.shared import App
+    from studio import controls, gpu
+    from studio.context import App
     from studio.tabs import visual_prompts
 
-    generator, _ = shared.models("toy")
+    generator, _ = gpu.models("toy")
     app = App(generator.preset, tmp_path)
     drawing = np.asarray(controls.get_control("horizon").render(
         controls.get_control("horizon").spec({"horizon_y": 0.7}, None, 512), (512, 512)))

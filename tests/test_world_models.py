@@ -15,9 +15,9 @@ from pipelines.world_training import EVAL_SEEDS
 
 @pytest.fixture(scope="module")
 def models():
-    from studio import shared
+    from studio import gpu
 
-    return shared.models("toy")
+    return gpu.models("toy")
 
 
 def test_the_generator_paints_what_the_prompt_names(models):

@@ -16,9 +16,11 @@ from pipelines.checks import (
 )
 from pipelines.optimize import with_prompt_guard
 
+from ..context import GPU_EVENT, App, NumberBox, SliderBox, handler
+from ..gpu import gpu_draft
+from ..messages import user_errors
 from ..questions import parse_questions
 from ..results import Results, stream_run
-from ..shared import GPU_EVENT, App, NumberBox, SliderBox, gpu_draft, handler, user_errors
 from ..steering import KEEP_LABEL, SteeringBox, steering_options
 
 

@@ -26,23 +26,11 @@ from pipelines.checks import (
 )
 from pipelines.vlm import fit_within
 
+from ..context import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, handler
 from ..controls import for_display
-from ..shared import (
-    GPU_EVENT,
-    LIGHT_EVENT,
-    App,
-    ImageUpload,
-    NumberBox,
-    SliderBox,
-    gpu_recreate,
-    gpu_refine,
-    gpu_refine_pivot,
-    gpu_self_improve,
-    handler,
-    new_session,
-    user_errors,
-)
-from .score import uploaded
+from ..gpu import gpu_recreate, gpu_refine, gpu_refine_pivot, gpu_self_improve
+from ..messages import user_errors
+from ..sessions import ImageUpload, new_session, uploaded
 
 TEXT_MODE, PIVOT_MODE = "Rewrite the text (self-rewarding)", "Through an image (PRIP)"
 
@@ -268,6 +256,9 @@ class RefinePromptTab:
                                           label="Candidates per prompt")
                 self.si_button = gr.Button("Run one round", elem_id="self-improve")
                 self.si_result = gr.Markdown(elem_id="self-improve-result")
+            # The LoRA Refine uses, set while its box is ticked; made inside the tab (a component made between tabs
+            # would become a child of the tab bar) and not an API parameter
+            vlm_lora = gr.State(None)
             with gr.Accordion("From an image: write a prompt that recreates it", open=False):
                 with gr.Row():
                     with gr.Column():
@@ -280,7 +271,6 @@ class RefinePromptTab:
                                                    height=260)
                         self.i2p_note = gr.Markdown(elem_id="i2p-note")
                         self.i2p_use = gr.Button("Use this prompt in Visual prompts")
-        vlm_lora = gr.State(None)  # the LoRA Refine uses: set while the box is ticked (not an API parameter)
         self.button.click(handler(refine_prompt, app),
                           [self.prompt, self.n, self.temperature, self.top_p, self.seed, vlm_lora],
                           [self.gallery, self.table, self.choice, self.note], api_name="refine", **GPU_EVENT)

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import gradio as gr
-from PIL import Image
 
 from pipelines import reports
-from pipelines.checks import MAX_SEED, check_prompt, check_seed, fit_upload
+from pipelines.checks import MAX_SEED, check_prompt, check_seed
 from pipelines.vlm import fit_within
 
-from ..shared import (
-    GPU_EVENT,
-    App,
-    ImageUpload,
-    NumberBox,
-    gpu_generate,
-    gpu_score,
-    handler,
-    read_upload,
-    slug,
-    user_errors,
-)
-
-
-def uploaded(image: str | Image.Image | None, label: str) -> tuple[Image.Image | None, list[str]]:
-    """An uploaded file opened under our own limits (see checks.read_image), fitted to the upload limit, and a
-    note when it had to be downscaled. `label` is the field as the page names it."""
-    if image is None:
-        return None, []
-    if not isinstance(image, Image.Image):
-        image = read_upload(image, label)
-    image, note = fit_upload(image)
-    return image, [f"_{label}: {note}._"] if note else []
+from ..context import GPU_EVENT, App, NumberBox, handler
+from ..gpu import gpu_generate, gpu_score
+from ..messages import user_errors
+from ..sessions import ImageUpload, slug, uploaded
 
 
 @user_errors("generating images to score")

@@ -12,18 +12,10 @@ from pipelines import lora, modelspec
 from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
 from pipelines.lora import lora_metadata
 
-from ..shared import (
-    GPU_EVENT,
-    App,
-    NumberBox,
-    SliderBox,
-    gpu_generate,
-    handler,
-    models,
-    new_session,
-    slug,
-    user_errors,
-)
+from ..context import GPU_EVENT, App, NumberBox, SliderBox, handler
+from ..gpu import gpu_generate, models
+from ..messages import user_errors
+from ..sessions import new_session, slug
 
 MAX_STACKED = 4  # LoRAs applied on top of the first one
 

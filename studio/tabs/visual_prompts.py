@@ -21,24 +21,14 @@ from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, c
 from pipelines.optimize import with_prompt_guard
 from pipelines.steering import held
 
+from ..context import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, as_sent, handler, keyed_by_component
 from ..controls import DISPLAY, build_controls, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
+from ..gpu import gpu_generate
+from ..messages import user_errors
 from ..questions import format_questions, parse_questions
 from ..results import Results, stream_run
-from ..shared import (
-    GPU_EVENT,
-    IMAGE_TYPES,
-    LIGHT_EVENT,
-    App,
-    NumberBox,
-    SliderBox,
-    as_sent,
-    gpu_generate,
-    handler,
-    keyed_by_component,
-    read_upload,
-    user_errors,
-)
+from ..sessions import IMAGE_TYPES, read_upload
 from ..steering import KEEP_LABEL, SteeringBox, steering_options
 
 COMBINE_LABEL = ("Combine with (each set with its own settings below; the canvas is the Control's: a combined horizon "
