@@ -196,12 +196,12 @@ def run_refine(generator, vlm, prompts: Sequence[str], seeds: Sequence[int], dra
         for j, seed in enumerate(seeds):
             case, rows = refine_case(generator, vlm, prompt, seed, max(BEST_OF), sample_seed=draw + 100 * i + j)
             cases.append(case)
-            if j == 0:  # the contact sheet: the raw prompt, the judge's pick of 8, the oracle's pick of 8
+            if j == 0:  # the contact sheet: the raw prompt, the judge's pick of 8, the truth's pick of 8 (aesthetics)
                 judged, oracle = best_of(case.rewrites, 8)
                 image = {r.prompt: r.image for r in rows}
                 sheet.append([(image[case.raw.prompt], f"raw: aesthetic {case.raw.aesthetic:.1f}"),
                               (image[judged.prompt], f"judge's pick: {judged.aesthetic:.1f}"),
-                              (image[oracle.prompt], f"best of 8: {oracle.aesthetic:.1f}")])
+                              (image[oracle.prompt], f"truth's pick: {oracle.aesthetic:.1f}")])
             print(f"refine {prompt!r} seed {seed}: raw {case.raw.aesthetic:.2f}, judge's pick of 8 "
                   f"{best_of(case.rewrites, 8)[0].aesthetic:.2f}", flush=True)
     return refine_summary(cases), cases, sheet

@@ -59,6 +59,17 @@ def test_the_refine_summary_says_what_the_judge_gains_over_the_raw_prompt_and_ov
     assert summary["best_of"]["8"]["chance_of_analytic_best"] == pytest.approx(1 / 8)
     table = evaluate_prompts.refine_table(summary)
     assert "| raw prompt | 1 | 2.00 |" in table and "| 8 | 9 | 1.00 |" in table
+    assert "best_of_8_by_score" not in summary or not summary["best_of_8_by_score"]  # no scores recorded
+
+
+def test_the_best_of_8_by_each_judge_signal_says_which_one_carries_the_truth():
+    # VQAScore follows the truth, the aesthetic rubric does the opposite
+    candidates = [Scored(f"p{i}", 4.0, 1.0 + i / 5, 1.0, {"aesthetic": 5 - i / 5, "vqa": i / 10}) for i in range(16)]
+    case = evaluate_prompts.RefineCase("a beach", 0, Scored("a beach", 3.0, 2.0, 1.0), candidates)
+    picks = refine_summary([case])["best_of_8_by_score"]
+    assert picks["vqa"]["aesthetic"] == pytest.approx(1.0 + 7 / 5) and picks["aesthetic"]["aesthetic"] == 1.0
+    table = evaluate_prompts.refine_table(refine_summary([case]))
+    assert "| VQAScore | 2.40 |" in table and "| aesthetic rubric | 1.00 |" in table
 
 
 def test_agreement_counts_the_originals_attributes_the_copy_shows():
