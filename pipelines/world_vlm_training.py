@@ -445,6 +445,8 @@ def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict
             rows.append(rubric_rows(rng, item.image, item.truth, prompt, item.parts)[int(rng.integers(3))])
         elif kind == "palette":
             rows.append(palette_row(rng, item.image, item.truth, item.scene, item.dominant))
+        elif kind == "describe":  # image -> prompt, or PRIP's pivot -> keywords
+            rows.append(describe_rows(item.image, item.truth)[int(rng.integers(2))])
         else:
             make = {"horizon": horizon_row, "depth": depth_row, "line weight": line_weight_row}[kind]
             rows.append(make(rng, item.image, item.truth))
@@ -588,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--focus", type=float, default=0.0,
                         help="share of each image batch drawn anew (`fresh_rows`): controls' questions and rubrics")
     parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
-                                        "horizon, depth, line weight, palette, rubric; default: FRESH)")
+                                        "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
     args = parser.parse_args(argv)
     shares = dict(FRESH)
     if args.fresh:
@@ -596,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
         except ValueError:
             parser.error(f"--fresh {args.fresh!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
-        unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric"}
+        unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
         if unknown:
             parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
     torch.set_num_threads(2)

@@ -122,3 +122,15 @@ def test_descriptions_are_the_images_own_prompt_and_the_pivot_begins_with_the_re
     assert q1 == refine.IMAGE_TO_PROMPT and world.alignment(described, truth) == 1.0
     assert q2 == refine.PIVOT_TO_PROMPT.format(prompt="a green field") and pivot.startswith("a green field, ")
     assert world.parse(pivot) == world.parse(described)
+
+
+def test_fresh_rows_are_drawn_by_task_share_each_task_asking_its_own_question():
+    rng = np.random.default_rng(3)
+    items = world_vlm_training.seen([(world.render(s), s) for s in (world.sample(rng) for _ in range(4))])
+    rows = world_vlm_training.fresh_rows(rng, items, 60, {"describe": 1.0})
+    questions = {q for _, q, _ in rows}
+    assert questions == {refine.IMAGE_TO_PROMPT} | {q for q in questions if q.startswith("This image was made for")}
+    assert all(world.parse(answer).get("scene") for _, _, answer in rows)  # a prompt of the grammar, read back
+    rows = world_vlm_training.fresh_rows(rng, items, 200, {"describe": 0.5, "horizon": 0.5})
+    described = sum(q == refine.IMAGE_TO_PROMPT or q.startswith("This image was made for") for _, q, _ in rows)
+    assert 70 < described < 130  # about half, as shared
