@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
@@ -98,12 +97,6 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
     linear = np.clip(xyz @ _XYZ2RGB.T, 0.0, 1.0)
     c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
     return np.clip(c * 255.0, 0.0, 255.0)
-
-
-def delta_e(a: Sequence[int], b: Sequence[int]) -> float:
-    """CIE76 distance between two sRGB colours (a just-noticeable difference is about 2.3)."""
-    la, lb = srgb_to_lab(np.array(as_rgb(a))), srgb_to_lab(np.array(as_rgb(b)))
-    return float(math.dist(la, lb))
 
 
 def parse_colors(text: str | None) -> list[RGB]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the control modules: size and number checks, the question suffix, the colour red.
+"""Helpers shared by the control modules: the size check, the question suffix, the colour red (number checks and
+limits: `pipelines/checks.py`).
 
 Every invalid user input raises ValueError naming the value, wrong types included, so a UI can turn
 exactly that exception into a message for the user (gr.Error) and let real bugs surface.
@@ -6,7 +7,6 @@ exactly that exception into a message for the user (gr.Error) and let real bugs 
 
 from __future__ import annotations
 
-import math
 import numbers
 
 SUFFIX = "Answer with Yes or No."
@@ -24,13 +24,6 @@ def check_size(size: tuple[int, int]) -> tuple[int, int]:
     ):
         raise ValueError(f"size {size!r} must be two positive ints (width, height)")
     return int(width), int(height)
-
-
-def real(value: object, what: str) -> float:
-    """A finite real number, or ValueError naming `what` and the value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{what} {value!r} is not a finite number")
-    return float(value)
 
 
 def with_suffix(question: str) -> str:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipelines.checks import MIN_DISTANCE, check_finite
+
 from .base import Control, Example, Flag, MissingValues, Setting, blank
 from .canvas import points_from_layer
-from .common import RED, SUFFIX, check_size, real
+from .common import RED, SUFFIX, check_size
 
 NAME = "depth"
-MIN_DISTANCE = 0.05  # of the image diagonal (taken as a square's): closer dots and labels collide
 LABELS = ("Point A", "Point B")
 # {p} and {q} are the two labels; the "contrast" variant swaps them and expects "No".
 RELATIONS = {
@@ -35,7 +36,7 @@ def _point(value: object, label: str) -> tuple[float, float]:
         x, y = value  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ValueError(f"{label} {value!r} is not an (x, y) pair") from None
-    x, y = real(x, f"{label} x"), real(y, f"{label} y")
+    x, y = check_finite(x, f"{label} x"), check_finite(y, f"{label} y")
     if not (0 <= x <= 1 and 0 <= y <= 1):
         raise ValueError(f"{label} ({x:g}, {y:g}) is outside the image: x and y must be in [0, 1]")
     return x, y

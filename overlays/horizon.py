@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pipelines.checks import MAX_TILT, check_finite
+
 from .base import Control, Example, Flag, MissingValues, Setting, blank
 from .canvas import horizon_from_layer
-from .common import RED, SUFFIX, check_size, real
+from .common import RED, SUFFIX, check_size
 
 NAME = "horizon"
-MAX_TILT = 45.0
 QUESTION = f"Is the horizon of the scene aligned with the red line? {SUFFIX}"
 
 
@@ -29,10 +30,10 @@ class Spec:
     thickness: int | None = None
 
     def __post_init__(self) -> None:
-        y = real(self.y, "horizon height")
+        y = check_finite(self.y, "horizon height")
         if not 0 < y < 1:
             raise ValueError(f"horizon height {self.y!r} is outside (0, 1)")
-        tilt = real(self.tilt, "horizon tilt")
+        tilt = check_finite(self.tilt, "horizon tilt")
         if abs(tilt) > MAX_TILT:
             raise ValueError(f"horizon tilt {self.tilt!r} deg is outside [-{MAX_TILT:g}, {MAX_TILT:g}]")
         t = self.thickness

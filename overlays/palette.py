@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipelines.checks import MAX_SWATCHES, MIN_SWATCHES
+
 from .base import Control, Example, Flag, MissingValues, Setting
 from .colors import RGB, as_rgb, lab_to_srgb, parse_colors, srgb_to_lab, to_hex
 from .common import SUFFIX, check_size
 
 NAME = "palette"
-MIN_SWATCHES, MAX_SWATCHES = 2, 8
 PRESETS_PATH = Path(__file__).resolve().parent.parent / "assets" / "palettes.json"
 QUESTION = f"Do the colors of the image match the color palette shown at the bottom? {SUFFIX}"
 
@@ -154,11 +155,6 @@ def extract_palette(image: Image.Image, k: int = 5, seed: int = 0, max_side: int
     order = np.argsort(-counts, kind="stable")
     out = np.rint(lab_to_srgb(centres[order])).astype(int)
     return [(int(r), int(g), int(b)) for (r, g, b), n in zip(out, counts[order], strict=True) if n > 0]
-
-
-def swatch_colors(spec: Spec) -> list[str]:
-    """Hex strings of the swatches (for a UI)."""
-    return [to_hex(c) for c in spec.colors]
 
 
 class Palette(Control):

@@ -32,6 +32,10 @@ MAX_GENERATE_SIDE = 2048  # larger images would need more memory than the genera
 MAX_IMAGE_SIDE = 8192  # larger images are refused before they are decoded (decompression bombs)
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_IMAGE_BYTES = 64 * 2**20
+MAX_TILT = 45.0  # degrees a drawn horizon may tilt either way
+MIN_SWATCHES, MAX_SWATCHES = 2, 8  # colours of a palette strip
+MIN_DISTANCE = 0.05  # between depth points A and B, of the image diagonal: closer dots and labels collide
+MAX_CANDIDATES = 16  # prompts refinement writes, generates and judges in one call
 
 # --- the app (tighter: one shared GPU, strangers) --------------------------------------------------------------------
 APP_MAX_STEPS = 500
@@ -40,6 +44,7 @@ APP_MAX_QUESTIONS = 8
 APP_MAX_VIEWS = 8  # judged views per image: each runs the VLM again
 APP_MAX_NOISES = 4  # noises per step: each runs the whole step again
 APP_MAX_UPLOAD_MB = 512
+MAX_STACKED = 4  # LoRAs the app applies on top of the first one
 MAX_QUEUE = 16  # jobs that may wait in the app's line (`app.py --max-queue` overrides it)
 APP_MAX_SELF_IMPROVE_PROMPTS = 16  # prompts of one self-improve round in the app (each: candidates, images, judging)
 APP_MAX_SELF_IMPROVE_CANDIDATES = 8
@@ -47,6 +52,13 @@ APP_MAX_SELF_IMPROVE_CANDIDATES = 8
 
 def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_finite(value: object, what: str) -> float:
+    """A finite real number (bools refused), with no range: ValueError naming `what` and the value."""
+    if not _is_real(value):
+        raise ValueError(f"{what} {value!r} is not a finite number")
+    return float(value)
 
 
 def check_int(value: object, what: str, lo: int, hi: int) -> int:
@@ -166,11 +178,6 @@ def read_image(path: str | Path, mode: str = "RGBA", what: str = "image", name: 
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         reason = "not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise ValueError(f"{shown} is not a readable image ({reason})") from None
-
-
-def check_image(image: Image.Image, what: str = "image") -> Image.Image:
-    """An image already opened (e.g. by a UI) under the same limits as `read_image`, as RGB."""
-    return _converted(image, "RGB", what)
 
 
 def _converted(im: Image.Image, mode: str, shown: str) -> Image.Image:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import judge
-from .checks import MAX_PIVOTS, MAX_SEED, check_output_dir, check_pivots, check_prompt, check_seed
+from .checks import MAX_CANDIDATES, MAX_PIVOTS, MAX_SEED, check_output_dir, check_pivots, check_prompt, check_seed
 from .generator import Generator
 from .vlm import VLM, from_pil, readable
 
@@ -44,7 +44,6 @@ PIVOT_TO_PROMPT = ("This image was made for the request \"{prompt}\". Write the 
                    "and composition you see. Reply with the prompt only, in one line.")
 SAME_CONTENT = ("Two images are shown side by side. Do they show the same scene, with the same subject, "
                 "composition and style? Answer with Yes or No.")
-MAX_CANDIDATES = 16
 ATTEMPTS = 4  # batches of replies sampled at most while duplicates and unreadable ones are dropped
 RUBRICS = ("aesthetic", "alignment", "preference")
 

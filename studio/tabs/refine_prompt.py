@@ -16,6 +16,7 @@ from pipelines import refine, reports
 from pipelines.checks import (
     APP_MAX_SELF_IMPROVE_CANDIDATES,
     APP_MAX_SELF_IMPROVE_PROMPTS,
+    MAX_CANDIDATES,
     MAX_PIVOTS,
     MAX_SEED,
     check_int,
@@ -38,7 +39,7 @@ TEXT_MODE, PIVOT_MODE = "Rewrite the text (self-rewarding)", "Through an image (
 def checked(prompt: str, n: float, temperature: float, top_p: float, seed: float) -> tuple[str, int, float, float, int]:
     """The inputs both modes share, checked and named as the page labels them."""
     prompt, seed = check_prompt(prompt), check_seed(seed)
-    n = check_int(n, "number of candidates", 1, refine.MAX_CANDIDATES)
+    n = check_int(n, "number of candidates", 1, MAX_CANDIDATES)
     temperature = check_real(temperature, "temperature", 0.05, 2.0)
     top_p = check_real(top_p, "top-p", 0.05, 1.0)
     return prompt, n, temperature, top_p, seed
@@ -222,7 +223,7 @@ class RefinePromptTab:
                     self.mode = gr.Radio([TEXT_MODE, PIVOT_MODE], value=TEXT_MODE, label="Refine",
                                          elem_id="refine-mode")
                     with gr.Row():
-                        self.n = SliderBox(1, refine.MAX_CANDIDATES, value=8, step=1, label="Candidates")
+                        self.n = SliderBox(1, MAX_CANDIDATES, value=8, step=1, label="Candidates")
                         self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                     self.pivots = SliderBox(1, MAX_PIVOTS, value=4, step=1, label="Pivot images (one is chosen)",
                                             visible=False, elem_id="refine-pivots")

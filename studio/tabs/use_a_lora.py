@@ -9,15 +9,13 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import lora, modelspec
-from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
+from pipelines.checks import APP_MAX_SCALE, MAX_SEED, MAX_STACKED, check_prompt, check_scale, check_seed
 from pipelines.lora import lora_metadata
 
 from ..context import GPU_EVENT, App, NumberBox, SliderBox, handler
 from ..gpu import gpu_generate, models
 from ..messages import user_errors
 from ..sessions import new_session, slug
-
-MAX_STACKED = 4  # LoRAs applied on top of the first one
 
 
 def check_upload(path: str | Path | None, max_bytes: int) -> Path:

@@ -17,7 +17,16 @@ import overlays
 from overlays import palette
 from overlays.base import MissingValues
 from overlays.colors import parse_colors, to_hex
-from pipelines.checks import APP_MAX_STEPS, MAX_SEED, check_int, check_prompt, check_seed, check_steps
+from pipelines.checks import (
+    APP_MAX_STEPS,
+    MAX_SEED,
+    MAX_SWATCHES,
+    MIN_SWATCHES,
+    check_int,
+    check_prompt,
+    check_seed,
+    check_steps,
+)
 from pipelines.optimize import with_prompt_guard
 from pipelines.steering import held
 
@@ -183,15 +192,15 @@ def palette_from_image(image, n: float) -> str:
         raise ValueError("there is no base image yet: press 'Generate base image' first")
     if isinstance(image, (str, Path)):
         image = read_upload(image, "the picture")
-    n = check_int(n, "number of colours", palette.MIN_SWATCHES, palette.MAX_SWATCHES)
+    n = check_int(n, "number of colours", MIN_SWATCHES, MAX_SWATCHES)
     return " ".join(to_hex(c) for c in palette.extract_palette(image, n))
 
 
 @user_errors("adding a swatch")
 def add_swatch(colors: str | None, swatch: str) -> str:
     current = [to_hex(c) for c in parse_colors(colors)] if (colors or "").strip() else []
-    if len(current) >= palette.MAX_SWATCHES:
-        raise ValueError(f"the palette already has {len(current)} swatches; at most {palette.MAX_SWATCHES}")
+    if len(current) >= MAX_SWATCHES:
+        raise ValueError(f"the palette already has {len(current)} swatches; at most {MAX_SWATCHES}")
     return " ".join(current + [to_hex(c) for c in parse_colors(swatch)])
 
 
