@@ -677,7 +677,7 @@ def measure(preset: Preset, size: int | None = None, base_weights: str = "bf16",
         # Attached once for both counted steps: peft's injection is the slow part on meta, and the step is the same.
         with warnings.catch_warnings():  # peft on quantised layers: merging would need torchao's config; unused
             warnings.filterwarnings("ignore", "TorchaoLoraLinear was instantiated", UserWarning)
-            params = lora.add_lora(generator.transformer, rank, alpha, preset.lora_targets)
+            params = lora.add_lora(generator.transformer, rank, alpha, generator.lora_targets)
         try:
             runs = {on: run_step(generator, vlm, cond, params, qa_pairs, overlay, on, seed, values)
                     for on in (False, True)}

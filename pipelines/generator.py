@@ -17,7 +17,7 @@ import random
 import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from diffusers import FluxPipeline, SanaPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from PIL import Image
 
-from . import lora
+from . import lora, random_models
 from .checks import check_generate_size, check_prompt
 from .presets import Preset
 
@@ -68,6 +68,11 @@ class Generator(ABC):
         self.text_encoders_to(self.text_encoder_home)
         self.encoded: OrderedDict[str, Conditioning] = OrderedDict()  # the last prompts' conditioning
         self.compiled_module, self.compiled_for = None, None  # see `compiled`
+
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """The modules a LoRA adapts: the preset's own list, else its family's."""
+        return self.preset.lora_targets or family(self.preset.generator).lora_targets
 
     def encode(self, prompt: str | list[str]) -> Conditioning:
         """Prompt(s) -> conditioning tensors with one row per prompt, no gradient. A prompt seen among the last
@@ -398,7 +403,45 @@ class SanaGenerator(Generator):
                 "max_sequence_length": self.preset.max_sequence_length}
 
 
-FAMILIES: dict[str, tuple[type, type[Generator]]] = {
-    "flux": (FluxPipeline, FluxGenerator),
-    "sana": (SanaPipeline, SanaGenerator),
+FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+# The official code also targets the feed-forward convolutions. `ff.conv_depth` is left out: it is a depthwise
+# convolution (groups = channels, 11 200 in Sana 1.6B) and peft 0.21 refuses LoRA on a grouped convolution unless
+# the rank is a multiple of the groups.
+SANA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.conv_inverted", "ff.conv_point")
+
+
+def random_flux(size: str, preset: Preset) -> FluxPipeline:
+    """Flux from configs with random weights; a multi-step preset (dev) gets its guidance embedding and shifting."""
+    multi_step = preset.inference_steps > 1
+    return random_models.build_flux(size, guidance_embeds=multi_step and preset.guidance > 0,
+                                    dynamic_shifting=multi_step)
+
+
+def random_sana(size: str, preset: Preset) -> SanaPipeline:
+    return random_models.build_sana(size)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything that depends on a generator family, in one record."""
+
+    pipeline: type  # the diffusers pipeline `from_pretrained` loads
+    adapter: type[Generator]  # our adapter around it
+    lora_targets: tuple[str, ...]  # the modules a LoRA adapts unless a preset names others
+    random: Callable[[str, Preset], object]  # a pipeline from configs with random weights ("tiny" or "full")
+    seconds_per_step: float  # a ZeroGPU time request per optimization step at 512 px, before steering (generous)
+
+
+FAMILIES: dict[str, Family] = {
+    # Flux (12B, 512 px) is about 0.7 s per step on an A100 in the paper (66 s for 100 steps)
+    "flux": Family(FluxPipeline, FluxGenerator, FLUX_TARGETS, random_flux, seconds_per_step=1.0),
+    "sana": Family(SanaPipeline, SanaGenerator, SANA_TARGETS, random_sana, seconds_per_step=0.6),
 }
+
+
+def family(name: str) -> Family:
+    """A generator family's record; an unknown name is an error naming it, never another family's default."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown generator family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]

@@ -15,11 +15,6 @@ from . import random_models
 from . import vlm as vlm_mod
 from .presets import Preset, check_source
 
-VLM_CLASSES = {  # family -> (model class, PIL image processor class): no torchvision needed
-    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2VLImageProcessorPil"),
-    "idefics2": ("Idefics2ForConditionalGeneration", "Idefics2ImageProcessorPil"),
-}
-
 
 def pick_dtype(name: str, device: str | torch.device) -> torch.dtype:
     """bf16 where the device runs it fast; fp32 on the CPU, where bf16 matmuls are slow."""
@@ -55,21 +50,16 @@ class _on_device:
 def load_generator(preset: Preset, device: str | torch.device | None = None) -> gen_mod.Generator:
     device = device or default_device()
     source = check_source(preset.generator_source)
-    pipeline_cls, adapter_cls = gen_mod.FAMILIES[preset.generator]
+    family = gen_mod.family(preset.generator)
     dtype = pick_dtype(preset.dtype, device)
     if source.startswith("random:"):
         size = source.split(":")[1]
         random_models.seeded(0)
         with _on_device(device if size == "full" else "cpu", dtype):
-            if preset.generator == "flux":
-                multi_step = preset.inference_steps > 1
-                pipe = random_models.build_flux(size, guidance_embeds=multi_step and preset.guidance > 0,
-                                                dynamic_shifting=multi_step)
-            else:
-                pipe = random_models.build_sana(size)
+            pipe = family.random(size, preset)
     else:
-        pipe = pipeline_cls.from_pretrained(source, dtype=dtype)
-    return adapter_cls(pipe, preset, device)
+        pipe = family.pipeline.from_pretrained(source, dtype=dtype)
+    return family.adapter(pipe, preset, device)
 
 
 def processor_chat_template(source: str) -> str | None:
@@ -87,22 +77,21 @@ def load_vlm(preset: Preset, device: str | torch.device | None = None) -> vlm_mo
     device = device or default_device()
     source = check_source(preset.vlm_source)
     dtype = pick_dtype(preset.dtype, device)
-    adapter_cls = vlm_mod.FAMILIES[preset.vlm]
+    family = vlm_mod.family(preset.vlm)
     if source.startswith("random:"):
         size = source.split(":")[1]
         random_models.seeded(0)
         with _on_device(device if size == "full" else "cpu", dtype):
-            model, tokenizer, image_processor = random_models.RANDOM_VLMS[preset.vlm](
+            model, tokenizer, image_processor = family.random(
                 "tiny" if size == "tiny" else preset.random_vlm_size)
     else:
-        model_name, processor_name = VLM_CLASSES[preset.vlm]
-        model = getattr(transformers, model_name).from_pretrained(source, dtype=dtype)
+        model = getattr(transformers, family.model_class).from_pretrained(source, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        image_processor = getattr(transformers, processor_name).from_pretrained(source)
+        image_processor = getattr(transformers, family.processor_class).from_pretrained(source)
         template = processor_chat_template(source)
         if template:
             tokenizer.chat_template = template
-    return adapter_cls(model.to(device, dtype), tokenizer, image_processor, device)
+    return family.adapter(model.to(device, dtype), tokenizer, image_processor, device)
 
 
 def save_random(preset: Preset, folder: str | Path) -> tuple[Path, Path]:

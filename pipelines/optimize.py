@@ -291,7 +291,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         gradient_checkpointing = generator.preset.gradient_checkpointing
     try:
         generator.checkpointing(gradient_checkpointing)
-        params = lora.add_lora(generator.transformer, rank, alpha, generator.preset.lora_targets)
+        params = lora.add_lora(generator.transformer, rank, alpha, generator.lora_targets)
         if init is not None:
             lora.load_parent(generator.transformer, init, alpha)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -401,7 +401,7 @@ def save_result(result: Result, path: str | Path, generator: Generator, prompt: 
             "resolution": preset.resolution, "thumbnail": after_image(result),
             "description": modelspec.description(prompt, meta["questions"], controls),
             "usage_hint": f"Apply at scale 1.0 (as trained; 0.5-1.5 to taste) with {preset.description}."}
-    lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, preset.lora_targets, meta, spec)
+    lora.save_lora(path, result.state_dict, type(generator.pipe), rank, alpha, generator.lora_targets, meta, spec)
     history = [{"step": s.step, "loss": s.loss, "p": s.p, "elapsed_s": round(s.elapsed, 4)}
                for s in result.history]
     write_text(sidecar_path(path), json.dumps(meta | {"history": history}, indent=1) + "\n")

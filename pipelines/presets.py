@@ -12,14 +12,7 @@ from pathlib import Path
 
 from . import world
 
-FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
-# The official code also targets the feed-forward convolutions. `ff.conv_depth` is left out: it is a depthwise
-# convolution (groups = channels, 11 200 in Sana 1.6B) and peft 0.21 refuses LoRA on a grouped convolution unless
-# the rank is a multiple of the groups.
-SANA_CODE = "https://github.com/NVlabs/Sana"
-SANA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.conv_inverted", "ff.conv_point")
-
+SANA_CODE = "https://github.com/NVlabs/Sana"  # ModelSpec's implementation of a Sana LoRA
 
 # The preservation term's weight where it is on (`steering.keep_loss`): on the toy world's Table 6 protocol, at equal
 # wall-clock, it kept the prompt's scene in 15/15 runs (the method alone 7/15) and brought the horizon closer
@@ -42,9 +35,9 @@ PAGE_DEFAULTS = {
 class Preset:
     name: str
     description: str
-    generator: str  # family: "flux" | "sana"
+    generator: str  # family, a key of generator.FAMILIES: "flux" | "sana"
     generator_source: str
-    vlm: str  # family: "qwen2_5_vl" | "idefics2"
+    vlm: str  # family, a key of vlm.FAMILIES: "qwen2_5_vl" | "idefics2"
     vlm_source: str
     dtype: str = "bfloat16"  # frozen weights; LoRA weights are always fp32
     resolution: int = 512
@@ -56,7 +49,7 @@ class Preset:
     renoise: tuple[float, float] | None = None
     lora_rank: int = 16
     lora_alpha: float | None = None  # None: 5 x rank ("a high alpha is crucial" for the VLM to see it)
-    lora_targets: tuple[str, ...] = FLUX_TARGETS
+    lora_targets: tuple[str, ...] = ()  # modules the LoRA adapts; () = the family's (`Generator.lora_targets`)
     learning_rate: float = 5e-5
     steps: int = 100
     random_vlm_size: str = "full-7b"  # which full-size Qwen a `random:full` benchmark builds
@@ -135,7 +128,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(name="tiny-dev", description="Offline CPU: tiny multi-step Flux (guidance embedding)",
            generator="flux", inference_steps=4, guidance=3.5, architecture="flux-1-dev", **_TINY),
     Preset(name="tiny-sana", description="Offline CPU: tiny Sana-shaped generator",
-           generator="sana", inference_steps=4, guidance=4.5, lora_targets=SANA_TARGETS, **_TINY | {"resolution": 128},
+           generator="sana", inference_steps=4, guidance=4.5, **_TINY | {"resolution": 128},
            architecture="sana-1600m", implementation=SANA_CODE),
     Preset(name="tiny-idefics2", description="Offline CPU: tiny Flux-shaped generator, tiny Idefics2-shaped VLM",
            generator="flux", **_TINY | {"vlm": "idefics2"}),
@@ -165,7 +158,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-7B-Instruct"),
     Preset(name="sana", description="Sana 1.6B 512px (20 steps) + Qwen2.5-VL-3B-Instruct",
            generator="sana", generator_source="Efficient-Large-Model/Sana_1600M_512px_diffusers",
-           inference_steps=20, guidance=4.5, lora_targets=SANA_TARGETS, learning_rate=5e-6,
+           inference_steps=20, guidance=4.5, learning_rate=5e-6,
            vlm="qwen2_5_vl", vlm_source="Qwen/Qwen2.5-VL-3B-Instruct", random_vlm_size="full-3b",
            architecture="sana-1600m", implementation=SANA_CODE),
 ]}

@@ -279,7 +279,6 @@ def build_idefics2(size: str = "tiny") -> tuple[Idefics2ForConditionalGeneration
     return model, tokenizer, Idefics2ImageProcessorPil(do_image_splitting=False)
 
 
-RANDOM_VLMS = {"qwen2_5_vl": build_qwen_vl, "idefics2": build_idefics2}
 
 
 def seeded(seed: int = 0) -> torch.Generator:

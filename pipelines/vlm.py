@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import unicodedata
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+from . import random_models
 
 QA = tuple[str, str]
 
@@ -336,5 +340,27 @@ class Idefics2(VLM):
         return {"pixel_values": torch.cat(values), "pixel_attention_mask": torch.cat(masks)}
 
 
-FAMILIES: dict[str, type[VLM]] = {"qwen2_5_vl": QwenVL, "idefics2": Idefics2}
+@dataclass(frozen=True)
+class Family:
+    """Everything that depends on a VLM family, in one record."""
+
+    adapter: type[VLM]  # our adapter around the model
+    model_class: str  # the transformers class `from_pretrained` loads
+    processor_class: str  # its PIL image processor (no torchvision needed)
+    random: Callable[[str], tuple]  # (model, tokenizer, image processor) from configs with random weights
+
+
+FAMILIES: dict[str, Family] = {
+    "qwen2_5_vl": Family(QwenVL, "Qwen2_5_VLForConditionalGeneration", "Qwen2VLImageProcessorPil",
+                         random_models.build_qwen_vl),
+    "idefics2": Family(Idefics2, "Idefics2ForConditionalGeneration", "Idefics2ImageProcessorPil",
+                       random_models.build_idefics2),
+}
+
+
+def family(name: str) -> Family:
+    """A VLM family's record; an unknown name is an error naming it."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown VLM family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 import overlays
 from pipelines import lora
-from pipelines.generator import Conditioning, Generator
+from pipelines.generator import Conditioning, Generator, family
 from pipelines.optimize import Evaluation, Result, Step, optimize, save_result, score_image
 from pipelines.presets import Preset
 from pipelines.steering import step_cost
@@ -138,12 +138,10 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
 
 
 def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1, steering: dict | None = None) -> int:
-    """A ZeroGPU time request for one run: generous per-step estimates, plus loading and two images.
-
-    Flux (12B, 512 px) is about 0.7 s per step on an A100 in the paper (66 s for 100 steps); more questions
-    make the VLM batch longer; steering multiplies the step (`steering.step_cost`, predicted).
-    """
-    per_step = {"flux": 1.0, "sana": 0.6}.get(preset.generator, 1.0) * max(1, preset.inference_steps) ** 0.5
+    """A ZeroGPU time request for one run: the family's generous per-step estimate (`generator.Family`), plus
+    loading and two images; more questions make the VLM batch longer; steering multiplies the step
+    (`steering.step_cost`, predicted)."""
+    per_step = family(preset.generator).seconds_per_step * max(1, preset.inference_steps) ** 0.5
     per_step *= 1 + 0.3 * (max(1, n_questions) - 1)
     chosen = {"views": preset.views, "noises": preset.noises, "keep": preset.keep} | (steering or {})
     per_step *= step_cost(chosen["views"], chosen["noises"], chosen["keep"])

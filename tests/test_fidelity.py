@@ -49,7 +49,7 @@ def test_one_step_training_sample_is_the_users_image(tiny_models, scale):
     generator, _ = tiny_models
     cond = generator.encode("a tropical beach")
     seed = train_seed(7, 3)
-    lora.add_lora(generator.transformer, 4, 20.0, generator.preset.lora_targets)
+    lora.add_lora(generator.transformer, 4, 20.0, generator.lora_targets)
     try:
         perturb_lora(generator.transformer)
         if scale == 0.0:
@@ -132,7 +132,7 @@ def test_a_stopped_run_says_it_skipped_the_evaluation(tiny_models, tmp_path):
 
 def test_sana_lora_targets_feed_forward_convs_and_loads_in_stock_sana(tiny_sana_models, tmp_path):
     generator, vlm = tiny_sana_models
-    assert {"ff.conv_inverted", "ff.conv_point"} <= set(generator.preset.lora_targets)
+    assert {"ff.conv_inverted", "ff.conv_point"} <= set(generator.lora_targets)
     result = optimize.optimize(generator, vlm, "a desert", QA, steps=2, progress=False, eval_seeds=0)
     assert any("ff.conv_inverted" in k for k in result.state_dict)
     assert any("ff.conv_point" in k for k in result.state_dict)

@@ -26,7 +26,7 @@ def perturbed_lora(generator, seed: int = 0) -> dict[str, torch.Tensor]:
     """A LoRA at the preset's rank and alpha with non-zero B (a fresh one changes nothing), as trained weights."""
     preset = generator.preset
     torch.manual_seed(seed)
-    params = lora.add_lora(generator.transformer, preset.lora_rank, preset.alpha, preset.lora_targets)
+    params = lora.add_lora(generator.transformer, preset.lora_rank, preset.alpha, generator.lora_targets)
     with torch.no_grad():
         for p in params:
             p.add_(torch.randn_like(p) * 0.05)
@@ -46,7 +46,7 @@ def test_stock_diffusers_at_scale_1_gives_what_we_trained(fixture, request, tmp_
         lora.remove_all_lora(generator.transformer)
     preset = generator.preset
     path = lora.save_lora(tmp_path / "x.safetensors", state, type(generator.pipe), preset.lora_rank, preset.alpha,
-                          preset.lora_targets, {})
+                          generator.lora_targets, {})
     with lora.applied(generator.pipe, path, 1.0):  # the stock pipeline's load_lora_weights
         assert generator.pipe.transformer.peft_config[next(iter(generator.pipe.transformer.peft_config))].lora_alpha \
             == preset.lora_rank
@@ -80,7 +80,7 @@ def test_every_module_has_our_strength_under_comfyuis_rule(fixture, request, tmp
     finally:
         lora.remove_all_lora(generator.transformer)
     path = lora.save_lora(tmp_path / "x.safetensors", state, type(generator.pipe), preset.lora_rank, preset.alpha,
-                          preset.lora_targets, {})
+                          generator.lora_targets, {})
     theirs = comfy_deltas(path)
     scale = preset.alpha / preset.lora_rank
     assert scale == 5.0 and len(theirs) > 10
@@ -329,7 +329,7 @@ def test_two_loras_stack_at_their_own_scales_and_leave_the_pipeline_as_before(ti
         finally:
             lora.remove_all_lora(generator.transformer)
         paths.append(lora.save_lora(tmp_path / f"l{i}.safetensors", state, type(generator.pipe), preset.lora_rank,
-                                    preset.alpha, preset.lora_targets, {"preset": "tiny"}))
+                                    preset.alpha, generator.lora_targets, {"preset": "tiny"}))
     before = np.asarray(generator.generate("a beach", 2))
     one = np.asarray(generator.generate("a beach", 2, lora_path=paths[0], scale=1.0))
     with_zero = np.asarray(generator.generate("a beach", 2, loras=[(paths[0], 1.0), (paths[1], 0.0)]))

@@ -98,7 +98,7 @@ def test_the_guard_catches_a_hacked_lora_on_the_toy_world(toy_models):
     generator, vlm = toy_models
     cond = generator.encode("a beach")
     seeds = unseen_seeds(0, 3)
-    lora.add_lora(generator.transformer, 4, 4.0, generator.preset.lora_targets)
+    lora.add_lora(generator.transformer, 4, 4.0, generator.lora_targets)
     try:
         calm = evaluate_unseen(generator, vlm, cond, QA, seeds, prompt="a beach")
         assert calm.guard.warnings == []  # a fresh LoRA (B = 0) is the base model
