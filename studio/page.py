@@ -87,7 +87,7 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
                output_dir: str | Path | None = None, note: str | None = None) -> gr.Blocks:
     """The whole app for one preset (its models load here, once per process). Launch it yourself."""
     preset = get_preset(preset_name)
-    models(preset_name)
+    models(preset)
     root = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="dual-process-studio-"))
     root.mkdir(parents=True, exist_ok=True)
     app = App(preset, root, int(max_upload_mb * 2**20), max_queue)

@@ -166,7 +166,7 @@ def run_updates(app: App, tab: str, session: dict, progress, out_path: Path, sto
     yield {"status": "Generating the base image and asking the VLM..." + (f"\n\n_{note}_" if note else ""),
            "live": None, "loss": empty, "p": empty, "slider": None, "scores": "", "download": None, "unseen": [],
            "session": session}
-    for event in gpu_run(app.name, prompt, seed, list(qa), steps, str(out_path), overlay, description,
+    for event in gpu_run(app.preset, prompt, seed, list(qa), steps, str(out_path), overlay, description,
                          None if controls is None else list(controls), init_path, str(stop_file),
                          steering=steering):
         if event.kind == "start":
@@ -242,4 +242,4 @@ def apply_lora(app: App, prompt: str, seed: float, scale: float, session: dict |
     if not path:
         raise ValueError("there is no LoRA in this session yet: press Optimize first "
                          "(or upload one in the 'Use a LoRA' tab)")
-    return gpu_generate(app.name, prompt, seed, path, scale)
+    return gpu_generate(app.preset, prompt, seed, path, scale)

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from pipelines import optimize
 from pipelines.lora import lora_metadata
+from pipelines.presets import get_preset
 from studio import controls, gpu, runs
 
 pytestmark = pytest.mark.slow  # an in-process server (and a browser): minutes, not seconds
@@ -49,7 +50,7 @@ def fails(message: str):
 
 
 def models():
-    return gpu.models("tiny")
+    return gpu.models(get_preset("tiny"))
 
 
 def base_pixels(client) -> np.ndarray:
@@ -463,12 +464,13 @@ def test_gpu_functions_use_spaces_when_importable(tmp_path):
         "        return fn\n"
         "    return wrap(task) if task else wrap\n")
     code = (
-        "import json, spaces\nfrom studio import gpu\n"
+        "import json, spaces\nfrom pipelines.presets import get_preset\nfrom studio import gpu\n"
         "out = {name: callable(d) for name, d, s in spaces.CALLS}\n"
-        "out['run_100'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
-        "out['run_10'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
-        "out['run_100_3q'] = gpu.run_seconds('flux-schnell', 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
-        "out['image'] = gpu.image_seconds('flux-dev', 'p', 0)\n"
+        "schnell = get_preset('flux-schnell')\n"
+        "out['run_100'] = gpu.run_seconds(schnell, 'p', 0, [('q', 'Yes')], 100, '/x.safetensors')\n"
+        "out['run_10'] = gpu.run_seconds(schnell, 'p', 0, [('q', 'Yes')], 10, '/x.safetensors')\n"
+        "out['run_100_3q'] = gpu.run_seconds(schnell, 'p', 0, [('q', 'Yes')] * 3, 100, '/x')\n"
+        "out['image'] = gpu.image_seconds(get_preset('flux-dev'), 'p', 0)\n"
         "out['size'] = spaces.CALLS[0][2]\n"
         "print(json.dumps(out))\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", ZEROGPU_SIZE="xlarge", GRADIO_ANALYTICS_ENABLED="False")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipelines import optimize
 from pipelines.optimize import save_result
+from pipelines.presets import get_preset
 from studio import gpu
 
 pytestmark = pytest.mark.slow
@@ -167,7 +168,7 @@ def test_loras_for_another_model_are_refused_and_the_app_is_unchanged(server, ti
             api_name="/upload_lora")
     refused(client, "LoRA file 'anonymous.safetensors'", handle_file(str(anonymous)), "a cat", 1, 1.0,
             api_name="/apply_uploaded")
-    assert not getattr(gpu.models("tiny")[0].transformer, "peft_config", None)
+    assert not getattr(gpu.models(get_preset("tiny"))[0].transformer, "peft_config", None)
     assert np.array_equal(pixels(client.predict(PROMPT, SEED, api_name="/generate")[0]), before)
 
 
@@ -250,7 +251,7 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
         assert all("Queue is full" in users[i]["error"] for i in busy), [users[i]["error"] for i in busy]
         assert all(users[i]["s"] is not None and users[i]["s"] < 5 for i in busy), users  # told at once
         assert len(busy) >= 10 and len(served) >= 5, (busy, served)
-        generator = gpu.models("tiny")[0]
+        generator = gpu.models(get_preset("tiny"))[0]
         for i in served:  # each user gets their own LoRA and their own picture, never another's
             assert lora_metadata(users[i]["lora"])["prompt"] == f"a lighthouse number {i}"
             own = np.asarray(generator.generate(f"a lighthouse number {i}", 100 + i).convert("RGB"))
@@ -259,13 +260,13 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
         # A second wave added 0-5 % alone and 6.6 % once late in a full suite (a long-lived process's allocator):
         # 8 % leaves that room; a leak that keeps each run's pictures or LoRA grows past it within a wave.
         assert end_mb <= start_mb * 1.08, (start_mb, end_mb)
-    assert not getattr(gpu.models("tiny")[0].transformer, "peft_config", None)
+    assert not getattr(gpu.models(get_preset("tiny"))[0].transformer, "peft_config", None)
 
 
 def test_a_nan_loss_mid_run_says_so_and_the_app_serves_on(server, tmp_path, monkeypatch):
     client = server.client()
     before = pixels(client.predict(PROMPT, SEED, api_name="/generate")[0])
-    vlm = gpu.models("tiny")[1]
+    vlm = gpu.models(get_preset("tiny"))[1]
     real, calls = vlm.answer_nll, {"n": 0}
 
     def flaky(pixels_, qa):
@@ -276,6 +277,6 @@ def test_a_nan_loss_mid_run_says_so_and_the_app_serves_on(server, tmp_path, monk
     refused(client, r"the loss became nan at step \d+: the run was stopped and no LoRA was saved", PROMPT, SEED,
             "horizon", editor(tmp_path, horizon_layer()), "", 5, api_name="/optimize")
     monkeypatch.undo()
-    assert not getattr(gpu.models("tiny")[0].transformer, "peft_config", None)
+    assert not getattr(gpu.models(get_preset("tiny"))[0].transformer, "peft_config", None)
     assert np.array_equal(pixels(client.predict(PROMPT, SEED, api_name="/generate")[0]), before)
     assert not list(server.root.rglob("*.safetensors.tmp")) and not list(server.root.rglob(".*.tmp"))

@@ -21,6 +21,7 @@ from gradio_client.exceptions import AppError
 from overlays import horizon, palette
 from pipelines import lora, modelspec
 from pipelines.lora import lora_metadata
+from pipelines.presets import get_preset
 from studio import MCP_TOOLS, gpu
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,7 @@ def test_continue_from_an_upload_and_stack_two_loras(server, tmp_path):
     assert "continues from" in info and "1 steps behind it" in info
     final = run(client, tmp_path, steps=2, continue_from=True)
     assert lora_metadata(final[DOWNLOAD])["total_steps"] == 3
-    generator, _ = gpu.models("tiny")
+    generator, _ = gpu.models(get_preset("tiny"))
     one, _ = client.predict(handle_file(a), "a forest", 2, 1.0, api_name="/apply_uploaded")
     zero, _ = client.predict(handle_file(a), "a forest", 2, 1.0, [handle_file(b)], "0", api_name="/apply_uploaded")
     both, note = client.predict(handle_file(a), "a forest", 2, 1.0, [handle_file(b)], "0.7",

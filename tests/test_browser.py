@@ -18,6 +18,7 @@ import pytest
 from app_fixtures import running, server_fixture  # noqa: F401  (the "server" fixture)
 
 from pipelines.lora import lora_metadata
+from pipelines.presets import get_preset
 from studio import gpu
 
 OUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -156,7 +157,7 @@ def test_draw_optimize_and_download(browser, server, tmp_path):
     OUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUT / "studio.png"), full_page=True)
     assert not errors, errors
-    generator, _ = gpu.models("tiny")
+    generator, _ = gpu.models(get_preset("tiny"))
     assert not getattr(generator.transformer, "peft_config", None)
     context.close()
 

@@ -82,6 +82,7 @@ def test_the_app_lists_the_new_control_with_its_settings(stripes, tmp_path):
     import gradio as gr
 
     import studio
+    from pipelines.presets import get_preset
     from studio.context import App
     from studio.tabs import visual_prompts
 
@@ -89,7 +90,7 @@ def test_the_app_lists_the_new_control_with_its_settings(stripes, tmp_path):
     radios = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.elem_id == "control"]
     assert "stripes" in [c[0] if isinstance(c, tuple) else c for c in radios[0].choices]
     assert "stripes_n" in visual_prompts.setting_keys()
-    app = App(studio.gpu.models("tiny")[0].preset, tmp_path)
+    app = App(get_preset("tiny"), tmp_path)
     image, note = visual_prompts.preview(app, None, "stripes", None, "", {"stripes_n": 2})
     assert "2 red stripes" in note and "vertical stripes" in note
     assert np.asarray(image)[:, :, 0].max() == 255  # the red stripes are in what the VLM sees

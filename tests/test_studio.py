@@ -30,7 +30,7 @@ QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes o
 
 
 def models():
-    return gpu.models("tiny")
+    return gpu.models(get_preset("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_examples_manifest_is_complete():
         assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
         assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
     ex = manifest["examples"][1]
-    now = np.asarray(gpu.models("toy")[0].generate(ex["prompt"], ex["seed"]).convert("RGB")).astype(int)
+    now = np.asarray(gpu.models(get_preset("toy"))[0].generate(ex["prompt"], ex["seed"]).convert("RGB")).astype(int)
     # Stale means another picture; one level of rounding on a few pixels is another CPU's float arithmetic
     # (seen: one pixel off by 1 on a machine other than the one that made the examples)
     off = np.abs(now - pixels(ex["before"]).astype(int))

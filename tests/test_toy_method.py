@@ -58,11 +58,12 @@ def test_the_app_on_toy_shows_the_horizon_meeting_the_drawn_line(tmp_path):
     horizon is nearer the line than the before image's."""
     from PIL import Image
 
+    from pipelines.presets import get_preset
     from studio import controls, gpu
     from studio.context import App
     from studio.tabs import visual_prompts
 
-    generator, _ = gpu.models("toy")
+    generator, _ = gpu.models(get_preset("toy"))
     app = App(generator.preset, tmp_path)
     drawing = np.asarray(controls.get_control("horizon").render(
         controls.get_control("horizon").spec({"horizon_y": 0.7}, None, 512), (512, 512)))

@@ -15,9 +15,10 @@ from pipelines.world_training import EVAL_SEEDS
 
 @pytest.fixture(scope="module")
 def models():
+    from pipelines.presets import get_preset
     from studio import gpu
 
-    return gpu.models("toy")
+    return gpu.models(get_preset("toy"))
 
 
 def test_the_generator_paints_what_the_prompt_names(models):

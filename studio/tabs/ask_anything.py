@@ -28,7 +28,7 @@ from ..steering import KEEP_LABEL, SteeringBox, steering_options
 def draft_questions(app: App, prompt: str, n: float) -> tuple[str, str]:
     prompt = check_prompt(prompt)
     n = check_int(n, "number of questions", 1, APP_MAX_QUESTIONS)
-    questions, note = gpu_draft(app.name, prompt, n)
+    questions, note = gpu_draft(app.preset, prompt, n)
     return "\n".join(f"{q} | Yes" for q in questions), note + " 'Answer with Yes or No.' is added when asked."
 
 

@@ -92,7 +92,7 @@ def refine_prompt(app: App, prompt: str, n: float, temperature: float, top_p: fl
     """
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
     try:
-        rows = gpu_refine(app.name, prompt, n, temperature, top_p, seed, vlm_lora)
+        rows = gpu_refine(app.preset, prompt, n, temperature, top_p, seed, vlm_lora)
     except refine.NothingUsable as exc:
         return nothing_to_rank(exc)
     lead = "Written and judged by the **self-improved VLM** (this session's LoRA)." if vlm_lora else None
@@ -117,7 +117,7 @@ def refine_pivot(app: App, prompt: str, n: float, temperature: float, top_p: flo
     prompt, n, temperature, top_p, seed = checked(prompt, n, temperature, top_p, seed)
     pivots = check_pivots(pivots)
     try:
-        result = gpu_refine_pivot(app.name, prompt, n, temperature, top_p, seed, pivots)
+        result = gpu_refine_pivot(app.preset, prompt, n, temperature, top_p, seed, pivots)
     except refine.NothingUsable as exc:
         return nothing_to_rank(exc)
     p = result.pivot
@@ -156,7 +156,7 @@ def self_improve(app: App, prompts: str, n: float, session: dict | None = None, 
     session = session or new_session(app, request)
     session["runs"] += 1
     out_dir = Path(session["dir"]) / f"self-improve-{session['runs']}"
-    done = gpu_self_improve(app.name, prompts_list, n, str(out_dir))
+    done = gpu_self_improve(app.preset, prompts_list, n, str(out_dir))
     session["vlm_lora"] = done.lora
     figures = "\n".join(f"- {line}" for line in done.lines()[1:])
     text = (f"**One round done** on {len(prompts_list)} prompts: {done.pairs} preference pairs, DPO loss "
@@ -198,7 +198,7 @@ def image_to_prompt(app: App, image, seed: float) -> tuple:
     image, note = uploaded(image, "Your image")
     if image is None:
         raise ValueError("there is no image: upload the picture to describe")
-    candidate, closeness = gpu_recreate(app.name, fit_within(image, app.resolution), check_seed(seed))
+    candidate, closeness = gpu_recreate(app.preset, fit_within(image, app.resolution), check_seed(seed))
     text = (f"Similarity of the recreated image to yours: **{closeness:.3f}** (P(Yes) that both show the same "
             f"scene, both orders averaged).")
     if candidate.truncated:

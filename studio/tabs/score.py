@@ -22,7 +22,7 @@ def score_generate(app: App, prompt: str, seed: float) -> tuple[str, str]:
     for s in (seed, min(seed + 1, MAX_SEED)):
         path = app.root / "generated" / f"{slug(prompt)}-{s}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        gpu_generate(app.name, prompt, s).save(path)
+        gpu_generate(app.preset, prompt, s).save(path)
         paths.append(str(path))
     return paths[0], paths[1]
 
@@ -44,7 +44,7 @@ def score(app: App, prompt: str, image_a, image_b, sampled: bool) -> str:
     if a is None:
         raise ValueError("there is no image A: upload one or press 'Generate A and B'")
     images = [fit_within(im, app.resolution) for im in ([a] if b is None else [a, b])]
-    found, comparison = gpu_score(app.name, prompt, images, bool(sampled))
+    found, comparison = gpu_score(app.preset, prompt, images, bool(sampled))
     titled = zip(found, ["Image A", "Image B"], strict=False)
     parts = note_a + note_b + [reports.report_markdown(r, title) for r, title in titled]
     if comparison is not None:

@@ -68,7 +68,7 @@ def checked_upload(app: App, file: str | None) -> tuple[Path, dict]:
     path = check_upload(file, app.max_upload_bytes)
     meta = lora_metadata(path)
     check_preset_match(meta, app.name, path.name)
-    lora.check_lora_fits(path, models(app.name)[0].transformer, app.name, name=path.name)
+    lora.check_lora_fits(path, models(app.preset)[0].transformer, app.name, name=path.name)
     return path, meta
 
 
@@ -113,7 +113,7 @@ def apply_uploaded(app: App, file: str | None, prompt: str, seed: float, scale: 
         raise ValueError(f"{len(more)} stacked LoRA files; at most {MAX_STACKED} on top of the first")
     stack = [(str(checked_upload(app, m)[0]), s) for m, s in zip(more, stacked_scales(more, more_scales),
                                                                    strict=True)]
-    image = gpu_generate(app.name, prompt, seed, str(path), scale, stack)
+    image = gpu_generate(app.preset, prompt, seed, str(path), scale, stack)
     note = "".join(f"\n\nStacked: `{Path(p).name}` at scale {s:g}" for p, s in stack)
     if prompt_note := app.preset.prompt_note(prompt):
         note += f"\n\n_{prompt_note}_"

@@ -68,7 +68,7 @@ def generate_base(app: App, prompt: str, seed: float) -> dict[str, object]:
         seed: the noise seed, 0 to 4294967295 (the same seed gives the same image).
     """
     prompt, seed = check_prompt(prompt), check_seed(seed)
-    image = gpu_generate(app.name, prompt, seed)
+    image = gpu_generate(app.preset, prompt, seed)
     note = app.preset.prompt_note(prompt)
     return {"base": image, "editor": editor_value(image),
             "base_note": f"Base image for seed {seed}: draw on it on the right." + (f"\n\n_{note}_" if note else "")}
