@@ -411,12 +411,14 @@ def main(argv: list[str] | None = None) -> int:
             result = pivot(generator, vlm, args.prompt, args.n, args.pivots, args.temperature, args.top_p,
                            seed=args.seed, image_seed=args.seed, vlm_lora=args.vlm_lora, reasons=True)
             print(reports.format_pivot_table(result))
+            print(reports.winner_line(result.rows))
             rows = result.rows
             named.append((f"00-pivot-seed{result.pivot.seed}.png", result.pivot))
         else:
             rows = refine(generator, vlm, args.prompt, args.n, args.temperature, args.top_p, seed=args.seed,
                           image_seed=args.seed, vlm_lora=args.vlm_lora, reasons=True)
             print(reports.format_table(rows))
+            print(reports.winner_line(rows))
         named += [(f"{i:02d}{'-baseline' if r.baseline else ''}.png", r) for i, r in enumerate(rows, 1)]
         if args.out_dir:
             Path(args.out_dir).mkdir(parents=True, exist_ok=True)

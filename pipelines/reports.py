@@ -61,6 +61,15 @@ def format_pivot_table(result: Pivoted) -> str:
     return format_rows(pivot_table(result))
 
 
+def winner_line(rows: list[Candidate]) -> str:
+    """How the best-ranked row compares with the user's prompt (the baseline row), in one line."""
+    best, base = rows[0], next(r for r in rows if r.baseline)
+    if best.baseline:
+        return "Your own prompt scored best."
+    return (f"The winner beats your prompt by {best.combined - base.combined:+.2f} of 5 ({best.combined:.2f} against "
+            f"{base.combined:.2f}, the mean of the three rubrics).")
+
+
 def format_rows(rows: list[list[object]]) -> str:
     """Aligned columns, the prompt last; the judge's reason, where there is one, on the line below its row."""
     widths = [5, 8, 9, 9, 10, 8]

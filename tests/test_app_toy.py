@@ -62,7 +62,7 @@ def test_refine_ranks_readable_candidates_of_the_users_scene_and_sends_the_winne
     reasons = [row[-2] for row in rows]
     assert all(r and "\n" not in r and world.parse(r).get("scene") for r in reasons), reasons
     best, base = combined[0], float(next(r[1] for r in rows if r[-1].endswith("[baseline]")))
-    gain = re.search(r"The winner beats your prompt by \*\*([+-]\d\.\d\d)\*\* of 5", note)
+    gain = re.search(r"The winner beats your prompt by ([+-]\d\.\d\d) of 5", note)
     assert ("Your own prompt scored best" in note if rows[0][-1].endswith("[baseline]") else
             gain and abs(float(gain[1]) - (best - base)) < 0.006), note  # the table rounds to 3 decimals
     winner = choice["value"]

@@ -241,6 +241,7 @@ def test_refine_and_judge_clis(tmp_path, capsys, writing_vlm):
     assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[baseline]" in out and len(list(tmp_path.glob("*.png"))) == 3
+    assert "Your own prompt scored best." in out or "The winner beats your prompt by " in out
     image(7).save(tmp_path / "a.png")
     image(8).save(tmp_path / "b.png")
     assert judge.main(["--preset", "tiny", "--prompt", "a cat", "--image", str(tmp_path / "a.png"),

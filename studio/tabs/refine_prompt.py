@@ -59,12 +59,9 @@ def ranked_outputs(rows: list[refine.Candidate], seed: int, table: list[list[obj
                *[(for_display(r.image), f"#{i} {r.combined:.2f}{' (your prompt)' if r.baseline else ''}: {r.prompt}")
                  for i, r in enumerate(rows, 1)]]
     choices = [f"#{i}: {r.prompt}" for i, r in enumerate(rows, 1)]
-    best, base = rows[0], next(r for r in rows if r.baseline)
     parts = [lead] if lead else []
     parts.append(f"{len(rows) - 1} candidates and your prompt, all from seed {seed}, judged by the same VLM.")
-    parts.append("**Your own prompt scored best.**" if best.baseline else
-                 f"The winner beats your prompt by **{best.combined - base.combined:+.2f}** of 5 "
-                 f"(**{best.combined:.2f}** against **{base.combined:.2f}**, the mean of the three rubrics).")
+    parts.append(f"**{reports.winner_line(rows)}**")
     if any(r.truncated for r in rows):
         parts.append("Rows marked [cut] were shortened at a word boundary to fit the generator's text limit.")
     return gallery, table, gr.update(choices=choices, value=choices[0]), " ".join(parts)
