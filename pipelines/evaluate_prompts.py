@@ -434,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=32, help="recreate: images to recreate")
     parser.add_argument("--rounds", type=int, default=2, help="dpo: self-rewarding rounds")
     parser.add_argument("--train-prompts", type=int, default=16, help="dpo: prompts each round learns from")
-    parser.add_argument("--lr", type=float, default=5e-5, help="dpo: DPO's learning rate")
-    parser.add_argument("--epochs", type=int, default=3, help="dpo: DPO's epochs over each round's pairs")
+    parser.add_argument("--lr", type=float, help="dpo: DPO's learning rate (default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="dpo: DPO's epochs over each round's pairs (default: the preset's)")
     parser.add_argument("--vlm-lora", help="refine, pivot, recreate: a VLM LoRA folder (from self_reward) to use")
     parser.add_argument("--out-dir", required=True, help="folder for results.json, table.md and contact-sheet.png")
     args = parser.parse_args(argv)
@@ -444,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         if not preset.known_scenes:
             raise ValueError(f"preset {preset.name!r} has no analytic truth: the prompt evaluations run on a toy "
                              f"world (--preset toy)")
+        args.lr = check_learning_rate(args.lr if args.lr is not None else preset.dpo_learning_rate)
+        args.epochs = args.epochs if args.epochs is not None else preset.dpo_epochs
         for name, lo, hi in (("seeds", 1, 16), ("images", 1, 256), ("rounds", 1, 5), ("train_prompts", 2, 256),
                              ("epochs", 1, 100)):
             check_int(getattr(args, name), "--" + name.replace("_", "-"), lo, hi)
-        check_learning_rate(args.lr)
         prompts = [check_prompt(p) for p in args.prompts.split(";")] if args.prompts else held_out(args.draw)
         out_dir = check_output_dir(args.out_dir)
         generator, vlm = cli.load_models(args, preset)

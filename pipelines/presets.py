@@ -52,6 +52,9 @@ class Preset:
     lora_targets: tuple[str, ...] = ()  # modules the LoRA adapts; () = the family's (`Generator.lora_targets`)
     learning_rate: float = 5e-5
     steps: int = 100
+    # A self-rewarding round's DPO on the VLM's LoRA (`self_reward.self_improve`): learning rate and epochs
+    dpo_learning_rate: float = 5e-5
+    dpo_epochs: int = 3
     random_vlm_size: str = "full-7b"  # which full-size Qwen a `random:full` benchmark builds
     # Recompute activations in the backward pass (transformer and VAE decoder): less memory, more time.
     gradient_checkpointing: bool = True
@@ -139,6 +142,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            vlm_source=str(TOY_DIR / "vlm"), dtype="float32", resolution=world.SIZE, max_sequence_length=32,
            lora_rank=4, learning_rate=5e-4, steps=60, gradient_checkpointing=False, architecture="toy-flux",
            keep=STEERING_KEEP,
+           # 5e-5 x 3 epochs leaves the 4-layer VLM as it was (DPO loss 0.6931 -> 0.6931); EVALUATION.md used these
+           dpo_learning_rate=1e-3, dpo_epochs=10,
            known_scenes=tuple(world.SCENES), trained_controls=("horizon", "palette", "line-weight"),
            page_defaults=tuple(world.PAGE_DEFAULTS.items()),
            notes=("trained toy weights: landscapes of a grammar of prompts (8 scenes, times of day, sky, horizon "

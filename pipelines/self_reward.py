@@ -238,7 +238,7 @@ class Round:
 
 
 def self_improve(generator: Generator, vlm: VLM, prompts: list[str], out_dir: str | Path, n: int = 8, seed: int = 0,
-                 samples: int = 4, epochs: int = 3, lr: float = 5e-5, beta: float = 0.1,
+                 samples: int = 4, epochs: int | None = None, lr: float | None = None, beta: float = 0.1,
                  init_from: str | Path | None = None, truth: Truth | None = None) -> Round:
     """One self-rewarding round, measured: the rewrites before, pairs from the model's own samples and verdicts
     (`preference_pairs`), DPO (`train_dpo`), the rewrites after.
@@ -249,7 +249,7 @@ def self_improve(generator: Generator, vlm: VLM, prompts: list[str], out_dir: st
         out_dir: where the pairs (`pairs.jsonl`) and the VLM LoRA (`vlm-lora/`) are written.
         n: candidates per prompt for the pairs; seed: their sampling and image seed.
         samples: rewrites per prompt for the before/after figures (generated from seed + 1, not a pair's seed).
-        epochs, lr, beta: DPO's settings.
+        epochs, lr, beta: DPO's settings (epochs and lr default to the preset's `dpo_epochs`, `dpo_learning_rate`).
         init_from: an earlier round's LoRA: the model this round starts from (it writes and judges the pairs).
         truth: analytic scores of an image for a prompt (the toy world's `world.scores`), added to the figures.
     """
@@ -262,7 +262,9 @@ def self_improve(generator: Generator, vlm: VLM, prompts: list[str], out_dir: st
     out_dir.mkdir(parents=True, exist_ok=True)
     files.write_text(out_dir / "pairs.jsonl", "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
     lora = out_dir / "vlm-lora"
-    log = train_dpo(vlm, pairs, lora, epochs=epochs, lr=lr, beta=beta, init_from=init_from)
+    preset = generator.preset
+    log = train_dpo(vlm, pairs, lora, epochs=epochs or preset.dpo_epochs, lr=lr or preset.dpo_learning_rate,
+                    beta=beta, init_from=init_from)
     after = rewrite_quality(generator, vlm, prompts, samples, seed + 1, lora, truth)
     return Round(len(pairs), str(lora), (log[0]["loss"], log[-1]["loss"]), (log[0]["margin"], log[-1]["margin"]),
                  before, after)
@@ -290,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", required=True, help="text file, one prompt per line")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--n", type=int, default=8, help="candidates per prompt")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--epochs", type=int, help="DPO epochs over a round's pairs (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="DPO learning rate (default: the preset's)")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--out", default="self_reward", help="folder for pairs (JSONL) and the VLM LoRA")
     parser.add_argument("--pivot-pairs", metavar="FILE",
@@ -302,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         prompts = read_prompts(args.prompts)
         if not 1 <= args.rounds <= 10:
             raise ValueError(f"rounds {args.rounds} must be between 1 and 10")
-        if args.epochs < 1:
+        if args.epochs is not None and args.epochs < 1:
             raise ValueError(f"epochs {args.epochs} must be at least 1")
         if not 0 < args.beta < float("inf"):  # NaN fails the comparison too
             raise ValueError(f"--beta {args.beta} must be a positive number (DPO's temperature, 0.1 by default)")
-        check_learning_rate(args.lr)
+        if args.lr is not None:
+            check_learning_rate(args.lr)
         check_n(args.n)
         check_output_dir(args.out, "--out")
         if args.pivot_pairs:
