@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
@@ -234,8 +235,6 @@ def applied(pipe, path: str | Path | None, scale: float = 1.0, preset: str | Non
 @contextmanager
 def diffusers_quiet() -> Iterator[None]:
     """diffusers' log at errors only, for the block."""
-    from diffusers.utils import logging as diffusers_logging
-
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:

@@ -21,16 +21,20 @@ truth on evaluation seeds no stage trains on.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import sys
 import time
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from PIL import Image, ImageDraw
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from . import world
 
@@ -119,9 +123,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def grammar_tokenizer(max_length: int = TOKENS):
     """A BPE tokenizer whose vocabulary holds every word of the grammar (trained on sampled prompts)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     rng = np.random.default_rng(TRAIN_SEED)
     corpus = [world.sample_prompt(rng, rich)[0] for rich in (0.3, 0.9) for _ in range(3000)]
     tok = Tokenizer(models.BPE())
@@ -138,9 +139,6 @@ def grammar_tokenizer(max_length: int = TOKENS):
 
 def build_pipeline():
     """A FluxPipeline of the toy world's sizes with the grammar's tokenizer, untrained."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
     torch.manual_seed(TRAIN_SEED)
     tokenizer = grammar_tokenizer()
     vocab = len(tokenizer)
@@ -333,7 +331,6 @@ def pairs(pipe, n: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tenso
     """n (noise, prompt, target latent, cell weights) quadruples: packed noise, the prompt's words, the packed
     latent of the scene `scene_of` makes from them, and per packed cell 1 + OBJECT_WEIGHT where the scene's
     things (sun or moon, tree, clouds, birds) change the latent, else 1."""
-    from multiprocessing import Pool
 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -430,7 +427,6 @@ SHEET_PROMPTS = ("a beach", "a beach at golden hour, low horizon, a lone tree on
 def contact_sheet(pipe, prompts: tuple[str, ...] = SHEET_PROMPTS, seeds: int = 5, cell: int = 224):
     """One row per prompt, `seeds` unseen seeds each, enlarged without smoothing; under each picture what
     `world.read` finds in it (scene, time, horizon and things), so a person can check the gates by eye."""
-    from PIL import Image, ImageDraw
 
     label_w, text_h = 260, 26
     sheet = Image.new("RGB", (label_w + seeds * cell, len(prompts) * (cell + text_h)), "white")
@@ -462,7 +458,6 @@ PAIRS = 24000  # (noise, prompt, scene) triples the one-step stage trains on
 def train_generator(out: Path, minutes: dict[str, float], until: str = STAGES[-1]) -> dict:
     """Every generator stage up to `until`, resuming from OUT/stages; then OUT/generator and its gates in
     OUT/generator-training.json."""
-    from diffusers import FluxPipeline
 
     torch.set_num_threads(2)
     stages = out / "stages"
@@ -518,22 +513,7 @@ def parse_minutes(text: str) -> dict[str, float]:
     return minutes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["generator", "sheet"],
-                        help="generator: train it; sheet: OUT/contact-sheet.png of OUT/generator on unseen seeds")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--minutes", default="", help="budgets per stage, e.g. vae=12,decoder=6,onestep=18,objects=12")
-    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage")
-    args = parser.parse_args(argv)
-    if args.what == "sheet":
-        from diffusers import FluxPipeline
+if __name__ == "__main__":  # the command lives in pipelines/commands/world_training.py
+    from .commands.world_training import main
 
-        contact_sheet(FluxPipeline.from_pretrained(args.out / "generator")).save(args.out / "contact-sheet.png")
-        return 0
-    train_generator(args.out, parse_minutes(args.minutes), args.until)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

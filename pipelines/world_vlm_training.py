@@ -21,17 +21,29 @@ and answer layout (`VLM.nll_rows`, the same path the judge is read through):
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+)
 
 from overlays import composite, depth, horizon, line_weight, palette
 from overlays.common import SUFFIX
 
 from . import judge, refine, world
-from .optimize import prompt_question
-from .vlm import from_pil
+from .optimize import optimize, prompt_question
+from .random_models import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS
+from .vlm import QwenVL, from_pil
+from .world_training import Clock, step_with
 
 HORIZON_YES = 0.06  # the judge says Yes to the horizon question iff the line is within this of the horizon
 ROW = tuple[torch.Tensor | None, str, str]  # (pixels or None, question, answer)
@@ -294,10 +306,7 @@ def corpus(rng: np.random.Generator, n: int = 4000) -> list[str]:
 
 def vlm_tokenizer(rng: np.random.Generator, vocab_size: int = 1600):
     """A byte-level BPE over `corpus`, with Qwen's special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    from .random_models import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS
 
     special = QWEN_SPECIAL_TOKENS[:1] + QWEN_SPECIAL_TOKENS[2:3] + QWEN_SPECIAL_TOKENS[1:2] + QWEN_SPECIAL_TOKENS[3:]
     tok = Tokenizer(models.BPE())
@@ -314,9 +323,7 @@ def vlm_tokenizer(rng: np.random.Generator, vocab_size: int = 1600):
 
 def build_vlm(seed: int = 0):
     """The toy world's VLM, untrained, in the app's adapter."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from .vlm import QwenVL
 
     tokenizer = vlm_tokenizer(np.random.default_rng(seed))
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
@@ -335,8 +342,6 @@ def build_vlm(seed: int = 0):
 
 def save_vlm(vlm, folder) -> None:
     """The folder layout the app's loader reads: model, tokenizer, image processor, chat_template.jinja."""
-    from pathlib import Path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vlm.model.save_pretrained(folder)
@@ -459,9 +464,7 @@ def train(vlm, rows: list[ROW], seconds: float, seed: int = 0, batch: int = 12, 
     the app's own adapter (`VLM.nll_rows`), under a budget; one text-only batch (rewriting) for every three image
     batches, each image batch `batch` rows drawn from all of `rows` (a `focus` share of them `fresh_rows` on
     `items`), plus `Probes` on 16 of `aux`."""
-    import time
 
-    from .world_training import Clock, step_with
 
     model, end = vlm.model, vlm.tokenizer.eos_token
     model.train().requires_grad_(True)
@@ -551,7 +554,6 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
 def fooling_round(vlm, generator, loras: int, seed: int, steps: int = 40) -> tuple[float, list[Image.Image]]:
     """Train `loras` horizon LoRAs against the judge as it is and judge their unseen seeds: the share of images the
     judge passes (P > 0.9) with the horizon more than 0.1 from the line (fooled), and the images themselves."""
-    from .optimize import optimize
 
     rng = np.random.default_rng(seed)
     fooled, images = [], []
@@ -568,88 +570,7 @@ def fooling_round(vlm, generator, loras: int, seed: int, steps: int = 40) -> tup
     return float(np.mean(fooled)), images
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-    import time
-    from pathlib import Path
-
-    from .loading import load_generator
-    from .presets import get_preset
-    from .world_training import EVAL_SEEDS, TRAIN_SEED, generated
-
-    parser = argparse.ArgumentParser(description="Train the toy world's VLM.")
-    parser.add_argument("--generator", required=True, type=Path, help="the trained generator folder")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--minutes", type=float, default=25.0)
-    parser.add_argument("--rounds", type=int, default=2, help="hardening rounds")
-    parser.add_argument("--loras", type=int, default=6, help="LoRAs trained against the judge per round")
-    parser.add_argument("--images", type=int, default=1500, help="rendered and generated training images, each")
-    parser.add_argument("--held-out", type=int, default=64, help="held-out rendered and generated images, each")
-    parser.add_argument("--resume", type=Path, help="go on training this VLM folder instead of a new one")
-    parser.add_argument("--focus", type=float, default=0.0,
-                        help="share of each image batch drawn anew (`fresh_rows`): controls' questions and rubrics")
-    parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
-                                        "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
-    args = parser.parse_args(argv)
-    shares = dict(FRESH)
-    if args.fresh:
-        try:
-            shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
-        except ValueError:
-            parser.error(f"--fresh {args.fresh!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
-        unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
-        if unknown:
-            parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    preset = dataclasses.replace(get_preset("toy"), generator_source=str(args.generator.resolve()))
-    generator = load_generator(preset, "cpu")
-    rng = np.random.default_rng(TRAIN_SEED + 20)
-    rendered = [(world.render(s), s) for s in (world.sample(rng) for _ in range(args.images))]
-    prompts = [world.sample_prompt(rng, float(rng.uniform(0, 1)))[0] for _ in range(args.images)]
-    made = generated(generator.pipe, prompts, list(range(TRAIN_SEED + 10**5, TRAIN_SEED + 10**5 + len(prompts))))
-    pool = rendered + [(Image.fromarray(im), None) for im in made]
-    held_rng = np.random.default_rng(EVAL_SEEDS + 20)
-    held_prompts = [world.sample_prompt(held_rng, 0.5)[0] for _ in range(args.held_out)]
-    held_seeds = list(range(EVAL_SEEDS + 10**5, EVAL_SEEDS + 10**5 + args.held_out))
-    held = [(world.render(s), s) for s in (world.sample(held_rng) for _ in range(args.held_out))] + [
-        (Image.fromarray(im), None) for im in generated(generator.pipe, held_prompts, held_seeds)]
-    print(f"{len(pool)} training images, {len(held)} held out, in {time.perf_counter() - start:.0f}s", flush=True)
-    if args.resume:
-        from .loading import load_vlm
-
-        vlm = load_vlm(dataclasses.replace(preset, vlm_source=str(args.resume.resolve())), "cpu")
-    else:
-        vlm = build_vlm(TRAIN_SEED)
-    rows_rng = np.random.default_rng(TRAIN_SEED + 30)
-    rows, aux, items = image_rows(rows_rng, pool), aux_items(rows_rng, pool), seen(pool)
-    print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
-    report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
-                    "focus": args.focus, "fresh": shares}
-    first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
-    report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
-                            items=items, shares=shares)
-    print(report["train"], flush=True)
-    for round_ in range(1, args.rounds + 1):
-        fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
-        rows += image_rows(rows_rng, [(im, None) for im in images] * 3)
-        aux += aux_items(rows_rng, [(im, None) for im in images])
-        items += seen([(im, None) for im in images])
-        more = train(vlm, rows, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_, aux=aux,
-                     focus=args.focus, items=items, shares=shares)
-        report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
-        print(report["rounds"][-1], flush=True)
-    report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)  # as saved
-    report["gates"] = gates(vlm, held, EVAL_SEEDS)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    save_vlm(vlm, args.out / "vlm")
-    (args.out / "vlm-training.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(json.dumps(report["gates"], indent=1, default=str), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
+if __name__ == "__main__":  # the command lives in pipelines/commands/world_vlm_training.py
+    from .commands.world_vlm_training import main
 
     sys.exit(main())

@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 
 import overlays
+from pipelines.checks import check_output_dir, check_steps
+from pipelines.commands import cli
 from pipelines.files import write_text
 from pipelines.generator import Generator
+from pipelines.loading import default_device, load_generator, load_vlm
+from pipelines.presets import get_preset
 from pipelines.steering import held
 from pipelines.vlm import VLM
 
@@ -83,10 +87,6 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines import cli
-    from pipelines.checks import check_output_dir, check_steps
-    from pipelines.loading import default_device, load_generator, load_vlm
-    from pipelines.presets import get_preset
 
     parser = cli.parser(description="Precompute the app's examples (images, LoRAs, scores).")
     parser.add_argument("--preset", default="toy")

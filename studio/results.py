@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from pipelines.checks import APP_MAX_SCALE, MAX_SEED, check_prompt, check_scale, check_seed
@@ -89,8 +90,6 @@ class Results:
 
 def history_frame(history: Sequence[Step]):
     """Loss and P(expected answers) by step as a pandas DataFrame (pandas comes with gradio)."""
-    import pandas as pd
-
     return pd.DataFrame({"step": [s.step for s in history], "loss": [s.loss for s in history],
                          "p": [s.p for s in history]})
 

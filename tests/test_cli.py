@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import bench, generate, lora, optimize, self_reward
+from pipelines import lora
+from pipelines.commands import bench as bench_cmd
+from pipelines.commands import generate as generate_cmd
+from pipelines.commands import optimize as optimize_cmd
+from pipelines.commands import self_reward as self_reward_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +52,7 @@ CONTROL_ARGS = {
 def test_each_control_optimizes_through_the_cli(name, tmp_path, capsys):
     args = [a if a != "REF" else str(reference_image(tmp_path / "ref.png")) for a in CONTROL_ARGS[name]]
     out = tmp_path / f"{name}.safetensors"
-    code, _, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a tropical beach", *args,
+    code, _, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a tropical beach", *args,
                                             "--steps", "2", "--out", str(out)], capsys)
     assert code == 0, err
     meta = lora.lora_metadata(out)
@@ -62,33 +66,33 @@ def test_each_control_optimizes_through_the_cli(name, tmp_path, capsys):
 
 
 BAD = {
-    "empty prompt": (optimize.main, ["--prompt", " ", "--question", "Q?"], "prompt is empty"),
-    "steps 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--steps", "0"], "steps 0"),
-    "steps 1e6": (optimize.main, ["--prompt", "a", "--question", "Q?", "--steps", "1000000"], "steps 1000000"),
-    "unknown preset": (optimize.main, ["--preset", "flux-turbo", "--prompt", "a", "--question", "Q?"],
+    "empty prompt": (optimize_cmd.main, ["--prompt", " ", "--question", "Q?"], "prompt is empty"),
+    "steps 0": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--steps", "0"], "steps 0"),
+    "steps 1e6": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--steps", "1000000"], "steps 1000000"),
+    "unknown preset": (optimize_cmd.main, ["--preset", "flux-turbo", "--prompt", "a", "--question", "Q?"],
                        "flux-turbo.*available: tiny"),
-    "unreadable overlay": (optimize.main, ["--prompt", "a", "--question", "Q?", "--overlay", "BROKEN"],
+    "unreadable overlay": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--overlay", "BROKEN"],
                            "broken.png"),
-    "missing overlay": (optimize.main, ["--prompt", "a", "--question", "Q?", "--overlay", "nope.png"], "nope.png"),
-    "no question": (optimize.main, ["--prompt", "a"], "--question"),
-    "horizon outside": (optimize.main, ["--prompt", "a", "--control", "horizon", "--y", "1.5"], "1.5"),
-    "horizon missing y": (optimize.main, ["--prompt", "a", "--control", "horizon"], "--y"),
-    "bad colour": (optimize.main, ["--prompt", "a", "--control", "palette", "--colors", "#123;blurple"],
+    "missing overlay": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--overlay", "nope.png"], "nope.png"),
+    "no question": (optimize_cmd.main, ["--prompt", "a"], "--question"),
+    "horizon outside": (optimize_cmd.main, ["--prompt", "a", "--control", "horizon", "--y", "1.5"], "1.5"),
+    "horizon missing y": (optimize_cmd.main, ["--prompt", "a", "--control", "horizon"], "--y"),
+    "bad colour": (optimize_cmd.main, ["--prompt", "a", "--control", "palette", "--colors", "#123;blurple"],
                    "blurple"),
-    "points on top": (optimize.main, ["--prompt", "a", "--control", "depth", "--a", "0.5,0.5", "--b", "0.5,0.51"],
+    "points on top": (optimize_cmd.main, ["--prompt", "a", "--control", "depth", "--a", "0.5,0.5", "--b", "0.5,0.51"],
                       "0.5"),
-    "bad point": (optimize.main, ["--prompt", "a", "--control", "depth", "--a", "left", "--b", "0.5,0.5"], "left"),
-    "line too thick": (optimize.main, ["--prompt", "a", "--control", "line-weight", "--px", "40"], "40"),
-    "missing lora": (generate.main, ["--prompt", "a", "--lora", "missing.safetensors"], "missing.safetensors"),
-    "lora not safetensors": (generate.main, ["--prompt", "a", "--lora", "NOTES"], "notes.txt"),
-    "scale out of range": (generate.main, ["--prompt", "a", "--scale", "50"], "50"),
-    "bench unknown preset": (bench.main, ["--preset", "nope"], "nope"),
-    "bench steps 0": (bench.main, ["--steps", "0"], "--steps 0"),
-    "rank 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--rank", "0"], "rank 0"),
-    "lr 0": (optimize.main, ["--prompt", "a", "--question", "Q?", "--lr", "0"], "learning rate 0"),
-    "composition with answers": (optimize.main, ["--prompt", "a", "--control", "composition", "--reference",
+    "bad point": (optimize_cmd.main, ["--prompt", "a", "--control", "depth", "--a", "left", "--b", "0.5,0.5"], "left"),
+    "line too thick": (optimize_cmd.main, ["--prompt", "a", "--control", "line-weight", "--px", "40"], "40"),
+    "missing lora": (generate_cmd.main, ["--prompt", "a", "--lora", "missing.safetensors"], "missing.safetensors"),
+    "lora not safetensors": (generate_cmd.main, ["--prompt", "a", "--lora", "NOTES"], "notes.txt"),
+    "scale out of range": (generate_cmd.main, ["--prompt", "a", "--scale", "50"], "50"),
+    "bench unknown preset": (bench_cmd.main, ["--preset", "nope"], "nope"),
+    "bench steps 0": (bench_cmd.main, ["--steps", "0"], "--steps 0"),
+    "rank 0": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--rank", "0"], "rank 0"),
+    "lr 0": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--lr", "0"], "learning rate 0"),
+    "composition with answers": (optimize_cmd.main, ["--prompt", "a", "--control", "composition", "--reference",
                                                  "NOTES", "--question", "Q?", "--answer", "No"], "--answer"),
-    "self-reward epochs 0": (self_reward.main, ["--prompts", "NOTES", "--epochs", "0"], "epochs 0"),
+    "self-reward epochs 0": (self_reward_cmd.main, ["--prompts", "NOTES", "--epochs", "0"], "epochs 0"),
 }
 
 
@@ -99,8 +103,8 @@ def test_bad_input_exits_with_one_line_naming_the_problem(case, tmp_path, capsys
     (tmp_path / "notes.txt").write_text("hello")
     argv = [str(tmp_path / "broken.png") if a == "BROKEN" else str(tmp_path / "notes.txt") if a == "NOTES" else a
             for a in argv]
-    out_flag = ["--out", str(tmp_path / ("x.png" if main is generate.main else "x.safetensors"))]
-    code, _, err = run_main(main, argv + (out_flag if main in (optimize.main, generate.main) else []), capsys)
+    out_flag = ["--out", str(tmp_path / ("x.png" if main is generate_cmd.main else "x.safetensors"))]
+    code, _, err = run_main(main, argv + (out_flag if main in (optimize_cmd.main, generate_cmd.main) else []), capsys)
     assert code not in (0, None)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
     assert len(lines) == 1, err
@@ -110,7 +114,8 @@ def test_bad_input_exits_with_one_line_naming_the_problem(case, tmp_path, capsys
 
 
 def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
-    code, out, err = run_main(bench.main, ["--preset", "tiny", "--steps", "3", "--warmup", "1", "--generations", "2",
+    code, out, err = run_main(bench_cmd.main, ["--preset", "tiny", "--steps", "3", "--warmup", "1",
+                                               "--generations", "2",
                                            "--json", str(tmp_path / "b.json")], capsys)
     assert code == 0, err
     import json
@@ -122,7 +127,7 @@ def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
 
 def test_lower_case_answers_are_the_answer_token(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    code, _, err = run_main(optimize.main, ["--prompt", "a beach", "--question", "Is it sunny?", "--answer", "yes",
+    code, _, err = run_main(optimize_cmd.main, ["--prompt", "a beach", "--question", "Is it sunny?", "--answer", "yes",
                                             "--steps", "1", "--out", str(out)], capsys)
     assert code == 0, err
     assert lora.lora_metadata(out)["questions"] == [["Is it sunny? Answer with Yes or No.", "Yes"]]
@@ -131,14 +136,14 @@ def test_lower_case_answers_are_the_answer_token(tmp_path, capsys):
 def test_a_mistyped_relative_folder_lists_what_is_there(tmp_path, monkeypatch, capsys):
     (tmp_path / "models" / "flux-local").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(generate.main, ["--prompt", "a", "--generator", "models/flux-locl", "--out", "x.png"],
+    code, _, err = run_main(generate_cmd.main, ["--prompt", "a", "--generator", "models/flux-locl", "--out", "x.png"],
                             capsys)
     assert code == 2 and "models/flux-locl" in err and "flux-local" in err
 
 
 def test_optimize_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+    code, stdout, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                  "--y", "0.4", "--steps", "2", "--alpha", "10", "--eval-seeds", "3",
                                                  "--out", str(out)], capsys)
     assert code in (0, None), err
@@ -161,6 +166,6 @@ def test_optimize_writes_the_unseen_seed_evaluation_beside_the_lora(tmp_path, ca
     (["--eval-seeds", "100"], "--eval-seeds 100 must be from 0 to 64"),
 ])
 def test_fidelity_flags_refuse_bad_values_in_one_line(argv, message, tmp_path, capsys):
-    code, _, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--question", "Is it?",
+    code, _, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--question", "Is it?",
                                             "--out", str(tmp_path / "x.safetensors"), *argv], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

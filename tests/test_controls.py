@@ -12,7 +12,8 @@ from PIL import Image
 import overlays
 from overlays.base import Control, Example, Flag, MissingValues, Setting
 from overlays.common import with_suffix
-from pipelines import lora, optimize
+from pipelines import lora
+from pipelines.commands import optimize as optimize_cmd
 
 
 class Stripes(Control):
@@ -55,7 +56,7 @@ def stripes(monkeypatch):
 
 def run(argv, capsys):
     try:
-        code = optimize.main(argv)
+        code = optimize_cmd.main(argv)
     except SystemExit as exc:
         code = exc.code
     return code, capsys.readouterr().err

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import bench, cost, lora
+from pipelines import cost, lora
+from pipelines.commands import bench as bench_cmd
 from pipelines.loading import load_generator, load_vlm
 from pipelines.presets import get_preset
 
@@ -18,7 +19,7 @@ META = torch.device("meta")
 
 def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
     try:
-        code = bench.main(argv)
+        code = bench_cmd.main(argv)
     except SystemExit as exc:
         code = exc.code
     out = capsys.readouterr()

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from pipelines import evaluate, lora, optimize
+from pipelines.commands import evaluate as evaluate_cmd
+from pipelines.commands import optimize as optimize_cmd
 from pipelines.optimize import TARGET_WINDOW, prompt_question, with_prompt_guard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +48,7 @@ def run_cli(main, argv, capsys):
 
 def test_cli_keep_prompt_and_target_p(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    code, stdout, err = run_cli(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+    code, stdout, err = run_cli(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                 "--y", "0.4", "--steps", "9", "--keep-prompt", "--target-p", "1e-6",
                                                 "--eval-seeds", "0", "--out", str(out)], capsys)
     assert code in (0, None), err
@@ -54,7 +56,7 @@ def test_cli_keep_prompt_and_target_p(tmp_path, capsys):
     meta = lora.lora_metadata(out)
     assert meta["questions"][-1] == ["Does this image show a beach? Answer with Yes or No.", "Yes"]
     assert meta["steps"] == TARGET_WINDOW and meta["reached_target"] is True
-    code, _, err = run_cli(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--question", "Is it?",
+    code, _, err = run_cli(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--question", "Is it?",
                                            "--target-p", "most", "--out", str(out)], capsys)
     assert code == 2 and "--target-p 'most' must be a number between 0 and 1, or 'off'" in err
 
@@ -134,19 +136,20 @@ def test_two_accelerate_processes_write_the_same_table_as_one(tmp_path):
 
 
 def test_bad_evaluation_options_are_one_line(tmp_path, capsys):
-    code, _, err = run_cli(evaluate.main, ["palette", "--preset", "tiny", "--palettes", "ocean,nope",
+    code, _, err = run_cli(evaluate_cmd.main, ["palette", "--preset", "tiny", "--palettes", "ocean,nope",
                                            "--out-dir", str(tmp_path)], capsys)
     assert code == 2 and "unknown palette preset 'nope'" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "file").write_text("x")
-    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--out-dir", str(tmp_path / "file")], capsys)
+    code, _, err = run_cli(evaluate_cmd.main, ["horizon", "--preset", "tiny", "--out-dir", str(tmp_path / "file")],
+                           capsys)
     assert code == 2 and "is a file, not a folder" in err
-    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--draw", "-1", "--out-dir",
+    code, _, err = run_cli(evaluate_cmd.main, ["horizon", "--preset", "tiny", "--draw", "-1", "--out-dir",
                                            str(tmp_path / "d")], capsys)
     assert code == 2 and "--draw -1 must be >= 0" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--variants", "method,magic", "--out-dir",
+    code, _, err = run_cli(evaluate_cmd.main, ["horizon", "--preset", "tiny", "--variants", "method,magic", "--out-dir",
                                            str(tmp_path / "v")], capsys)
     assert code == 2 and "unknown variant 'magic'" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(evaluate.main, ["horizon", "--preset", "tiny", "--budget", "0", "--out-dir",
+    code, _, err = run_cli(evaluate_cmd.main, ["horizon", "--preset", "tiny", "--budget", "0", "--out-dir",
                                            str(tmp_path / "b")], capsys)
     assert code == 2 and "--budget 0.0 must be from 0 to 3600 seconds" in err
 
@@ -154,7 +157,7 @@ def test_bad_evaluation_options_are_one_line(tmp_path, capsys):
 def test_an_ablation_at_equal_wall_clock_writes_a_row_per_variant(tmp_path, capsys):
     args = ["horizon", "--preset", "tiny", "--prompts", "a beach", "--lines", "1", "--seeds", "2", "--steps", "500",
             "--variants", "method,views,all", "--budget", "1.5", "--threads", "1", "--out-dir", str(tmp_path)]
-    code, out, _ = run_cli(evaluate.main, args, capsys)
+    code, out, _ = run_cli(evaluate_cmd.main, args, capsys)
     assert code == 0
     record = json.loads((tmp_path / "results.json").read_text())
     assert list(record["rows"]) == ["no control", "method", "method + views", "method + all"]

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import evaluate, evaluate_prompts, world
+from pipelines import evaluate_prompts, world
+from pipelines.commands import evaluate as evaluate_cmd
 from pipelines.evaluate_prompts import Scored, best_of, held_out, refine_summary
 from tests.test_evaluate import run_cli
 
@@ -81,9 +82,9 @@ def test_agreement_counts_the_originals_attributes_the_copy_shows():
 
 
 def test_a_preset_without_analytic_truth_is_refused_in_one_line(tmp_path, capsys):
-    code, _, err = run_cli(evaluate.main, ["refine", "--preset", "tiny", "--out-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(evaluate_cmd.main, ["refine", "--preset", "tiny", "--out-dir", str(tmp_path)], capsys)
     assert code == 2 and "preset 'tiny' has no analytic truth" in err and "Traceback" not in err
-    code, _, err = run_cli(evaluate.main, ["dpo", "--preset", "toy", "--rounds", "9", "--out-dir", str(tmp_path)],
+    code, _, err = run_cli(evaluate_cmd.main, ["dpo", "--preset", "toy", "--rounds", "9", "--out-dir", str(tmp_path)],
                            capsys)
     assert code == 2 and "--rounds 9 must be a whole number from 1 to 5" in err
 
@@ -91,7 +92,8 @@ def test_a_preset_without_analytic_truth_is_refused_in_one_line(tmp_path, capsys
 @pytest.mark.slow  # generates and judges 17 images per case on the toy world
 def test_refine_and_recreate_write_results_tables_and_sheets(tmp_path, capsys):
     out = tmp_path / "refine"
-    code, stdout, err = run_cli(evaluate.main, ["refine", "--preset", "toy", "--prompts", "a beach;a lake, the moon",
+    code, stdout, err = run_cli(evaluate_cmd.main, ["refine", "--preset", "toy",
+                                                    "--prompts", "a beach;a lake, the moon",
                                                 "--seeds", "1", "--out-dir", str(out)], capsys)
     assert code == 0, err
     record = json.loads((out / "results.json").read_text())
@@ -101,7 +103,7 @@ def test_refine_and_recreate_write_results_tables_and_sheets(tmp_path, capsys):
     assert len(record["cases"][0]["rewrites"]) == 16  # the toy VLM writes 16 distinct rewrites of "a beach"
     assert "| best of N |" in (out / "table.md").read_text() and (out / "contact-sheet.png").stat().st_size > 0
     out = tmp_path / "recreate"
-    code, _, err = run_cli(evaluate.main, ["recreate", "--preset", "toy", "--images", "3", "--out-dir", str(out)],
+    code, _, err = run_cli(evaluate_cmd.main, ["recreate", "--preset", "toy", "--images", "3", "--out-dir", str(out)],
                            capsys)
     assert code == 0, err
     summary = json.loads((out / "results.json").read_text())["summary"]
@@ -110,7 +112,7 @@ def test_refine_and_recreate_write_results_tables_and_sheets(tmp_path, capsys):
 
 @pytest.mark.slow  # a round of pairs, DPO on the toy VLM and two measurements
 def test_one_dpo_round_measures_both_rounds_and_saves_the_lora(tmp_path, capsys):
-    code, _, err = run_cli(evaluate.main, ["dpo", "--preset", "toy", "--rounds", "1", "--train-prompts", "2",
+    code, _, err = run_cli(evaluate_cmd.main, ["dpo", "--preset", "toy", "--rounds", "1", "--train-prompts", "2",
                                            "--prompts", "a beach", "--seeds", "1", "--out-dir", str(tmp_path)], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]

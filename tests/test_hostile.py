@@ -17,7 +17,14 @@ import torch
 from bad_files import png_claiming
 from PIL import Image
 
-from pipelines import bench, evaluate, generate, judge, lora, optimize, refine, self_reward
+from pipelines import lora, optimize
+from pipelines.commands import bench as bench_cmd
+from pipelines.commands import evaluate as evaluate_cmd
+from pipelines.commands import generate as generate_cmd
+from pipelines.commands import judge as judge_cmd
+from pipelines.commands import optimize as optimize_cmd
+from pipelines.commands import refine as refine_cmd
+from pipelines.commands import self_reward as self_reward_cmd
 from pipelines.optimize import save_result
 from studio import examples
 
@@ -57,82 +64,85 @@ OPT = ["--preset", "tiny", "--prompt", "a beach"]
 OUT = ["--out", "OUT/x.safetensors"]
 CASES = {
     # image files: every image argument, every kind of bad file
-    "overlay not an image": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "notes.png", *OUT],
+    "overlay not an image": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "notes.png", *OUT],
                              r"notes.png' is not a readable image"),
-    "overlay svg": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "drawing.svg", *OUT], "drawing.svg"),
-    "overlay bomb": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "bomb.png", *OUT],
+    "overlay svg": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "drawing.svg", *OUT], "drawing.svg"),
+    "overlay bomb": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "bomb.png", *OUT],
                      "at most 8192 pixels a side"),
-    "overlay truncated": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "cut.png", *OUT], "cut.png"),
-    "overlay empty file": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "empty.png", *OUT], "empty.png"),
-    "overlay missing": (optimize.main, [*OPT, "--question", "Q?", "--overlay", "nope.png", *OUT],
+    "overlay truncated": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "cut.png", *OUT], "cut.png"),
+    "overlay empty file": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "empty.png", *OUT], "empty.png"),
+    "overlay missing": (optimize_cmd.main, [*OPT, "--question", "Q?", "--overlay", "nope.png", *OUT],
                         "nope.png' does not exist"),
-    "palette image bomb": (optimize.main, [*OPT, "--control", "palette", "--palette-image", "bomb.png", *OUT],
+    "palette image bomb": (optimize_cmd.main, [*OPT, "--control", "palette", "--palette-image", "bomb.png", *OUT],
                            "bomb.png"),
-    "palette image svg": (optimize.main, [*OPT, "--control", "palette", "--palette-image", "drawing.svg", *OUT],
+    "palette image svg": (optimize_cmd.main, [*OPT, "--control", "palette", "--palette-image", "drawing.svg", *OUT],
                           "drawing.svg"),
-    "reference truncated": (optimize.main, [*OPT, "--control", "composition", "--reference", "cut.png",
+    "reference truncated": (optimize_cmd.main, [*OPT, "--control", "composition", "--reference", "cut.png",
                                             "--question", "Q?", *OUT], "cut.png"),
-    "judge image bomb": (judge.main, ["--preset", "tiny", "--prompt", "a cat", "--image", "bomb.png"], "bomb.png"),
-    "judge image text": (judge.main, ["--preset", "tiny", "--prompt", "a cat", "--image", "notes.png"], "notes.png"),
-    "refine image svg": (refine.main, ["--preset", "tiny", "--image", "drawing.svg"], "drawing.svg"),
-    "refine image folder": (refine.main, ["--preset", "tiny", "--image", "not_an_adapter"], "not a file"),
+    "judge image bomb": (judge_cmd.main, ["--preset", "tiny", "--prompt", "a cat", "--image", "bomb.png"], "bomb.png"),
+    "judge image text": (judge_cmd.main, ["--preset", "tiny", "--prompt", "a cat", "--image", "notes.png"],
+                         "notes.png"),
+    "refine image svg": (refine_cmd.main, ["--preset", "tiny", "--image", "drawing.svg"], "drawing.svg"),
+    "refine image folder": (refine_cmd.main, ["--preset", "tiny", "--image", "not_an_adapter"], "not a file"),
     # output paths: refused before any model loads
-    "out is a folder": (optimize.main, [*OPT, "--question", "Q?", "--out", "a_folder.safetensors"], "is a folder"),
-    "out under a file": (optimize.main, [*OPT, "--question", "Q?", "--out", "a_file/x.safetensors"],
+    "out is a folder": (optimize_cmd.main, [*OPT, "--question", "Q?", "--out", "a_folder.safetensors"], "is a folder"),
+    "out under a file": (optimize_cmd.main, [*OPT, "--question", "Q?", "--out", "a_file/x.safetensors"],
                          "is a file, not a folder"),
-    "out read-only": (optimize.main, [*OPT, "--question", "Q?", "--out", "/proc/1/x.safetensors"], "read-only"),
-    "out wrong suffix": (optimize.main, [*OPT, "--question", "Q?", "--out", "x.pt"], r"must end in \.safetensors"),
-    "image out is a folder": (generate.main, ["--preset", "tiny", "--prompt", "a", "--out", "a_folder.safetensors"],
+    "out read-only": (optimize_cmd.main, [*OPT, "--question", "Q?", "--out", "/proc/1/x.safetensors"], "read-only"),
+    "out wrong suffix": (optimize_cmd.main, [*OPT, "--question", "Q?", "--out", "x.pt"], r"must end in \.safetensors"),
+    "image out is a folder": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--out", "a_folder.safetensors"],
                               "must end in"),
-    "image out under a file": (generate.main, ["--preset", "tiny", "--prompt", "a", "--out", "a_file/x.png"],
+    "image out under a file": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--out", "a_file/x.png"],
                                "is a file, not a folder"),
-    "image out on a read-only file system": (generate.main, ["--preset", "tiny", "--prompt", "a", "--out",
+    "image out on a read-only file system": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--out",
                                                              "/sys/x.png"], "could not write or read '/sys/x.png'"),
-    "bench json is a folder": (bench.main, ["--cost", "--preset", "tiny", "--json", "a_folder.json"], "is a folder"),
-    "bench json read-only": (bench.main, ["--preset", "tiny", "--json", "/proc/1/x.json"], "read-only"),
-    "refine out-dir is a file": (refine.main, ["--preset", "tiny", "--prompt", "a cat", "--out-dir", "a_file"],
+    "bench json is a folder": (bench_cmd.main, ["--cost", "--preset", "tiny", "--json", "a_folder.json"],
+                               "is a folder"),
+    "bench json read-only": (bench_cmd.main, ["--preset", "tiny", "--json", "/proc/1/x.json"], "read-only"),
+    "refine out-dir is a file": (refine_cmd.main, ["--preset", "tiny", "--prompt", "a cat", "--out-dir", "a_file"],
                                  "is a file, not a folder"),
-    "self-reward out is a file": (self_reward.main, ["--preset", "tiny", "--prompts", "prompts.txt", "--out",
+    "self-reward out is a file": (self_reward_cmd.main, ["--preset", "tiny", "--prompts", "prompts.txt", "--out",
                                                      "a_file"], "is a file, not a folder"),
-    "evaluate out-dir under a file": (evaluate.main, ["horizon", "--preset", "tiny", "--out-dir", "a_file/x"],
+    "evaluate out-dir under a file": (evaluate_cmd.main, ["horizon", "--preset", "tiny", "--out-dir", "a_file/x"],
                                       "is a file, not a folder"),
     "examples out is a file": (examples.main, ["--preset", "tiny", "--out", "a_file"], "is a file, not a folder"),
     # numbers
-    "bench size huge": (bench.main, ["--preset", "tiny", "--size", "100000"], "--size 100000 must be a whole number"),
-    "bench cost size huge": (bench.main, ["--cost", "--preset", "tiny", "--size", "100000"], "--size 100000"),
-    "seed negative": (optimize.main, [*OPT, "--question", "Q?", "--seed", "-1", *OUT], "seed -1"),
-    "seed too big": (generate.main, ["--preset", "tiny", "--prompt", "a", "--seed", str(2**32), "--out", "x.png"],
+    "bench size huge": (bench_cmd.main, ["--preset", "tiny", "--size", "100000"],
+                        "--size 100000 must be a whole number"),
+    "bench cost size huge": (bench_cmd.main, ["--cost", "--preset", "tiny", "--size", "100000"], "--size 100000"),
+    "seed negative": (optimize_cmd.main, [*OPT, "--question", "Q?", "--seed", "-1", *OUT], "seed -1"),
+    "seed too big": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--seed", str(2**32), "--out", "x.png"],
                      "seed 4294967296"),
-    "seed text": (generate.main, ["--preset", "tiny", "--prompt", "a", "--seed", "seven", "--out", "x.png"],
+    "seed text": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--seed", "seven", "--out", "x.png"],
                   "seven"),
-    "steps float": (optimize.main, [*OPT, "--question", "Q?", "--steps", "2.5", *OUT], "2.5"),
-    "lr nan": (optimize.main, [*OPT, "--question", "Q?", "--lr", "nan", *OUT], "learning rate nan"),
-    "alpha inf": (optimize.main, [*OPT, "--question", "Q?", "--alpha", "inf", *OUT], "LoRA alpha inf"),
-    "scale nan": (generate.main, ["--preset", "tiny", "--prompt", "a", "--scale", "nan", "--out", "x.png"],
+    "steps float": (optimize_cmd.main, [*OPT, "--question", "Q?", "--steps", "2.5", *OUT], "2.5"),
+    "lr nan": (optimize_cmd.main, [*OPT, "--question", "Q?", "--lr", "nan", *OUT], "learning rate nan"),
+    "alpha inf": (optimize_cmd.main, [*OPT, "--question", "Q?", "--alpha", "inf", *OUT], "LoRA alpha inf"),
+    "scale nan": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--scale", "nan", "--out", "x.png"],
                   "LoRA scale nan"),
-    "size huge": (generate.main, ["--preset", "tiny", "--prompt", "a", "--size", "100000", "--out", "x.png"],
+    "size huge": (generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--size", "100000", "--out", "x.png"],
                   "image size 100000 must be a whole number from 16 to 2048"),
-    "rank huge": (optimize.main, [*OPT, "--question", "Q?", "--rank", "100000", *OUT], "LoRA rank 100000"),
-    "refine n 0": (refine.main, ["--preset", "tiny", "--prompt", "a cat", "--n", "0"], "0"),
-    "eval seeds negative": (optimize.main, [*OPT, "--question", "Q?", "--eval-seeds", "-3", *OUT], "-3"),
-    "target p text": (optimize.main, [*OPT, "--question", "Q?", "--target-p", "high", *OUT], "high"),
+    "rank huge": (optimize_cmd.main, [*OPT, "--question", "Q?", "--rank", "100000", *OUT], "LoRA rank 100000"),
+    "refine n 0": (refine_cmd.main, ["--preset", "tiny", "--prompt", "a cat", "--n", "0"], "0"),
+    "eval seeds negative": (optimize_cmd.main, [*OPT, "--question", "Q?", "--eval-seeds", "-3", *OUT], "-3"),
+    "target p text": (optimize_cmd.main, [*OPT, "--question", "Q?", "--target-p", "high", *OUT], "high"),
     # text
-    "prompt of control characters": (optimize.main, ["--preset", "tiny", "--prompt", "\x07\x00 \t", "--question",
+    "prompt of control characters": (optimize_cmd.main, ["--preset", "tiny", "--prompt", "\x07\x00 \t", "--question",
                                                       "Q?", *OUT], "prompt is empty"),
-    "prompt of zero-width spaces": (generate.main, ["--preset", "tiny", "--prompt", "\u200b\u200b", "--out",
+    "prompt of zero-width spaces": (generate_cmd.main, ["--preset", "tiny", "--prompt", "\u200b\u200b", "--out",
                                                     "x.png"], "prompt is empty"),
-    "question whitespace": (optimize.main, [*OPT, "--question", "   ", *OUT], "question is empty"),
-    "answer too long": (optimize.main, [*OPT, "--question", "Q?", "--answer", "yes " * 40, *OUT],
+    "question whitespace": (optimize_cmd.main, [*OPT, "--question", "   ", *OUT], "question is empty"),
+    "answer too long": (optimize_cmd.main, [*OPT, "--question", "Q?", "--answer", "yes " * 40, *OUT],
                         "expected answer has 159 characters; at most 100"),
-    "prompt too long": (generate.main, ["--preset", "tiny", "--prompt", "x" * 3000, "--out", "x.png"],
+    "prompt too long": (generate_cmd.main, ["--preset", "tiny", "--prompt", "x" * 3000, "--out", "x.png"],
                         "at most 2000"),
-    "prompts file not utf-8": (self_reward.main, ["--preset", "tiny", "--prompts", "latin1.txt", "--out", "OUT"],
+    "prompts file not utf-8": (self_reward_cmd.main, ["--preset", "tiny", "--prompts", "latin1.txt", "--out", "OUT"],
                                r"latin1.txt' is not UTF-8"),
     # options that make a run meaningless
-    "beta nan": (self_reward.main, ["--preset", "tiny", "--prompts", "prompts.txt", "--beta", "nan", "--out",
+    "beta nan": (self_reward_cmd.main, ["--preset", "tiny", "--prompts", "prompts.txt", "--beta", "nan", "--out",
                                     "OUT"], "--beta nan must be a positive number"),
-    "renoise backwards": (optimize.main, [*OPT, "--question", "Q?", "--renoise", "1,0.5", *OUT], "re-noising"),
-    "vlm lora not an adapter": (refine.main, ["--preset", "tiny", "--prompt", "a cat", "--vlm-lora",
+    "renoise backwards": (optimize_cmd.main, [*OPT, "--question", "Q?", "--renoise", "1,0.5", *OUT], "re-noising"),
+    "vlm lora not an adapter": (refine_cmd.main, ["--preset", "tiny", "--prompt", "a cat", "--vlm-lora",
                                               "not_an_adapter"], "not a peft adapter folder"),
 }
 
@@ -175,7 +185,7 @@ def test_a_lora_for_another_model_is_refused_and_the_pipeline_untouched(tiny_mod
     assert not getattr(generator.transformer, "peft_config", None)
     assert np.array_equal(np.asarray(generator.generate("a desert", 3)), base)
     # Through the CLI: one line.
-    line = one_line(generate.main, ["--preset", "tiny", "--prompt", "a", "--lora", str(sana_lora), "--out",
+    line = one_line(generate_cmd.main, ["--preset", "tiny", "--prompt", "a", "--lora", str(sana_lora), "--out",
                                     str(tmp_path / "x.png")], capsys)
     assert "sana.safetensors" in line and not (tmp_path / "x.png").exists()
 

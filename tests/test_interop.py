@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from overlays import CONTROLS, depth, horizon, layout, line_weight, palette
 from overlays.layout import clashes
 from pipelines import lora, modelspec, optimize
+from pipelines.commands import optimize as optimize_cmd
 from pipelines.optimize import held_out_loss, save_result
 from studio.controls import build_controls
 from tests.test_cli import run_main
@@ -161,27 +162,28 @@ def test_ten_plus_ten_steps_continue_the_twenty_step_run(tiny_models, tmp_path):
 def test_init_lora_on_the_cli_and_its_refusals(tiny_models, tmp_path, capsys):
     base = ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon", "--y", "0.4", "--eval-seeds", "0"]
     parent = tmp_path / "p.safetensors"
-    code, out, err = run_main(optimize.main, [*base, "--steps", "2", "--seed", "3", "--out", str(parent)], capsys)
+    code, out, err = run_main(optimize_cmd.main, [*base, "--steps", "2", "--seed", "3", "--out", str(parent)], capsys)
     assert code in (0, None), err
     child = tmp_path / "c.safetensors"
-    code, out, err = run_main(optimize.main, [*base, "--steps", "3", "--init-lora", str(parent), "--out", str(child)],
+    code, out, err = run_main(optimize_cmd.main,
+                              [*base, "--steps", "3", "--init-lora", str(parent), "--out", str(child)],
                               capsys)
     assert code in (0, None), err
     assert "3 steps, 5 in all with p.safetensors" in out
     meta = lora.lora_metadata(child)
     assert (meta["total_steps"], meta["seed"]) == (5, 3)  # the parent's seed when --seed is not given
-    code, out, err = run_main(optimize.main, [*base, "--steps", "2", "--rank", "8", "--init-lora", str(parent),
+    code, out, err = run_main(optimize_cmd.main, [*base, "--steps", "2", "--rank", "8", "--init-lora", str(parent),
                                               "--out", str(tmp_path / "r.safetensors")], capsys)
     assert code == 2 and err.strip().splitlines() == [
         "error: rank 8 differs from the rank 4 of LoRA file 'p.safetensors'"]
     tensors, header = lora.read_lora(parent)
     other = tmp_path / "sana.safetensors"
     save_file(tensors, str(other), metadata=header | {"dual_process.preset": "tiny-sana"})
-    code, out, err = run_main(optimize.main, [*base, "--init-lora", str(other),
+    code, out, err = run_main(optimize_cmd.main, [*base, "--init-lora", str(other),
                                               "--out", str(tmp_path / "o.safetensors")], capsys)
     assert code == 2 and err.strip() == ("error: LoRA file 'sana.safetensors' was made for preset 'tiny-sana'; this "
                                          "model is preset 'tiny'")
-    code, out, err = run_main(optimize.main, [*base, "--init-lora", str(tmp_path / "none.safetensors"),
+    code, out, err = run_main(optimize_cmd.main, [*base, "--init-lora", str(tmp_path / "none.safetensors"),
                                               "--out", str(tmp_path / "n.safetensors")], capsys)
     assert code == 2 and "none.safetensors" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
 
@@ -281,7 +283,7 @@ def test_every_control_can_be_combined_in_the_app_by_its_settings():
 
 def test_two_controls_on_the_cli_ask_both_and_list_both(tmp_path, capsys):
     out = tmp_path / "two.safetensors"
-    code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+    code, stdout, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                  "--y", "0.33", "--control", "palette", "--palette", "retro",
                                                  "--steps", "1", "--eval-seeds", "0", "--out", str(out)], capsys)
     assert code in (0, None), err
@@ -289,11 +291,11 @@ def test_two_controls_on_the_cli_ask_both_and_list_both(tmp_path, capsys):
     assert [q for q, _ in meta["questions"]] == [palette.QUESTION, horizon.QUESTION]  # registry order
     assert len(meta["controls"]) == 2 and meta["controls"][1].startswith("horizon at y=0.33")
     assert "palette" in modelspec.read(lora.read_lora(out)[1])["description"]
-    code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+    code, stdout, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                  "--y", "0.95", "--control", "palette", "--palette", "retro",
                                                  "--out", str(tmp_path / "x.safetensors")], capsys)
     assert code == 2 and err.startswith("error: the palette and horizon overlays overlap")
-    code, stdout, err = run_main(optimize.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
+    code, stdout, err = run_main(optimize_cmd.main, ["--preset", "tiny", "--prompt", "a beach", "--control", "horizon",
                                                  "--y", "0.3", "--control", "horizon",
                                                  "--out", str(tmp_path / "x.safetensors")], capsys)
     assert code == 2 and "--control horizon is given twice" in err

@@ -11,6 +11,9 @@ import torch
 from PIL import Image
 
 from pipelines import checks, judge, refine, reports, self_reward
+from pipelines.commands import judge as judge_cmd
+from pipelines.commands import refine as refine_cmd
+from pipelines.commands import self_reward as self_reward_cmd
 from pipelines.self_reward import Pair
 
 
@@ -209,7 +212,7 @@ def test_dpo_loss_matches_its_formula():
 
 def test_self_reward_cli_writes_pairs_and_a_vlm_lora(tmp_path, capsys, writing_vlm):
     (tmp_path / "prompts.txt").write_text("a cat on a windowsill\n\na tropical beach\n")
-    code = self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "3",
+    code = self_reward_cmd.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "3",
                              "--epochs", "1", "--lr", "1e-3", "--out", str(tmp_path / "sr")])
     assert code == 0
     rows = [json.loads(line) for line in (tmp_path / "sr" / "round1" / "pairs.jsonl").read_text().splitlines()]
@@ -233,18 +236,18 @@ def test_refine_cli_bad_input(argv, pattern, tmp_path, capsys):
     (tmp_path / "x.png").write_text("text")
     argv = [str(tmp_path / "x.png") if a == "IMG" else a for a in argv]
     with pytest.raises(SystemExit) as exc:
-        refine.main(["--preset", "tiny", *argv])
+        refine_cmd.main(["--preset", "tiny", *argv])
     assert exc.value.code == 2 and pattern in capsys.readouterr().err
 
 
 def test_refine_and_judge_clis(tmp_path, capsys, writing_vlm):
-    assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
+    assert refine_cmd.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[baseline]" in out and len(list(tmp_path.glob("*.png"))) == 3
     assert "Your own prompt scored best." in out or "The winner beats your prompt by " in out
     image(7).save(tmp_path / "a.png")
     image(8).save(tmp_path / "b.png")
-    assert judge.main(["--preset", "tiny", "--prompt", "a cat", "--image", str(tmp_path / "a.png"),
+    assert judge_cmd.main(["--preset", "tiny", "--prompt", "a cat", "--image", str(tmp_path / "a.png"),
                        "--image", str(tmp_path / "b.png")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["comparison"]["p_first_better"] <= 1 and "vqa_score" in report[str(tmp_path / "a.png")]
@@ -314,13 +317,13 @@ def test_the_judges_reason_is_the_line_after_its_score():
 def test_a_vlm_that_writes_nothing_usable_is_one_line(tmp_path, capsys):
     # The tiny preset's VLM has random weights: nothing it writes is a prompt
     with pytest.raises(SystemExit) as exc:
-        refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2"])
+        refine_cmd.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "the loaded VLM wrote nothing usable as a prompt" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     (tmp_path / "prompts.txt").write_text("a cat\na dog\n")
     with pytest.raises(SystemExit) as exc:
-        self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
+        self_reward_cmd.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
                           "--out", str(tmp_path / "sr")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "wrote no readable rewrite of any prompt" in err and "Traceback" not in err

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from pipelines import checks, judge, refine, reports, self_reward
+from pipelines.commands import refine as refine_cmd
+from pipelines.commands import self_reward as self_reward_cmd
 
 PROMPT = "a cat on a windowsill"
 
@@ -128,7 +130,7 @@ def test_bad_input_is_refused_naming_the_value(tiny_models, kwargs, message):
 ])
 def test_cli_bad_input_is_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        refine.main(["--preset", "tiny", *argv])
+        refine_cmd.main(["--preset", "tiny", *argv])
     err = capsys.readouterr().err
     assert exc.value.code == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -136,7 +138,7 @@ def test_cli_bad_input_is_one_line(argv, message, capsys):
 
 
 def test_cli_pivot_mode_prints_the_table_and_saves_the_pivot(tmp_path, capsys, writing_vlm):
-    assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--mode", "pivot", "--pivots", "2", "--n", "2",
+    assert refine_cmd.main(["--preset", "tiny", "--prompt", "a cat", "--mode", "pivot", "--pivots", "2", "--n", "2",
                         "--seed", "4", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[baseline]" in out and "[pivot image, seed " in out and out.splitlines()[1].lstrip().startswith("pivot")
@@ -145,7 +147,7 @@ def test_cli_pivot_mode_prints_the_table_and_saves_the_pivot(tmp_path, capsys, w
 
 
 def test_text_mode_is_the_default_and_unchanged(tmp_path, capsys, writing_vlm):
-    assert refine.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
+    assert refine_cmd.main(["--preset", "tiny", "--prompt", "a cat", "--n", "2", "--out-dir", str(tmp_path)]) == 0
     assert "[pivot" not in capsys.readouterr().out and len(list(tmp_path.glob("*.png"))) == 3
 
 
@@ -170,7 +172,7 @@ def test_pivot_pairs_are_pngs_beside_the_jsonl_with_relative_paths(tiny_models, 
 def test_self_reward_cli_writes_pivot_pairs(tmp_path, capsys, writing_vlm):
     (tmp_path / "prompts.txt").write_text("a cat on a windowsill\n")
     pairs = tmp_path / "pivots.jsonl"
-    code = self_reward.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
+    code = self_reward_cmd.main(["--preset", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--n", "2",
                              "--pivots", "2", "--epochs", "1", "--lr", "1e-3", "--out", str(tmp_path / "sr"),
                              "--pivot-pairs", str(pairs)])
     assert code == 0 and f"pivot pairs: 1 in {pairs}" in capsys.readouterr().out
@@ -186,7 +188,7 @@ def test_self_reward_pivot_options_refused_before_loading(tmp_path, capsys, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.txt").write_text("a cat\n")
     with pytest.raises(SystemExit) as exc:
-        self_reward.main(["--preset", "tiny", "--prompts", "prompts.txt", *extra])
+        self_reward_cmd.main(["--preset", "tiny", "--prompts", "prompts.txt", *extra])
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines import evaluate, world
+from pipelines.commands import evaluate as evaluate_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 def horizon_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("horizon")
     # Three of EVALUATION.md's five lines (0.2, 0.5, 0.8), to keep the suite under eight minutes.
-    assert evaluate.main(["horizon", "--preset", "toy", "--variants", "method,keep", "--lines", "3",
+    assert evaluate_cmd.main(["horizon", "--preset", "toy", "--variants", "method,keep", "--lines", "3",
                           "--out-dir", str(out)]) == 0
     return json.loads((out / "results.json").read_text())
 
@@ -47,7 +48,7 @@ def test_the_preservation_term_keeps_the_prompts_scene_while_the_horizon_moves(h
 def test_the_palette_distance_falls_for_at_least_two_presets(tmp_path):
     # Two of EVALUATION.md's three prompts (the same runs and seeds as its first eight), to keep the suite short.
     prompts = ";".join(evaluate.TOY_PROMPTS[:2])
-    assert evaluate.main(["palette", "--preset", "toy", "--prompts", prompts, "--out-dir", str(tmp_path)]) == 0
+    assert evaluate_cmd.main(["palette", "--preset", "toy", "--prompts", prompts, "--out-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     base, method = rows["no control"]["per_target"], rows["method"]["per_target"]
     assert sum(method[p] < base[p] for p in base) >= 2, (base, method)

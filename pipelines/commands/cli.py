@@ -18,11 +18,11 @@ from PIL import Image
 from overlays import CONTROLS, Control, layout
 from overlays.base import MissingValues, flag_dest, pair
 
-from .checks import fit_upload, read_image
-from .generator import BASE_WEIGHTS, Generator
-from .loading import default_device, load_generator, load_vlm
-from .presets import PRESETS, Preset, get_preset
-from .vlm import VLM
+from ..checks import fit_upload, read_image
+from ..generator import BASE_WEIGHTS, Generator
+from ..loading import default_device, load_generator, load_vlm
+from ..presets import PRESETS, Preset, get_preset
+from ..vlm import VLM
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,98 @@
+"""`python -m pipelines.world_vlm_training`: the command line of `pipelines/world_vlm_training.py`
+(usage: its docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import world
+from ..loading import load_generator, load_vlm
+from ..presets import get_preset
+from ..world_training import EVAL_SEEDS, TRAIN_SEED, generated
+from ..world_vlm_training import FRESH, aux_items, build_vlm, fooling_round, gates, image_rows, save_vlm, seen, train
+
+
+def main(argv: list[str] | None = None) -> int:
+
+
+    parser = argparse.ArgumentParser(description="Train the toy world's VLM.")
+    parser.add_argument("--generator", required=True, type=Path, help="the trained generator folder")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--rounds", type=int, default=2, help="hardening rounds")
+    parser.add_argument("--loras", type=int, default=6, help="LoRAs trained against the judge per round")
+    parser.add_argument("--images", type=int, default=1500, help="rendered and generated training images, each")
+    parser.add_argument("--held-out", type=int, default=64, help="held-out rendered and generated images, each")
+    parser.add_argument("--resume", type=Path, help="go on training this VLM folder instead of a new one")
+    parser.add_argument("--focus", type=float, default=0.0,
+                        help="share of each image batch drawn anew (`fresh_rows`): controls' questions and rubrics")
+    parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
+                                        "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
+    args = parser.parse_args(argv)
+    shares = dict(FRESH)
+    if args.fresh:
+        try:
+            shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
+        except ValueError:
+            parser.error(f"--fresh {args.fresh!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
+        unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
+        if unknown:
+            parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    preset = dataclasses.replace(get_preset("toy"), generator_source=str(args.generator.resolve()))
+    generator = load_generator(preset, "cpu")
+    rng = np.random.default_rng(TRAIN_SEED + 20)
+    rendered = [(world.render(s), s) for s in (world.sample(rng) for _ in range(args.images))]
+    prompts = [world.sample_prompt(rng, float(rng.uniform(0, 1)))[0] for _ in range(args.images)]
+    made = generated(generator.pipe, prompts, list(range(TRAIN_SEED + 10**5, TRAIN_SEED + 10**5 + len(prompts))))
+    pool = rendered + [(Image.fromarray(im), None) for im in made]
+    held_rng = np.random.default_rng(EVAL_SEEDS + 20)
+    held_prompts = [world.sample_prompt(held_rng, 0.5)[0] for _ in range(args.held_out)]
+    held_seeds = list(range(EVAL_SEEDS + 10**5, EVAL_SEEDS + 10**5 + args.held_out))
+    held = [(world.render(s), s) for s in (world.sample(held_rng) for _ in range(args.held_out))] + [
+        (Image.fromarray(im), None) for im in generated(generator.pipe, held_prompts, held_seeds)]
+    print(f"{len(pool)} training images, {len(held)} held out, in {time.perf_counter() - start:.0f}s", flush=True)
+    if args.resume:
+
+        vlm = load_vlm(dataclasses.replace(preset, vlm_source=str(args.resume.resolve())), "cpu")
+    else:
+        vlm = build_vlm(TRAIN_SEED)
+    rows_rng = np.random.default_rng(TRAIN_SEED + 30)
+    rows, aux, items = image_rows(rows_rng, pool), aux_items(rows_rng, pool), seen(pool)
+    print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
+    report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
+                    "focus": args.focus, "fresh": shares}
+    first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
+    report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
+                            items=items, shares=shares)
+    print(report["train"], flush=True)
+    for round_ in range(1, args.rounds + 1):
+        fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
+        rows += image_rows(rows_rng, [(im, None) for im in images] * 3)
+        aux += aux_items(rows_rng, [(im, None) for im in images])
+        items += seen([(im, None) for im in images])
+        more = train(vlm, rows, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_, aux=aux,
+                     focus=args.focus, items=items, shares=shares)
+        report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
+        print(report["rounds"][-1], flush=True)
+    report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)  # as saved
+    report["gates"] = gates(vlm, held, EVAL_SEEDS)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    save_vlm(vlm, args.out / "vlm")
+    (args.out / "vlm-training.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(json.dumps(report["gates"], indent=1, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
