@@ -95,7 +95,7 @@ def test_a_lora_on_int8_base_weights_trains_saves_and_loads_in_stock_diffusers(t
 
 
 def test_unknown_base_weights_are_refused_on_the_cli(capsys, tmp_path):
-    from pipelines import optimize as optimize_cli
+    from pipelines.commands import optimize as optimize_cli
 
     code, _, err = run_main(optimize_cli.main, ["--preset", "tiny", "--base-weights", "int4", "--prompt", "a",
                                                 "--question", "q", "--out", str(tmp_path / "x.safetensors")], capsys)

@@ -79,6 +79,7 @@ def run_here(command: str, cwd: Path, capfd) -> tuple[int, str]:
     goes to bash instead (returns None)."""
     import contextlib
     import runpy
+    import warnings
 
     words = shlex.split(command, comments=True)
     if words[:1] != ["python"] or len(words) < 3 or words[1] not in ("-m", "-c") or any(
@@ -91,7 +92,9 @@ def run_here(command: str, cwd: Path, capfd) -> tuple[int, str]:
         if words[1] == "-m":
             sys.argv = [words[2], *words[3:]]
             try:
-                runpy.run_module(words[2], run_name="__main__", alter_sys=True)
+                with warnings.catch_warnings():  # earlier tests imported the module; running it again is the point
+                    warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+                    runpy.run_module(words[2], run_name="__main__", alter_sys=True)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         else:
