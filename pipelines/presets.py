@@ -7,6 +7,7 @@ in code from configs with random weights (see `random_models.py`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,12 @@ class Preset:
             return None
         return (f"The `{self.name}` generator paints these scenes only: {', '.join(self.known_scenes)}. Your prompt "
                 "names none of them; it still generates, but expect one of these landscapes.")
+
+    @property
+    def analytic_scores(self) -> Callable[..., dict[str, float]] | None:
+        """A toy world's analytic scores of an image for a prompt (`world.scores`: aesthetic, alignment,
+        preference, from the pixels); None for a preset of real models, which has no such truth."""
+        return world.scores if self.known_scenes else None
 
     def page_default(self, field: str) -> str:
         """What a page field opens with (a key of PAGE_DEFAULTS): this preset's own text, else the general one."""

@@ -13,7 +13,7 @@ except ImportError:
 import os
 import threading
 
-from pipelines import judge, refine, self_reward, world
+from pipelines import judge, refine, self_reward
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
 from pipelines.presets import Preset
@@ -135,10 +135,9 @@ SELF_IMPROVE_SAMPLES = 2  # rewrites per prompt behind the page's before/after f
 @on_gpu(self_improve_seconds)
 def gpu_self_improve(preset: Preset, prompts: list[str], n: int, out_dir: str):
     generator, vlm = models(preset)
-    truth = world.scores if generator.preset.known_scenes else None  # a toy world measures from pixels
     with MODEL_LOCK:
         return self_reward.self_improve(generator, vlm, prompts, out_dir, n=n, samples=SELF_IMPROVE_SAMPLES,
-                                        truth=truth)
+                                        truth=preset.analytic_scores)
 
 
 @on_gpu(image_seconds)

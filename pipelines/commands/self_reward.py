@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import files, world
+from .. import files
 from ..checks import check_learning_rate, check_output, check_output_dir, check_pivots
 from ..refine import check_n
 from ..self_reward import pivot_pairs, read_prompts, self_improve
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pivot_pairs:  # before the rounds: the VLM as loaded writes from the pivots
             written = pivot_pairs(generator, vlm, prompts, args.pivot_pairs, n=args.n, pivots=args.pivots)
             print(f"pivot pairs: {len(written)} in {args.pivot_pairs} (pivot images beside it)")
-        truth = world.scores if generator.preset.known_scenes else None  # a toy world measures from pixels
+        truth = generator.preset.analytic_scores
         out, lora, figures = Path(args.out), None, []
         for round_ in range(1, args.rounds + 1):  # each round starts from the LoRA of the one before
             done = self_improve(generator, vlm, prompts, out / f"round{round_}", n=args.n, seed=round_ * 1000,
