@@ -2,8 +2,9 @@
 
 A control is one module: a validating `Spec`, `render`, `questions`, `describe`, and a `Control` subclass that
 says how a Spec comes from values (the app's settings or the CLI's flags, and for drawn controls the canvas),
-which settings and flags it has, and its example. `overlays.CONTROLS` lists them; the CLI, the app and the
-examples read only that registry, so a new control is one new module plus one line there.
+its inputs (each declared once: the app's setting and the CLI's flag are read from it) and its example.
+`overlays.CONTROLS` lists them; the CLI, the app and the examples read only that registry (and build through
+`overlays.build`), so a new control is one new module plus one line there.
 """
 
 from __future__ import annotations
@@ -20,23 +21,31 @@ QA = tuple[str, str]
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One app input of a control, as data: the app builds a component of this kind.
+class Input:
+    """One input of a control, declared once: the app shows it as a component of `kind`, the CLI as `--<flag>`.
 
     Attributes:
         key: the name `Control.spec` reads from its values (also the app endpoint's parameter name).
-        kind: "colors" (a palette editor), "slider", "dropdown", "checkbox", "image", "radio", "number" (a box
-            that may be left empty: None) or "point" ('x, y' fractions as text, empty: None).
-        label: what the page shows.
-        default: the starting value.
+        kind: "colors" (a palette editor; text on the CLI), "slider" (whole numbers when `default` is whole),
+            "dropdown" or "radio" (one of `choices`), "checkbox", "image" (a file), "number" (a box that may be
+            left empty: None) or "point" ('x, y' fractions as text, empty: None).
+        label: what the page shows, and the CLI's help.
+        flag: the CLI's `--<flag>`; None when the input is the app's only.
+        app: False when the input is the CLI's only.
+        hint: an example or a rule, shown under the box and in the help.
+        default: the page's starting value. The CLI passes only what was typed (an absent flag is None), so a
+            Spec's own fallbacks apply there, and a value the page pre-fills is never forced on the CLI.
         choices: for "dropdown" and "radio".
-        minimum, maximum: for "slider"; `maximum` may be a function of the generator's resolution.
+        minimum, maximum: for "slider" and "number"; `maximum` may be a function of the generator's resolution.
         sets_questions: a change rewrites the questions box with `Control.default_questions`.
     """
 
     key: str
     kind: str
     label: str
+    flag: str | None = None
+    app: bool = True
+    hint: str = ""
     default: object = None
     choices: tuple[str, ...] = ()
     minimum: float = 0
@@ -45,25 +54,22 @@ class Setting:
 
     @property
     def name(self) -> str:
-        """The label without its parenthesis: how a message names this setting."""
+        """The label without its parenthesis: how a message in the app names this input."""
         return self.label.split(" (")[0]
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag."""
+        return (self.flag or self.key).replace("-", "_")
 
     def max_for(self, resolution: int) -> float:
         return self.maximum(resolution) if callable(self.maximum) else self.maximum
 
-
-@dataclass(frozen=True)
-class Flag:
-    """One command-line flag of a control: `--<name>` fills values[key].
-
-    kind: "float", "int", "text", "point" ('x,y' fractions) or "image" (a file the CLI opens and checks).
-    """
-
-    name: str
-    key: str
-    kind: str
-    help: str
-    default: object = None
+    def flag_type(self) -> type:
+        """What argparse converts the flag's text to (points and files are read by `overlays.build`)."""
+        if self.kind == "number" or (self.kind == "slider" and not isinstance(self.default, int)):
+            return float
+        return int if self.kind == "slider" else str
 
 
 @dataclass
@@ -87,7 +93,7 @@ class Control(ABC):
         uses_questions: its questions are the user's own (values["questions"]), not added to them.
         changes: what it asks the picture to change, "layout" or "colours": the preservation term
             (`pipelines.steering.keep_loss`) holds the rest.
-        settings: the app's inputs; flags: the CLI's.
+        inputs: every input, declared once; `settings` (the app's) and `flags` (the CLI's) are read from it.
     """
 
     name: str
@@ -95,8 +101,17 @@ class Control(ABC):
     drawn: str | None = None
     uses_questions: bool = False
     changes: str = "layout"
-    settings: tuple[Setting, ...] = ()
-    flags: tuple[Flag, ...] = ()
+    inputs: tuple[Input, ...] = ()
+
+    @property
+    def settings(self) -> tuple[Input, ...]:
+        """The inputs the app shows, in declaration order."""
+        return tuple(i for i in self.inputs if i.app)
+
+    @property
+    def flags(self) -> tuple[Input, ...]:
+        """The inputs the CLI takes as `--<flag>`."""
+        return tuple(i for i in self.inputs if i.flag)
 
     # --- what each control module provides ------------------------------------------------------------
     @abstractmethod
@@ -146,14 +161,18 @@ class Control(ABC):
         return [(self.question, "Yes")]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """This control's flags, in a group of their own."""
+        """This control's flags, in a group of their own; each flag's help is its input's label and hint."""
         if not self.flags:
             return
         group = parser.add_argument_group(f"--control {self.name}")
-        types = {"float": float, "int": int}
         for flag in self.flags:
-            group.add_argument(f"--{flag.name}", dest=flag_dest(flag), type=types.get(flag.kind, str),
-                               default=flag.default, help=flag.help)
+            help_text = f"{self.name}: {flag.label}" + (f"; {flag.hint}" if flag.hint else "")
+            if flag.kind == "checkbox":
+                group.add_argument(f"--{flag.flag}", dest=flag.dest, action="store_true", default=None,
+                                   help=help_text)
+                continue
+            group.add_argument(f"--{flag.flag}", dest=flag.dest, type=flag.flag_type(), default=None,
+                               choices=list(flag.choices) or None, help=help_text)
 
 
 def pair(text: str, what: str = "point") -> tuple[float, float]:
@@ -163,11 +182,6 @@ def pair(text: str, what: str = "point") -> tuple[float, float]:
     except ValueError:
         raise ValueError(f"{what} {text!r} must be two numbers separated by a comma, e.g. 0.3,0.6") from None
     return x, y
-
-
-def flag_dest(flag: Flag) -> str:
-    """The argparse attribute of a control's flag."""
-    return flag.name.replace("-", "_")
 
 
 def blank(layer: np.ndarray | None) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .base import Control, Example, Input, MissingValues, blank
 from .canvas import merge_layers
 from .common import check_size, with_suffix
 
@@ -145,11 +145,10 @@ class Composition(Control):
     question = with_suffix(DEFAULT_QUESTION)
     drawn = "red annotations (lines, regions, words)"
     uses_questions = True  # its questions are the user's (the questions box, or --question)
-    settings = (Setting("composition_reference", "image",
-                        "Reference under your annotations (optional; e.g. an annotated painting)"),
-                Setting("composition_mode", "radio", "Blend", default="transparent", choices=MODES))
-    flags = (Flag("reference", "composition_reference", "image", "composition: annotated reference image"),
-             Flag("mode", "composition_mode", "text", "composition: transparent or solid", "transparent"))
+    inputs = (Input("composition_reference", "image",
+                    "Reference under your annotations (optional; e.g. an annotated painting)", flag="reference"),
+              Input("composition_mode", "radio", "Blend", flag="mode", hint="transparent: the picture shows through",
+                    default="transparent", choices=MODES))
     render, questions, describe, notes = (staticmethod(render), staticmethod(questions), staticmethod(describe),
                                           staticmethod(notes))
 

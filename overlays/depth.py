@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.checks import MIN_DISTANCE, check_finite
 
-from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .base import Control, Example, Input, MissingValues, blank
 from .canvas import points_from_layer
 from .common import RED, SUFFIX, check_size
 
@@ -183,17 +183,15 @@ class Depth(Control):
     name = NAME
     question = f"{RELATIONS['foreground'].format(p=LABELS[0], q=LABELS[1])} {SUFFIX}"
     drawn = "two dots (the left one is Point A)"
-    settings = (Setting("depth_relation", "dropdown", "Point A (the left dot) is ... relative to Point B",
-                        default="foreground", choices=tuple(RELATIONS), sets_questions=True),
-                Setting("depth_contrast", "checkbox", "Also ask the swapped question (expects No)", default=False,
-                        sets_questions=True),
-                # Used when nothing is drawn: how the points are set when depth is combined with a drawn Control.
-                Setting("point_a", "point", "Point A (x, y as fractions of the image; when not drawn)"),
-                Setting("point_b", "point", "Point B (x, y as fractions of the image; when not drawn)"))
-    flags = (Flag("a", "point_a", "point", "depth: point A as 'x,y' fractions"),
-             Flag("b", "point_b", "point", "depth: point B as 'x,y' fractions"),
-             Flag("relation", "depth_relation", "text", "depth: foreground, background, closer or further",
-                  "foreground"))
+    inputs = (Input("depth_relation", "dropdown", "Point A (the left dot) is ... relative to Point B",
+                    flag="relation", default="foreground", choices=tuple(RELATIONS), sets_questions=True),
+              Input("depth_contrast", "checkbox", "Also ask the swapped question (expects No)", flag="contrast",
+                    default=False, sets_questions=True),
+              # Used when nothing is drawn: how the points are set when depth is combined with a drawn Control.
+              Input("point_a", "point", "Point A (x, y as fractions of the image; when not drawn)", flag="a",
+                    hint="e.g. 0.3, 0.6"),
+              Input("point_b", "point", "Point B (x, y as fractions of the image; when not drawn)", flag="b",
+                    hint="e.g. 0.7, 0.4"))
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
 
     def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines.checks import MAX_TILT, check_finite
 
-from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .base import Control, Example, Input, MissingValues, blank
 from .canvas import horizon_from_layer
 from .common import RED, SUFFIX, check_size
 
@@ -90,12 +90,10 @@ class Horizon(Control):
     name, question = NAME, QUESTION
     drawn = "the horizon as a line across the image"
     # Used when nothing is drawn: how a horizon is set when it is combined with a drawn Control.
-    settings = (Setting("horizon_y", "number", "Horizon height (a fraction from the top; when not drawn)",
-                        minimum=0, maximum=1),
-                Setting("horizon_tilt", "number", "Horizon tilt (degrees, right side up; when not drawn)",
-                        default=0.0, minimum=-MAX_TILT, maximum=MAX_TILT))
-    flags = (Flag("y", "horizon_y", "float", "horizon: height as a fraction of the image, from the top"),
-             Flag("tilt", "horizon_tilt", "float", "horizon: tilt in degrees", 0.0))
+    inputs = (Input("horizon_y", "number", "Horizon height (a fraction from the top; when not drawn)", flag="y",
+                    minimum=0, maximum=1),
+              Input("horizon_tilt", "number", "Horizon tilt (degrees, right side up; when not drawn)", flag="tilt",
+                    default=0.0, minimum=-MAX_TILT, maximum=MAX_TILT))
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
 
     def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> Spec:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .base import Control, Example, Flag, MissingValues, Setting, blank
+from .base import Control, Example, Input, MissingValues, blank
 from .canvas import stroke_thickness
 from .common import RED, SUFFIX, check_size
 
@@ -91,9 +91,8 @@ class LineWeight(Control):
 
     name, question = NAME, QUESTION
     drawn = "a stroke as thick as the lines you want"
-    settings = (Setting("line_px", "slider", "Line weight (px at the generator's resolution)", default=4,
-                        minimum=1, maximum=max_line_px),)
-    flags = (Flag("px", "line_px", "int", "line weight: stroke thickness in pixels"),)
+    inputs = (Input("line_px", "slider", "Line weight (px at the generator's resolution)", flag="px", default=4,
+                    minimum=1, maximum=max_line_px),)
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
 
     def bottom_rows(self, spec: Spec, size: tuple[int, int]) -> int:

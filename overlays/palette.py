@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipelines.checks import MAX_SWATCHES, MIN_SWATCHES
 
-from .base import Control, Example, Flag, MissingValues, Setting
+from .base import Control, Example, Input, MissingValues
 from .colors import RGB, as_rgb, lab_to_srgb, parse_colors, srgb_to_lab, to_hex
 from .common import SUFFIX, check_size
 
@@ -162,14 +162,19 @@ class Palette(Control):
 
     name, question = NAME, QUESTION
     changes = "colours"
-    settings = (Setting("palette_colors", "colors", "Swatches (2 to 8 colours)",
-                        default=" ".join(load_presets()["retro"])),)
-    flags = (Flag("palette", "palette", "text", f"palette: a preset ({', '.join(load_presets())})"),
-             Flag("colors", "palette_colors", "text", "palette: colours separated by spaces, commas or ';', e.g. "
-                                                      "'#2b1d0e #8c6d46 rgb(200, 180, 150)'"),
-             Flag("palette-image", "palette_image", "image", "palette: take the dominant colours of this picture"),
-             Flag("swatches", "swatches", "int", "palette: how many colours --palette-image gives", 5),
-             Flag("strip", "strip", "float", "palette: strip height as a fraction", 0.1))
+    # The app's palette editor offers the presets and a picture's colours as buttons that fill the swatches box;
+    # the CLI takes them as inputs of their own.
+    inputs = (Input("palette_colors", "colors", f"Swatches ({MIN_SWATCHES} to {MAX_SWATCHES} colours)",
+                    flag="colors", hint="separated by spaces, commas or ';', e.g. '#2b1d0e #8c6d46 rgb(200, 180, 150)'",
+                    default=" ".join(load_presets()["retro"])),
+              Input("palette", "dropdown", "A preset palette", flag="palette", app=False,
+                    choices=tuple(load_presets())),
+              Input("palette_image", "image", "Take the dominant colours of this picture", flag="palette-image",
+                    app=False),
+              Input("swatches", "slider", "How many colours the picture gives", flag="swatches", app=False, default=5,
+                    minimum=MIN_SWATCHES, maximum=MAX_SWATCHES),
+              Input("strip", "slider", "Strip height (a fraction of the image)", flag="strip", app=False, default=0.1,
+                    minimum=0, maximum=0.5))
     render, questions, describe = staticmethod(render), staticmethod(questions), staticmethod(describe)
 
     def bottom_rows(self, spec: Spec, size: tuple[int, int]) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import overlays
+from overlays.build import build
 from pipelines.checks import check_output_dir, check_steps
 from pipelines.commands import cli
 from pipelines.files import write_text
@@ -22,7 +23,7 @@ from pipelines.presets import get_preset
 from pipelines.steering import held
 from pipelines.vlm import VLM
 
-from .controls import DISPLAY, build_control, editor_value, overlaid
+from .controls import DISPLAY, editor_value, overlaid
 from .runs import run
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "cached"
@@ -63,7 +64,7 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
             example.drawing.save(folder / f"{name}-drawing.png")
             entry["drawing"] = f"{name}-drawing.png"
             drawing = np.asarray(example.drawing.convert("RGBA"))
-        built = build_control(name, preset.resolution, drawing=drawing, questions=example.questions, **params)
+        built = build([name], preset.resolution, params, drawing=drawing, questions=example.questions)
         events = list(run(generator, vlm, example.prompt, example.seed, built.questions, steps=steps,
                           out_path=folder / f"{name}-lora.safetensors", lock=lock, overlay=built.overlay,
                           overlay_description=built.description, target_p=preset.target_p,

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import overlays
-from overlays.base import Control, Example, Flag, MissingValues, Setting
+from overlays.base import Control, Example, Input, MissingValues
 from overlays.common import with_suffix
 from pipelines import lora
 from pipelines.commands import optimize as optimize_cmd
@@ -21,8 +21,7 @@ class Stripes(Control):
 
     name = "stripes"
     question = with_suffix("Does the image have vertical stripes like the red ones?")
-    settings = (Setting("stripes_n", "slider", "Stripes", default=3, minimum=1, maximum=8),)
-    flags = (Flag("stripes", "stripes_n", "int", "stripes: how many"),)
+    inputs = (Input("stripes_n", "slider", "Stripes", flag="stripes", default=3, minimum=1, maximum=8),)
 
     def spec(self, values: Mapping[str, object], layer: np.ndarray | None, resolution: int) -> int:
         n = values.get("stripes_n")
@@ -96,3 +95,42 @@ def test_the_app_lists_the_new_control_with_its_settings(stripes, tmp_path):
     assert "2 red stripes" in note and "vertical stripes" in note
     assert np.asarray(image)[:, :, 0].max() == 255  # the red stripes are in what the VLM sees
     assert "Draw" not in visual_prompts.canvas_hint(app, "stripes")  # not a drawn control
+
+
+def test_one_declaration_gives_the_cli_flag_and_the_app_setting(stripes, capsys):
+    """A control declares each input once; its flag (help from the label) and its app setting come from it."""
+    from studio.tabs import visual_prompts
+
+    with pytest.raises(SystemExit):
+        optimize_cmd.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--stripes STRIPES stripes: Stripes" in help_text
+    assert "stripes_n" in visual_prompts.setting_keys()
+    for control in overlays.CONTROLS.values():
+        assert all(f"--{entry.flag}" in help_text for entry in control.flags)
+    # An input the app does not show is still a flag, and one the app shows can have a flag too.
+    assert "--palette-image" in help_text and "palette_image" not in visual_prompts.setting_keys()
+    assert "--contrast" in help_text and "depth_contrast" in visual_prompts.setting_keys()
+
+
+def test_the_cli_and_the_app_build_the_same_visual_prompt(tmp_path):
+    """The CLI's flags and the app's settings go through the one `overlays.build`: the same values give the same
+    pixels and questions, and a bad value is named the way each door names it."""
+    from overlays.build import build
+    from pipelines.commands import cli
+
+    parser = cli.parser("test")
+    cli.add_control_args(parser)
+    parser.add_argument("--question", action="append")
+    args = parser.parse_args(["--control", "palette", "--control", "depth", "--colors", "#ff0000 #00ff00",
+                              "--a", "0.2,0.3", "--b", "0.7, 0.4", "--relation", "background", "--contrast"])
+    overlay, questions, lines = cli.control_from_args(args, 112)
+    app = build(["depth", "palette"], 112, {"palette_colors": "#ff0000 #00ff00", "point_a": "0.2, 0.3",
+                                           "point_b": "0.7,0.4", "depth_relation": "background",
+                                           "depth_contrast": True})
+    assert np.array_equal(overlay, np.asarray(app.overlay)) and questions == app.questions
+    assert lines == app.controls and len(questions) == 3  # palette + depth + its swapped question
+    with pytest.raises(ValueError, match="^--a 'x' must be two numbers"):
+        build(["depth"], 112, {"point_a": "x", "point_b": "0.5,0.5"}, cli=True)
+    with pytest.raises(ValueError, match="^Point A 'x' must be two numbers"):
+        build(["depth"], 112, {"point_a": "x", "point_b": "0.5,0.5"})

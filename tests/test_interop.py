@@ -13,11 +13,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from overlays import CONTROLS, depth, horizon, layout, line_weight, palette
+from overlays.build import build
 from overlays.layout import clashes
 from pipelines import lora, modelspec, optimize
 from pipelines.commands import optimize as optimize_cmd
 from pipelines.optimize import held_out_loss, save_result
-from studio.controls import build_controls
 from tests.test_cli import run_main
 
 QA = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
@@ -256,29 +256,30 @@ def test_every_control_can_be_combined_in_the_app_by_its_settings():
     """The canvas belongs to the page's Control; a combined horizon takes its height and tilt from settings, a
     combined depth its two points, so any two controls can go together (when their marks do not overlap)."""
     drawn_depth = np.asarray(CONTROLS["depth"].example().drawing)
-    both = build_controls("depth", ["horizon"], 112, drawing=drawn_depth, horizon_y=0.2, horizon_tilt=5)
+    both = build(["depth", "horizon"], 112, {"horizon_y": 0.2, "horizon_tilt": 5}, drawing=drawn_depth)
     assert both.name == "horizon + depth" and both.controls[0] == "horizon at y=0.20, tilt 5.0 deg"
     assert [q for q, _ in both.questions] == [horizon.QUESTION, depth.CONTROL.question]
-    points = build_controls("horizon", ["depth"], 112, drawing=np.asarray(horizon.render(horizon.Spec(0.3), (112,
-                            112))), point_a="0.2, 0.8", point_b=" 0.8,0.6", depth_relation="background")
+    points = build(["horizon", "depth"], 112,
+                   {"point_a": "0.2, 0.8", "point_b": " 0.8,0.6", "depth_relation": "background"},
+                   drawing=np.asarray(horizon.render(horizon.Spec(0.3), (112, 112))))
     assert points.controls[1] == "depth: A=(0.20, 0.80) background vs B=(0.80, 0.60)"
-    alone = build_controls("palette", ["horizon"], 112, palette_colors="#e63946 #2a9d8f", horizon_y=0.4)
+    alone = build(["palette", "horizon"], 112, {"palette_colors": "#e63946 #2a9d8f", "horizon_y": 0.4})
     assert alone.controls[1].startswith("horizon at y=0.40")
     two = "#e63946 #2a9d8f"
     with pytest.raises(ValueError, match=r"^combined control horizon needs Horizon height in its settings \(the "
                                          r"canvas is the Control's\)$"):
-        build_controls("palette", ["horizon"], 112, palette_colors=two, horizon_y=" ")
+        build(["palette", "horizon"], 112, {"palette_colors": two, "horizon_y": " "})
     with pytest.raises(ValueError, match="^combined control depth needs Point A and Point B in its settings"):
-        build_controls("palette", ["depth"], 112, palette_colors=two)
+        build(["palette", "depth"], 112, {"palette_colors": two})
     with pytest.raises(ValueError, match="^combined control depth: Point A 'x' must be two numbers separated by a "
                                          "comma"):
-        build_controls("palette", ["depth"], 112, palette_colors=two, point_a="x", point_b="0.5,0.5")
+        build(["palette", "depth"], 112, {"palette_colors": two, "point_a": "x", "point_b": "0.5,0.5"})
     with pytest.raises(ValueError, match=r"^combined control horizon: horizon height 1.5 is outside \(0, 1\)"):
-        build_controls("palette", ["horizon"], 112, palette_colors=two, horizon_y=1.5)
+        build(["palette", "horizon"], 112, {"palette_colors": two, "horizon_y": 1.5})
     # As the Control itself, a blank canvas still asks for the drawing first, unless the height is set.
     with pytest.raises(ValueError, match="the canvas is blank: draw the horizon"):
-        build_controls("horizon", [], 112)
-    assert build_controls("horizon", [], 112, horizon_y=0.6).spec == horizon.Spec(0.6, 0.0)
+        build(["horizon"], 112, {})
+    assert build(["horizon"], 112, {"horizon_y": 0.6}).spec == horizon.Spec(0.6, 0.0)
 
 
 def test_two_controls_on_the_cli_ask_both_and_list_both(tmp_path, capsys):

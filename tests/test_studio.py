@@ -18,11 +18,12 @@ from PIL import Image
 import overlays
 import studio
 from overlays import composition, line_weight
+from overlays.build import build
 from pipelines import checks, optimize
 from pipelines.lora import lora_metadata
 from pipelines.optimize import Evaluation, Step
 from pipelines.presets import PAGE_DEFAULTS, get_preset
-from studio import context, controls, examples, gpu, messages, page, results, runs, sessions
+from studio import context, examples, gpu, messages, page, results, runs, sessions
 from studio import questions as question_box
 from studio.tabs import score, use_a_lora, visual_prompts
 
@@ -88,20 +89,20 @@ def test_draft_questions_uses_the_vlm_and_falls_back():
 
 
 def test_build_control_from_a_drawing():
-    ctrl = controls.build_control("horizon", 112, drawing=[horizon_layer(y=0.4, tilt_px=0)])
+    ctrl = build(["horizon"], 112, {}, drawing=[horizon_layer(y=0.4, tilt_px=0)])
     assert abs(ctrl.spec.y - 0.4) < 0.02 and abs(ctrl.spec.tilt) < 0.5
     assert ctrl.overlay.size == (112, 112) and ctrl.questions[0][1] == "Yes"
-    ctrl = controls.build_control("depth", 112, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
+    ctrl = build(["depth"], 112, {}, drawing={"layers": [dots_layer([(0.7, 0.3), (0.2, 0.8)])]})
     assert ctrl.spec.a == pytest.approx((0.2, 0.8), abs=0.01)  # the left dot is Point A
-    ctrl = controls.build_control("horizon", 112, horizon_y=0.25, horizon_tilt=-3)  # numbers when nothing drawn
+    ctrl = build(["horizon"], 112, {"horizon_y": 0.25, "horizon_tilt": -3})  # numbers when nothing drawn
     assert (ctrl.spec.y, ctrl.spec.tilt) == (0.25, -3.0)
     ref = Image.new("RGBA", (300, 200), (0, 0, 255, 255))
-    ctrl = controls.build_control("composition", 112, composition_reference=ref, drawing=[horizon_layer()],
-                                composition_mode="solid")
+    ctrl = build(["composition"], 112, {"composition_reference": ref, "composition_mode": "solid"},
+                 drawing=[horizon_layer()])
     assert ctrl.overlay.size == (112, 112) and ctrl.notes and "300x200" in ctrl.notes[0]
     assert ctrl.questions == [(optimize.with_yes_no(composition.DEFAULT_QUESTION), "Yes")]
     with pytest.raises(ValueError, match="line weight.*12"):
-        controls.build_control("line-weight", 112, line_px=12)
+        build(["line-weight"], 112, {"line_px": 12})
 
 
 def test_params_from_canvas_scales_line_weight():
@@ -109,12 +110,12 @@ def test_params_from_canvas_scales_line_weight():
     layer[400:420, 100:400] = (255, 0, 0, 255)  # 20 px on a 512 canvas
     assert line_weight.measured_px(layer, 112) == 4
     assert overlays.CONTROLS["palette"].drawn is None  # set with its own inputs: a drawing is not read
-    assert controls.build_control("palette", 112, drawing=[layer], palette_colors="#ff0000 #00ff00").spec.colors == (
+    assert build(["palette"], 112, {"palette_colors": "#ff0000 #00ff00"}, drawing=[layer]).spec.colors == (
         (255, 0, 0), (0, 255, 0))
     # A drawn stroke wins over the slider, and the user is told what was measured.
-    ctrl = controls.build_control("line-weight", 112, drawing=[layer], line_px=2)
+    ctrl = build(["line-weight"], 112, {"line_px": 2}, drawing=[layer])
     assert ctrl.spec.px == 4 and "measured from your stroke: 4 px" in ctrl.notes[0]
-    assert controls.build_control("line-weight", 112, drawing=[], line_px=2).spec.px == 2
+    assert build(["line-weight"], 112, {"line_px": 2}, drawing=[]).spec.px == 2
 
 
 def test_parse_questions_normalises_yes_and_no():
@@ -125,7 +126,7 @@ def test_parse_questions_normalises_yes_and_no():
 def test_composition_reference_as_an_array_is_resized_with_a_note():
     reference = np.full((200, 300, 4), 255, np.uint8)
     reference[50:60, :, :3] = (255, 0, 0)
-    ctrl = controls.build_control("composition", 112, composition_reference=reference)
+    ctrl = build(["composition"], 112, {"composition_reference": reference})
     assert ctrl.overlay.size == (112, 112) and "300x200" in ctrl.notes[0]
 
 

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from overlays.base import pair
+
 from .. import cost
 from ..bench import QUESTION, peak_memory_gb, sync
 from ..checks import check_generate_size, check_output, check_renoise
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             check_output(args.json, (".json",), "--json")
         if args.renoise:
-            preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
+            preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
         t0 = time.perf_counter()
         generator, vlm = cli.load_models(args, preset)
         sync()

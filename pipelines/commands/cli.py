@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from overlays import CONTROLS, Control, layout
-from overlays.base import MissingValues, flag_dest, pair
+from overlays import CONTROLS
+from overlays.build import build
 
 from ..checks import fit_upload, read_image
 from ..generator import BASE_WEIGHTS, Generator
@@ -90,45 +90,23 @@ def add_control_args(p: argparse.ArgumentParser) -> None:
         control.add_arguments(p)
 
 
-def control_values(args: argparse.Namespace, control: Control) -> dict[str, object]:
-    """A control's values from its flags: points parsed, image files opened (and checked) here."""
-    values: dict[str, object] = {"questions": list(args.question or [])}
-    for flag in control.flags:
-        raw = getattr(args, flag_dest(flag))
-        if raw is not None and flag.kind == "point":
-            raw = pair(raw)
-        elif raw is not None and flag.kind == "image":
-            raw = read_image(raw)
-        values[flag.key] = raw
-    return values
-
-
-def control_spec(args: argparse.Namespace, control: Control, size: int) -> object:
-    """One control's Spec from its flags; a missing value names the flags that give it."""
-    values = control_values(args, control)
-    try:
-        spec = control.spec(values, None, size)
-    except MissingValues as exc:  # name the flags, not what the app would ask to draw
-        flags = {f.key: f"--{f.name}" for f in control.flags}
-        raise ValueError(f"--control {control.name} needs {' or '.join(flags[k] for k in exc.keys)}") from None
-    for note in control.spec_notes(values, None, size) + control.notes(spec, (size, size)):
-        print(f"note: {note}", file=sys.stderr)
-    return spec
+def control_values(args: argparse.Namespace) -> dict[str, object]:
+    """Every control's flags as typed, by input key (absent flags are left out: the Spec's fallbacks apply)."""
+    return {flag.key: getattr(args, flag.dest) for control in CONTROLS.values() for flag in control.flags
+            if getattr(args, flag.dest, None) is not None}
 
 
 def control_from_args(args: argparse.Namespace, size: int) -> tuple[np.ndarray, list[tuple[str, str]], list[str]]:
     """The chosen visual prompts (one or several `--control`) as (one RGBA overlay at the generator's size, all
-    their questions, one description per control). Several are laid out by `overlays.layout.combine`, in
-    registry order; marks that would overlap are refused."""
-    names = sorted(set(args.control), key=list(CONTROLS).index)
-    if len(names) != len(args.control):
-        twice = next(n for n in args.control if args.control.count(n) > 1)
-        raise ValueError(f"--control {twice} is given twice; each control can be used once per run")
-    parts = [(CONTROLS[name], control_spec(args, CONTROLS[name], size)) for name in names]
-    with warnings.catch_warnings():  # the notes above already told the user
+    their questions, one description per control), built by `overlays.build` as the app builds them; what the
+    user should know about how the flags were read goes to stderr."""
+    names = sorted(args.control, key=list(CONTROLS).index)
+    with warnings.catch_warnings():  # the notes below tell the user
         warnings.simplefilter("ignore", UserWarning)
-        placed = layout.combine(parts, (size, size))
-    return np.asarray(placed.overlay), placed.questions, placed.descriptions
+        built = build(names, size, control_values(args), questions=list(args.question or []), cli=True)
+    for note in built.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return np.asarray(built.overlay), built.questions, built.controls or [built.description]
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import sys
 from tqdm.auto import tqdm
 
 from overlays import CONTROLS
+from overlays.base import pair
 
 from .. import lora, steering
 from ..checks import (
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = check_steps(preset.steps if args.steps is None else args.steps)
         lora_settings(preset, args.rank, args.alpha, args.lr)  # bad numbers fail before any model loads
         if args.renoise:
-            preset = dataclasses.replace(preset, renoise=check_renoise(cli.pair(args.renoise, "--renoise")))
+            preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
         target_p = parse_target_p(args.target_p, preset)
         if args.seed is not None:
             check_seed(args.seed)

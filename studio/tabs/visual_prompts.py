@@ -15,7 +15,8 @@ import gradio as gr
 
 import overlays
 from overlays import palette
-from overlays.base import MissingValues
+from overlays.base import Input, MissingValues
+from overlays.build import build
 from overlays.colors import parse_colors, to_hex
 from pipelines.checks import (
     APP_MAX_STEPS,
@@ -31,7 +32,7 @@ from pipelines.optimize import with_prompt_guard
 from pipelines.steering import held
 
 from ..context import GPU_EVENT, LIGHT_EVENT, App, NumberBox, SliderBox, as_sent, handler, keyed_by_component
-from ..controls import DISPLAY, build_controls, checkerboard, default_questions, editor_value, for_display, overlaid
+from ..controls import DISPLAY, checkerboard, default_questions, editor_value, for_display, overlaid
 from ..examples import load_examples
 from ..gpu import gpu_generate
 from ..messages import user_errors
@@ -83,7 +84,8 @@ def built(app: App, control: str, drawing: object, questions_box: str | None, se
            for c in [control, *(combine or [])]):
         box = (questions_box or "").strip()
         own = [q for q, _ in parse_questions(box)] if box else []
-    return build_controls(control, combine or [], app.resolution, drawing=drawing, questions=own, **settings)
+    names = [control, *(n for n in combine or [] if n != control)]
+    return build(names, app.resolution, settings, drawing=drawing, questions=own)
 
 
 def asked(ctrl, questions_box: str | None) -> list[tuple[str, str]]:
@@ -243,12 +245,13 @@ def example_warning(example: dict) -> str:
 # ---------- the tab ----------------------------------------------------------------------------------------------
 
 
-def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
-    """A component for one setting, by its kind (the "colors" kind brings the palette editor's extras)."""
-    kind, label, default = setting.kind, setting.label, setting.default
+def setting_component(setting: Input, resolution: int, palettes: dict[str, list[str]]):
+    """A component for one setting, by its kind (the "colors" kind brings the palette editor's extras); its hint is
+    the box's note."""
+    kind, label, default, info = setting.kind, setting.label, setting.default, setting.hint or None
     elem_id = setting.key.replace("_", "-")
     if kind == "colors":
-        return gr.Textbox(label=label, value=default, elem_id=elem_id)
+        return gr.Textbox(label=label, value=default, elem_id=elem_id, info=info)
     if kind == "slider":
         top = setting.max_for(resolution)
         return SliderBox(setting.minimum, top, value=min(default, top), step=1, label=f"{label} ({resolution} px)",
@@ -258,7 +261,7 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
     if kind == "checkbox":
         return gr.Checkbox(bool(default), label=label)
     if kind == "radio":
-        return gr.Radio(list(setting.choices), value=default, label=label)
+        return gr.Radio(list(setting.choices), value=default, label=label, info=info)
     if kind == "number":
         # A text box, as sent: it may stay empty (a number box shows and sends 0 for "no value", which would read
         # as a bad height on the landing page); the Spec's check names an out-of-range value.
@@ -266,7 +269,7 @@ def setting_component(setting, resolution: int, palettes: dict[str, list[str]]):
         return as_sent(gr.Textbox(value="" if default is None else f"{default:g}", label=label, elem_id=elem_id,
                                   placeholder=f"{setting.minimum:g} to {setting.max_for(resolution):g} ({empty})"))
     if kind == "point":
-        return gr.Textbox(value=default or "", label=label, placeholder="e.g. 0.3, 0.6", elem_id=elem_id)
+        return gr.Textbox(value=default or "", label=label, placeholder=setting.hint, elem_id=elem_id)
     if kind == "image":
         return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
