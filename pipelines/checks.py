@@ -48,6 +48,13 @@ MAX_STACKED = 4  # LoRAs the app applies on top of the first one
 MAX_QUEUE = 16  # jobs that may wait in the app's line (`app.py --max-queue` overrides it)
 APP_MAX_SELF_IMPROVE_PROMPTS = 16  # prompts of one self-improve round in the app (each: candidates, images, judging)
 APP_MAX_SELF_IMPROVE_CANDIDATES = 8
+# ZeroGPU (Hugging Face's shared GPUs for Spaces), as its documentation and the `spaces` package say in 2026: a
+# `large` slice is half an RTX Pro 6000 Blackwell (48 GB), `xlarge` the whole card (96 GB) at twice the quota; on
+# Blackwell a large request's seconds are counted 1.5 times; a request counted over the maximum fails at the queue
+# ("ZeroGPU illegal duration"). The maximum is not documented: 300 s is the figure seen for signed-in users.
+ZEROGPU_SLICES_GIB = {"large": 47.4, "xlarge": 94.9}  # half and all of the card's 101,973,950,464 bytes (`spaces`)
+ZEROGPU_COUNTED = {"large": 1.5, "xlarge": 2.0}  # requested seconds -> seconds counted against the maximum
+ZEROGPU_MAX_SECONDS = 300
 
 
 def _is_real(value: object) -> bool:
@@ -248,3 +255,28 @@ MAX_PIVOTS = 8  # images of the user's prompt the pivot is chosen from: each is 
 def check_pivots(pivots: object) -> int:
     """How many images the pivot is chosen from, 1 to MAX_PIVOTS."""
     return check_int(pivots, "number of pivot images", 1, MAX_PIVOTS)
+
+
+def check_gpu_seconds(seconds: float, size: str, shorten: str) -> int:
+    """A ZeroGPU request of `seconds` on a `size` slice, refused before it queues when ZeroGPU would count it over
+    `ZEROGPU_MAX_SECONDS`; `shorten` says how to make it shorter. Returns the seconds to request."""
+    counted = seconds * ZEROGPU_COUNTED[size]
+    if counted > ZEROGPU_MAX_SECONDS:
+        raise ValueError(f"this request needs about {seconds:.0f} s of GPU ({counted:.0f} s as ZeroGPU counts a "
+                         f"{size} slice), over the {ZEROGPU_MAX_SECONDS} s one request may have: {shorten}")
+    return max(1, round(seconds))
+
+
+def on_zerogpu() -> bool:
+    """Whether this process runs on a ZeroGPU Space (the `spaces` package reads the same variable)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+
+
+def check_compile(compile: bool) -> bool:
+    """torch.compile of the gradient step, refused on ZeroGPU in one line: ZeroGPU does not run torch.compile, and
+    its ahead-of-time route (torch.export + AOTInductor, `spaces.aoti_*`) compiles inference graphs, not the
+    backward pass this option compiles."""
+    if compile and on_zerogpu():
+        raise ValueError("--compile is not available on ZeroGPU: it does not run torch.compile, and its "
+                         "ahead-of-time compilation covers inference, not the gradient step; run without it")
+    return compile

@@ -51,13 +51,13 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import lora
+from .bench import QUESTION
 from .generator import quantize_base_weights
 from .loading import load_generator, load_vlm
 from .optimize import judged_pixels, lora_settings, train_seed
 from .presets import Preset, is_local
 
 DEFAULT_PEAK_TFLOPS = 790.0  # an H200's measured dense bf16 matmul rate
-QUESTION = [("Is the horizon of the scene aligned with the red line? Answer with Yes or No.", "Yes")]
 PROMPT = "a tropical beach at sunset"
 TEXT_ENCODERS = ("gpu", "offload")
 BASE_WEIGHTS = ("bf16", "int8", "fp8")

@@ -430,7 +430,8 @@ class Family:
     adapter: type[Generator]  # our adapter around it
     lora_targets: tuple[str, ...]  # the modules a LoRA adapts unless a preset names others
     random: Callable[[str, Preset], object]  # a pipeline from configs with random weights ("tiny" or "full")
-    seconds_per_step: float  # a ZeroGPU time request per optimization step at 512 px, before steering (generous)
+    seconds_per_step: float  # one optimization step at 512 px on a ZeroGPU large slice (half a card), before steering:
+    # a generous prediction (the GPU suite in BENCHMARKS.md is what measures it), behind each call's duration request
 
 
 FAMILIES: dict[str, Family] = {

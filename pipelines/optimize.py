@@ -30,6 +30,7 @@ from . import lora, modelspec, steering
 from .checks import (
     MAX_TOTAL_STEPS,
     check_alpha,
+    check_compile,
     check_keep,
     check_learning_rate,
     check_noises,
@@ -40,6 +41,7 @@ from .checks import (
 )
 from .files import write_text
 from .generator import Conditioning, Generator
+from .presets import Preset
 from .vlm import QA, VLM, from_pil, to_pil
 
 TRAIN_SEED_STRIDE = 100_003  # step k of a run with seed s draws its noise from seed s * stride + k
@@ -213,6 +215,29 @@ def evaluate_unseen(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
     return out
 
 
+def steering_settings(preset: Preset, views: steering.Views | int | None, noises: int | None, keep: float | None,
+                      hold: Sequence[str]) -> tuple[steering.Views | None, int, float, tuple[str, ...]]:
+    """`optimize`'s steering arguments checked, with the preset's where they are None."""
+    views = preset.views if views is None else views
+    if isinstance(views, int):
+        views = steering.Views(check_views(views)) if views else None
+    elif views is not None:
+        check_views(views.count)
+    hold = tuple(hold)
+    if not set(hold) <= set(steering.HELD):
+        raise ValueError(f"hold {hold!r} must name some of {', '.join(steering.HELD)}")
+    return (views, check_noises(preset.noises if noises is None else noises),
+            check_keep(preset.keep if keep is None else keep), hold)
+
+
+def keep_term(generator: Generator, cond: Conditioning, noise_seed: int, pixels: torch.Tensor,
+              hold: Sequence[str]) -> torch.Tensor:
+    """`steering.keep_loss` of the LoRA's picture against the base model's for the same noise (no gradient there)."""
+    with torch.no_grad(), generator.without_lora():
+        base = clean_estimate(generator, cond, noise_seed)
+    return steering.keep_loss(pixels, base, hold)
+
+
 def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pairs: list[QA], *,
              overlay: np.ndarray | None = None, steps: int = 100, lr: float | None = None,
              rank: int | None = None, alpha: float | None = None, seed: int = 0, preview_every: int = 0,
@@ -257,6 +282,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
 
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
+    check_compile(compile)
     if init is not None and rank not in (None, init.rank):
         raise ValueError(f"rank {rank} differs from the rank {init.rank} of LoRA file {init.name!r}")
     rank, alpha, lr = lora_settings(generator.preset, init.rank if init and rank is None else rank, alpha, lr)
@@ -266,17 +292,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
         raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
                          f"{MAX_TOTAL_STEPS} a LoRA may have")
     check_target_p(target_p)
-    preset = generator.preset
-    views = preset.views if views is None else views
-    if isinstance(views, int):
-        views = steering.Views(check_views(views)) if views else None
-    elif views is not None:
-        check_views(views.count)
-    noises = check_noises(preset.noises if noises is None else noises)
-    keep = check_keep(preset.keep if keep is None else keep)
-    hold = tuple(hold)
-    if not set(hold) <= set(steering.HELD):
-        raise ValueError(f"hold {hold!r} must name some of {', '.join(steering.HELD)}")
+    views, noises, keep, hold = steering_settings(generator.preset, views, noises, keep, hold)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     view_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
@@ -305,11 +321,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
                     pixels = clean_estimate(generator, cond, noise_seed)
                 judged = pixels if overlay is None else composite(pixels, overlay)
                 nll = views_nll(vlm, judged.to(vlm.device), qa_pairs, views, view_rng)  # per (question, answer)
-                loss = nll.mean()
-                if keep:
-                    with torch.no_grad(), generator.without_lora():
-                        base = clean_estimate(generator, cond, noise_seed)
-                    loss = loss + keep * steering.keep_loss(pixels, base, hold)
+                loss = nll.mean() + (keep_term(generator, cond, noise_seed, pixels, hold) * keep if keep else 0)
                 (loss / noises).backward()
                 losses.append(loss.detach())
                 ps.append(torch.exp(-nll.detach()).mean())
@@ -332,10 +344,9 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
                 break
         result.state_dict = lora.lora_state_dict(generator.transformer)
         generator.checkpointing(False)
-        if result.cancelled:
-            result.unseen = Evaluation(skipped="the run was stopped")
-        elif not result.history:
-            result.unseen = Evaluation(skipped="the run was stopped before its first step")
+        if result.cancelled or not result.history:
+            result.unseen = Evaluation(skipped="the run was stopped" + ("" if result.history else
+                                                                        " before its first step"))
         elif eval_seeds:
             result.unseen = evaluate_unseen(generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds), overlay,
                                             prompt if isinstance(prompt, str) else None)

@@ -8,11 +8,11 @@ from pathlib import Path
 import gradio as gr
 
 import overlays
-from pipelines.checks import APP_MAX_UPLOAD_MB, MAX_QUEUE, check_prompt
+from pipelines.checks import APP_MAX_UPLOAD_MB, MAX_QUEUE, check_prompt, on_zerogpu
 from pipelines.presets import Preset, get_preset
 
 from .context import App
-from .gpu import models
+from .gpu import models, use_slice
 from .messages import guard_api, user_errors
 from .sessions import drop_session
 from .tabs.ask_anything import AskAnythingTab
@@ -88,6 +88,10 @@ def build_demo(preset_name: str = "toy", *, max_queue: int = MAX_QUEUE, max_uplo
     """The whole app for one preset (its models load here, once per process). Launch it yourself."""
     preset = get_preset(preset_name)
     models(preset)
+    size, why = use_slice(preset)
+    if on_zerogpu():  # the slice the preset's memory plan needs, said where the person sees it and in the log
+        print(f"ZeroGPU slice: {size} ({why})")
+        note = " ".join(filter(None, [note, f"ZeroGPU slice: **{size}** ({why})."]))
     root = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="dual-process-studio-"))
     root.mkdir(parents=True, exist_ok=True)
     app = App(preset, root, int(max_upload_mb * 2**20), max_queue)

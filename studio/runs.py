@@ -15,10 +15,8 @@ from PIL import Image
 
 import overlays
 from pipelines import lora
-from pipelines.generator import Conditioning, Generator, family
+from pipelines.generator import Conditioning, Generator
 from pipelines.optimize import Evaluation, Result, Step, optimize, save_result, score_image
-from pipelines.presets import Preset
-from pipelines.steering import step_cost
 from pipelines.vlm import QA, VLM
 
 RUN_THREAD_PREFIX = "studio-optimize-"
@@ -135,14 +133,3 @@ def run(generator: Generator, vlm: VLM, prompt: str, seed: int, qa_pairs: Sequen
     yield RunEvent("done", before=before, p_before=p_before, after=after, p_after=p_after, path=str(out_path),
                    history=result.history, unseen=result.unseen, total_steps=result.total_steps,
                    parent=init.name if init else None, stopped_at=result.stopped_at)
-
-
-def gpu_seconds(preset: Preset, steps: int, n_questions: int = 1, steering: dict | None = None) -> int:
-    """A ZeroGPU time request for one run: the family's generous per-step estimate (`generator.Family`), plus
-    loading and two images; more questions make the VLM batch longer; steering multiplies the step
-    (`steering.step_cost`, predicted)."""
-    per_step = family(preset.generator).seconds_per_step * max(1, preset.inference_steps) ** 0.5
-    per_step *= 1 + 0.3 * (max(1, n_questions) - 1)
-    chosen = {"views": preset.views, "noises": preset.noises, "keep": preset.keep} | (steering or {})
-    per_step *= step_cost(chosen["views"], chosen["noises"], chosen["keep"])
-    return int(min(1800, 45 + steps * per_step))

@@ -17,10 +17,11 @@ from overlays.base import pair
 
 from .. import cost
 from ..bench import QUESTION, peak_memory_gb, sync
-from ..checks import check_generate_size, check_output, check_renoise
+from ..checks import check_compile, check_generate_size, check_output, check_renoise
 from ..files import write_text
 from ..optimize import Step, optimize
-from . import cli
+from ..presets import Preset
+from . import bench_suite, cli
 
 
 def add_cost_args(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +71,7 @@ def cost_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__.splitlines()[0])
     cli.add_model_args(parser)
     parser.add_argument("--size", type=int, help="image side (default: the preset's resolution)")
@@ -83,67 +84,97 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the gradient step's transformer "
                                                                "(the warm-up steps absorb the compile)")
     parser.add_argument("--renoise", help="one-step models: re-noise to a sigma in LO,HI (the old default 0.3,1.0)")
+    parser.add_argument("--predict", action="store_true",
+                        help="also give the cost model's prediction for the same plan beside the measured figures")
     parser.add_argument("--json", help="also write the figures to this file ('-' with --cost: print JSON instead)")
+    parser.add_argument("--suite", choices=["gpu"], help="the GPU benchmark (its options: --suite gpu --help)")
     add_cost_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def checked_preset(args: argparse.Namespace) -> Preset:
+    """The preset with the flags' plan, every number checked before a model loads."""
+    preset = cli.preset_from_args(args)
+    for flag in ("steps", "generations"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(args, flag)} must be at least 1")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup {args.warmup} must not be negative")
+    if args.random_weights and not preset.generator_source.startswith("random:"):
+        preset = preset.with_sources("random:full", "random:full")
+    if args.size is not None:
+        preset = dataclasses.replace(preset, resolution=check_generate_size(args.size, "--size"))
+    if args.json:
+        check_output(args.json, (".json",), "--json")
+    if args.renoise:
+        preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
+    check_compile(args.compile)
+    return preset
+
+
+def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
+    """Load the models, time generations and optimization steps (medians after warm-up), read the peak memory."""
+    t0 = time.perf_counter()
+    generator, vlm = cli.load_models(args, preset)
+    sync()
+    load_s = time.perf_counter() - t0
+    cond = generator.encode("a tropical beach at sunset")
+    generator.text_encoders_to("cpu")
+    gen_times = []
+    for i in range(args.generations + 1):  # the first call warms up kernels and caches
+        sync()
+        t = time.perf_counter()
+        generator.generate(cond, seed=i)
+        sync()
+        gen_times.append(time.perf_counter() - t)
+    marks: list[float] = []
+
+    def mark(step: Step) -> None:
+        sync()
+        marks.append(time.perf_counter())
+
+    sync()
+    start = time.perf_counter()
+    checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
+    optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False,
+             gradient_checkpointing=checkpointing, eval_seeds=0, compile=args.compile)
+    step_times = [b - a for a, b in zip([start] + marks[:-1], marks, strict=False)][args.warmup:]
+    s_per_step = statistics.median(step_times)
+    return {
+        "preset": preset.name, "size": preset.resolution, "random_weights": args.random_weights,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__, "dtype": str(generator.transformer.dtype),
+        "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
+        "renoise": preset.renoise, "compile": args.compile, "base_weights": preset.base_weights,
+        "text_encoders": "offload" if preset.offload_text_encoders else "gpu",
+        "load_s": round(load_s, 2),
+        "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 2),
+        "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),
+        "timed_steps": len(step_times), "timed_generations": len(gen_times) - 1,
+        **{k: round(v, 2) for k, v in peak_memory_gb().items()},
+    }
+
+
+def predicted(preset: Preset, checkpointing: bool) -> dict[str, float]:
+    """The cost model's figures for the same preset, size and plan (`pipelines.cost`; a prediction)."""
+    report = cost.estimate(preset, preset.resolution, checkpointing)
+    return {"peak_gib": round(report.process_peak_bytes / cost.GIB, 2),
+            "step_peak_gib": round(report.peak_bytes / cost.GIB, 2),
+            "floor_s_per_step": round(report.floor_s / report.steps, 4), "peak_tflops": report.peak_tflops}
+
+
+def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if "--suite" in words or "--download-wheels" in words:  # the GPU suite: its own flags (bench_suite.py)
+        return bench_suite.main(words)
+    args = build_parser().parse_args(words)
     if args.cost or args.memory_plans:
         return cost_main(args)
     with cli.errors_as_messages():
-        preset = cli.preset_from_args(args)
-        for flag in ("steps", "generations"):
-            if getattr(args, flag) < 1:
-                raise ValueError(f"--{flag} {getattr(args, flag)} must be at least 1")
-        if args.warmup < 0:
-            raise ValueError(f"--warmup {args.warmup} must not be negative")
-        if args.random_weights and not preset.generator_source.startswith("random:"):
-            preset = preset.with_sources("random:full", "random:full")
-        if args.size is not None:
-            preset = dataclasses.replace(preset, resolution=check_generate_size(args.size, "--size"))
-        if args.json:
-            check_output(args.json, (".json",), "--json")
-        if args.renoise:
-            preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
-        t0 = time.perf_counter()
-        generator, vlm = cli.load_models(args, preset)
-        sync()
-        load_s = time.perf_counter() - t0
-        cond = generator.encode("a tropical beach at sunset")
-        generator.text_encoders_to("cpu")
-
-        gen_times = []
-        for i in range(args.generations + 1):  # the first call warms up kernels and caches
-            sync()
-            t = time.perf_counter()
-            generator.generate(cond, seed=i)
-            sync()
-            gen_times.append(time.perf_counter() - t)
-
-        marks: list[float] = []
-
-        def mark(step: Step) -> None:
-            sync()
-            marks.append(time.perf_counter())
-
-        sync()
-        start = time.perf_counter()
-        checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
-        optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False,
-                 gradient_checkpointing=checkpointing, eval_seeds=0, compile=args.compile)
-        step_times = [b - a for a, b in zip([start] + marks[:-1], marks, strict=False)][args.warmup:]
-        s_per_step = statistics.median(step_times)
-        result = {
-            "preset": preset.name, "size": preset.resolution, "random_weights": args.random_weights,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
-            "torch": torch.__version__, "dtype": str(generator.transformer.dtype),
-            "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
-            "renoise": preset.renoise, "compile": args.compile, "base_weights": preset.base_weights,
-            "text_encoders": "offload" if preset.offload_text_encoders else "gpu",
-            "load_s": round(load_s, 2),
-            "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 2),
-            "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),
-            "timed_steps": len(step_times), "timed_generations": len(gen_times) - 1,
-            **{k: round(v, 2) for k, v in peak_memory_gb().items()},
-        }
+        preset = checked_preset(args)
+        result = timed(args, preset)
+        if args.predict:
+            result["predicted"] = predicted(preset, result["gradient_checkpointing"])
         print(json.dumps(result, indent=1))
         if args.json:
             write_text(args.json, json.dumps(result, indent=1))

@@ -1,4 +1,5 @@
-"""What the command-line tools share: model arguments, input checks, one-line error messages."""
+"""What the command-line tools share: model arguments, input checks, one-line error messages (`parser` and `fail`
+come from `oneline`, which imports no model library)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import torch
@@ -23,15 +23,7 @@ from ..generator import BASE_WEIGHTS, Generator
 from ..loading import default_device, load_generator, load_vlm
 from ..presets import PRESETS, Preset, get_preset
 from ..vlm import VLM
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints the usage too; one line is easier to read
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def parser(description: str) -> argparse.ArgumentParser:
-    return OneLineParser(description=description)
+from .oneline import fail, parser  # noqa: F401 (the commands reach both through cli)
 
 
 def add_model_args(p: argparse.ArgumentParser, vlm: bool = True) -> None:
@@ -135,8 +127,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return (isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text
             or "can't allocate memory" in text)
 
-
-def fail(message: str) -> NoReturn:
-    """End the command with one line on stderr and exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 
 from tqdm.auto import tqdm
 
 from overlays import CONTROLS
-from overlays.base import pair
+from overlays.base import QA, pair
 
 from .. import lora, steering
 from ..checks import (
     MAX_ANSWER_CHARS,
     MAX_EVAL_SEEDS,
+    check_compile,
     check_keep,
     check_noises,
     check_output,
@@ -41,7 +43,7 @@ from ..optimize import (
 from . import cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("Train a LoRA of the generator from a VLM's Yes/No answers.")
     cli.add_model_args(parser)
     parser.add_argument("--prompt", required=True)
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", choices=["preset", "on", "off"], default="preset",
                         help="gradient checkpointing: less memory, about a third more time per step")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the transformer for the gradient step (off by default; not on ZeroGPU)")
+                        help="torch.compile the transformer for the gradient step (off by default; refused on ZeroGPU)")
     parser.add_argument("--views", type=int,
                         help="the judge sees this many random views (shifted, zoomed, blurred) of each image and the "
                              "loss averages them: gradients that survive views are less adversarial (0: off; "
@@ -82,7 +84,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of a term holding colours and texture to the base model's picture (0: off; "
                              "default: the preset's)")
     parser.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def asked(args: argparse.Namespace, prompt: str, resolution: int) -> tuple[list[QA], object, list[str]]:
+    """The (question, expected answer) pairs, the overlay (None, an RGBA array) and one line per control, from
+    --question/--answer, --control and its flags, or --overlay; --keep-prompt adds the prompt guard."""
+    if args.control and args.overlay:
+        raise ValueError("give either --control or --overlay, not both")
+    if not args.control and not args.question:
+        raise ValueError("give at least one --question (or a --control, which brings its own)")
+    asks_own = [c for c in (CONTROLS[name] for name in args.control or []) if c.uses_questions]
+    own = [] if asks_own else args.question or []  # e.g. composition asks the --question values itself
+    if args.answer and asks_own:
+        raise ValueError(f"--answer does not apply to --control {asks_own[0].name}: its questions expect Yes")
+    answers = [normalise_answer(check_text(a, "expected answer", MAX_ANSWER_CHARS))
+               for a in args.answer or ["Yes"] * len(own)]
+    if len(answers) != len(own):
+        raise ValueError(f"{len(answers)} --answer values for {len(own)} --question values")
+    qa_pairs = list(zip([with_yes_no(check_text(q, "question")) for q in own], answers, strict=True))
+    overlay, controls = None, []
+    if args.overlay:
+        overlay, controls = cli.read_overlay(args.overlay, resolution), [f"file {args.overlay}"]
+    if args.control:
+        overlay, control_qa, controls = cli.control_from_args(args, resolution)
+        qa_pairs = control_qa + [qa for qa in qa_pairs if qa not in control_qa]
+    if args.keep_prompt:
+        qa_pairs = with_prompt_guard(qa_pairs, prompt)
+    return qa_pairs, overlay, controls
+
+
+def report(step: Step) -> None:
+    tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with cli.errors_as_messages():
         preset = cli.preset_from_args(args)
         steps = check_steps(preset.steps if args.steps is None else args.steps)
@@ -90,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.renoise:
             preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
         target_p = parse_target_p(args.target_p, preset)
+        check_compile(args.compile)
         if args.seed is not None:
             check_seed(args.seed)
         views = check_views(preset.views if args.views is None else args.views)
@@ -100,39 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
             raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to {MAX_EVAL_SEEDS}")
         prompt = check_prompt(args.prompt)
-        if args.control and args.overlay:
-            raise ValueError("give either --control or --overlay, not both")
-        if not args.control and not args.question:
-            raise ValueError("give at least one --question (or a --control, which brings its own)")
-        chosen = [CONTROLS[name] for name in args.control or []]
-        asks_own = [c for c in chosen if c.uses_questions]  # e.g. composition asks the --question values itself
-        own = [] if asks_own else args.question
-        if args.answer and asks_own:
-            raise ValueError(f"--answer does not apply to --control {asks_own[0].name}: its questions expect Yes")
-        answers = [normalise_answer(check_text(a, "expected answer", MAX_ANSWER_CHARS))
-                   for a in args.answer or ["Yes"] * len(own or [])]
-        if len(answers) != len(own or []):
-            raise ValueError(f"{len(answers)} --answer values for {len(own or [])} --question values")
-        questions = [with_yes_no(check_text(q, "question")) for q in own or []]
-        qa_pairs = list(zip(questions, answers, strict=True))
-        overlay, controls = None, []
-        if args.overlay:
-            overlay, controls = cli.read_overlay(args.overlay, preset.resolution), [f"file {args.overlay}"]
-        if args.control:
-            overlay, control_qa, controls = cli.control_from_args(args, preset.resolution)
-            qa_pairs = control_qa + [qa for qa in qa_pairs if qa not in control_qa]
-        if args.keep_prompt:
-            qa_pairs = with_prompt_guard(qa_pairs, prompt)
+        qa_pairs, overlay, controls = asked(args, prompt, preset.resolution)
         check_output(args.out, (".safetensors",))
         generator, vlm = cli.load_models(args, preset)
         init = lora.read_parent(args.init_lora, generator.transformer, preset.name) if args.init_lora else None
         seed = args.seed if args.seed is not None else (init.seed if init and init.seed is not None else 0)
-        bar = {"loss": None}
-
-        def report(step: Step) -> None:
-            bar["loss"] = step.loss
-            tqdm.write(f"step {step.step:4d}  loss {step.loss:.4f}  P {step.p:.3f}  {step.elapsed:.1f}s")
-
         with stop_on_interrupt() as stop:
             result = optimize(generator, vlm, prompt, qa_pairs, overlay=overlay, steps=steps, lr=args.lr,
                               rank=args.rank, alpha=args.alpha, seed=seed, callback=report, init=init,
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(result.unseen.line())
         total = f", {result.total_steps} in all with {init.name}" if init else ""
         print(f"saved {args.out} and {sidecar_path(args.out)} ({len(result.history)} steps{total}, "
-              f"final loss {bar['loss']:.4f})")
+              f"final loss {result.history[-1].loss:.4f})")
     return 0
 
 
