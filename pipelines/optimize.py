@@ -215,6 +215,37 @@ def evaluate_unseen(generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs
     return out
 
 
+def reached(history: list[Step], target_p: float | None) -> bool:
+    """Early stopping: the mean P of the last `TARGET_WINDOW` steps reached `target_p`."""
+    recent = [s.p for s in history[-TARGET_WINDOW:]]
+    return target_p is not None and len(recent) == TARGET_WINDOW and float(np.mean(recent)) >= target_p
+
+
+def judged_unseen(result: Result, generator: Generator, vlm: VLM, cond: Conditioning, qa_pairs: list[QA],
+                  seeds: list[int], overlay: np.ndarray | None, prompt: str | None) -> Evaluation:
+    """The unseen seeds at LoRA scale 0 and 1 (`evaluate_unseen`), or why a stopped run judged none."""
+    if result.cancelled:
+        return Evaluation(skipped="the run was stopped")
+    if not result.history:
+        return Evaluation(skipped="the run was stopped before its first step")
+    return evaluate_unseen(generator, vlm, cond, qa_pairs, seeds, overlay, prompt)
+
+
+def run_settings(preset: Preset, init: lora.Parent | None, rank: int | None, alpha: float | None, lr: float | None,
+                 steps: int) -> tuple[int, float, float, int]:
+    """`optimize`'s LoRA settings checked (the preset's where None, the parent's rank when continuing), and the
+    steps behind the starting weights (the noise seeds go on from there)."""
+    if init is not None and rank not in (None, init.rank):
+        raise ValueError(f"rank {rank} differs from the rank {init.rank} of LoRA file {init.name!r}")
+    rank, alpha, lr = lora_settings(preset, init.rank if init and rank is None else rank, alpha, lr)
+    check_steps(steps)
+    done = init.steps if init else 0
+    if done + steps > MAX_TOTAL_STEPS:
+        raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
+                         f"{MAX_TOTAL_STEPS} a LoRA may have")
+    return rank, alpha, lr, done
+
+
 def steering_settings(preset: Preset, views: steering.Views | int | None, noises: int | None, keep: float | None,
                       hold: Sequence[str]) -> tuple[steering.Views | None, int, float, tuple[str, ...]]:
     """`optimize`'s steering arguments checked, with the preset's where they are None."""
@@ -283,23 +314,15 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
     The shared pipeline is left as it was: the adapter is removed at the end, on cancel and on error.
     """
     check_compile(compile)
-    if init is not None and rank not in (None, init.rank):
-        raise ValueError(f"rank {rank} differs from the rank {init.rank} of LoRA file {init.name!r}")
-    rank, alpha, lr = lora_settings(generator.preset, init.rank if init and rank is None else rank, alpha, lr)
-    check_steps(steps)
-    done = init.steps if init else 0  # steps behind the starting weights: the noise seeds go on from there
-    if done + steps > MAX_TOTAL_STEPS:
-        raise ValueError(f"LoRA file {init.name!r} has {done} steps behind it; {steps} more would pass the "
-                         f"{MAX_TOTAL_STEPS} a LoRA may have")
+    rank, alpha, lr, done = run_settings(generator.preset, init, rank, alpha, lr, steps)
     check_target_p(target_p)
     views, noises, keep, hold = steering_settings(generator.preset, views, noises, keep, hold)
     cond = generator.encode(prompt) if isinstance(prompt, str) else prompt
     view_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # peft draws the LoRA's initial weights from the global generator
-    if gradient_checkpointing is None:
-        gradient_checkpointing = generator.preset.gradient_checkpointing
     try:
-        generator.checkpointing(gradient_checkpointing)
+        generator.checkpointing(generator.preset.gradient_checkpointing if gradient_checkpointing is None
+                                else gradient_checkpointing)
         params = lora.add_lora(generator.transformer, rank, alpha, generator.lora_targets)
         if init is not None:
             lora.load_parent(generator.transformer, init, alpha)
@@ -318,7 +341,7 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             losses, ps = [], []
             for noise_seed in step_seeds(seed, done + step, noises):
                 with generator.compiled(compile):
-                    pixels = clean_estimate(generator, cond, noise_seed)
+                    pixels = clean_estimate(generator, cond, noise_seed)  # through the LoRA: the gradient's path
                 judged = pixels if overlay is None else composite(pixels, overlay)
                 nll = views_nll(vlm, judged.to(vlm.device), qa_pairs, views, view_rng)  # per (question, answer)
                 loss = nll.mean() + (keep_term(generator, cond, noise_seed, pixels, hold) * keep if keep else 0)
@@ -338,18 +361,14 @@ def optimize(generator: Generator, vlm: VLM, prompt: str | Conditioning, qa_pair
             result.history.append(info)
             if callback:
                 callback(info)
-            recent = [s.p for s in result.history[-TARGET_WINDOW:]]
-            if target_p is not None and len(recent) == TARGET_WINDOW and np.mean(recent) >= target_p:
+            if reached(result.history, target_p):
                 result.reached_target = True
                 break
         result.state_dict = lora.lora_state_dict(generator.transformer)
         generator.checkpointing(False)
-        if result.cancelled or not result.history:
-            result.unseen = Evaluation(skipped="the run was stopped" + ("" if result.history else
-                                                                        " before its first step"))
-        elif eval_seeds:
-            result.unseen = evaluate_unseen(generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds), overlay,
-                                            prompt if isinstance(prompt, str) else None)
+        if result.cancelled or not result.history or eval_seeds:
+            result.unseen = judged_unseen(result, generator, vlm, cond, qa_pairs, unseen_seeds(seed, eval_seeds),
+                                          overlay, prompt if isinstance(prompt, str) else None)
         return result
     finally:
         lora.remove_all_lora(generator.transformer)

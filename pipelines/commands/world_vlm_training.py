@@ -21,9 +21,7 @@ from ..world_training import EVAL_SEEDS, TRAIN_SEED, generated
 from ..world_vlm_training import FRESH, aux_items, build_vlm, fooling_round, gates, image_rows, save_vlm, seen, train
 
 
-def main(argv: list[str] | None = None) -> int:
-
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train the toy world's VLM.")
     parser.add_argument("--generator", required=True, type=Path, help="the trained generator folder")
     parser.add_argument("--out", required=True, type=Path)
@@ -37,16 +35,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of each image batch drawn anew (`fresh_rows`): controls' questions and rubrics")
     parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
                                         "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
+    return parser
+
+
+def fresh_shares(parser: argparse.ArgumentParser, text: str | None) -> dict[str, float]:
+    """--fresh as {task: share} (FRESH without it); a bad value ends the command in one line."""
+    if not text:
+        return dict(FRESH)
+    try:
+        shares = {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        parser.error(f"--fresh {text!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
+    unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
+    if unknown:
+        parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
+    return shares
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    shares = dict(FRESH)
-    if args.fresh:
-        try:
-            shares = {k.strip(): float(v) for k, v in (part.split("=") for part in args.fresh.split(","))}
-        except ValueError:
-            parser.error(f"--fresh {args.fresh!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
-        unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
-        if unknown:
-            parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
+    shares = fresh_shares(parser, args.fresh)
     torch.set_num_threads(2)
     start = time.perf_counter()
     preset = dataclasses.replace(get_preset("toy"), generator_source=str(args.generator.resolve()))
@@ -63,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         (Image.fromarray(im), None) for im in generated(generator.pipe, held_prompts, held_seeds)]
     print(f"{len(pool)} training images, {len(held)} held out, in {time.perf_counter() - start:.0f}s", flush=True)
     if args.resume:
-
         vlm = load_vlm(dataclasses.replace(preset, vlm_source=str(args.resume.resolve())), "cpu")
     else:
         vlm = build_vlm(TRAIN_SEED)

@@ -213,62 +213,76 @@ class RefinePromptTab:
                         "**Rewrite the text**: the VLM rewrites the prompt (self-rewarding refinement). **Through an "
                         "image**: the best of several images of your prompt is the pivot, and the VLM writes prompts "
                         "that would render it, each beginning with yours (PRIP, Zhan et al. 2024).")
-            with gr.Row():
-                with gr.Column(scale=2):
-                    self.prompt = gr.Textbox(label="Short prompt", value=app.preset.page_default("refine"),
-                                             elem_id="refine-prompt")
-                    self.mode = gr.Radio([TEXT_MODE, PIVOT_MODE], value=TEXT_MODE, label="Refine",
-                                         elem_id="refine-mode")
-                    with gr.Row():
-                        self.n = SliderBox(1, MAX_CANDIDATES, value=8, step=1, label="Candidates")
-                        self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-                    self.pivots = SliderBox(1, MAX_PIVOTS, value=4, step=1, label="Pivot images (one is chosen)",
-                                            visible=False, elem_id="refine-pivots")
-                    with gr.Row():
-                        self.temperature = SliderBox(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
-                        self.top_p = SliderBox(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
-                    self.use_lora = gr.Checkbox(False, label="Refine with the self-improved VLM (run Self-improve "
-                                                      "below first)", interactive=False, elem_id="refine-use-lora")
-                    self.button = gr.Button("Refine", variant="primary", elem_id="refine")
-                    self.pivot_button = gr.Button("Refine through an image", variant="primary", visible=False,
-                                                  elem_id="refine-pivot")
-                    self.note = gr.Markdown(elem_id="refine-note")
-                    self.choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
-                    self.use = gr.Button("Use this prompt in Visual prompts", elem_id="refine-use")
-                with gr.Column(scale=3):
-                    # Every candidate in view without scrolling inside the gallery (9 of 8 candidates: 3 rows)
-                    self.gallery = gr.Gallery(label="Candidates, best first", columns=3, height="auto",
-                                              elem_id="refine-gallery")
-            self.table = gr.Dataframe(headers=reports.TABLE_HEADERS, interactive=False, wrap=True,
-                                      column_widths=["5%", "7%", "7%", "7%", "7%", "7%", "28%", "32%"],
-                                      label="Scores (0-5; VQAScore 0-1)", elem_id="refine-table")
-            with gr.Accordion("Self-improve: one self-rewarding round on your prompts", open=False):
-                gr.Markdown("The VLM rewrites each prompt into candidates and judges their images; its best and worst "
-                            "rewrite of each prompt become a preference pair, and DPO trains a LoRA of the VLM on them "
-                            "(Yang et al. 2025). The figures compare its rewrites before and after the round.")
-                with gr.Row():
-                    self.si_prompts = gr.Textbox(label="Prompts to learn from, one per line", lines=4, scale=3,
-                                                 value=app.preset.page_default("self_improve"),
-                                                 elem_id="self-improve-prompts")
-                    self.si_n = SliderBox(2, APP_MAX_SELF_IMPROVE_CANDIDATES, value=4, step=1,
-                                          label="Candidates per prompt")
-                self.si_button = gr.Button("Run one round", elem_id="self-improve")
-                self.si_result = gr.Markdown(elem_id="self-improve-result")
+            self.refine_inputs(app)
+            self.self_improve_inputs(app)
             # The LoRA Refine uses, set while its box is ticked; made inside the tab (a component made between tabs
             # would become a child of the tab bar) and not an API parameter
-            vlm_lora = gr.State(None)
-            with gr.Accordion("From an image: write a prompt that recreates it", open=False):
+            self.vlm_lora = gr.State(None)
+            self.image_to_prompt_inputs()
+        self.wire(app, session)
+
+    def refine_inputs(self, app: App) -> None:
+        """The prompt, the two modes' settings, the candidates' gallery and table."""
+        with gr.Row():
+            with gr.Column(scale=2):
+                self.prompt = gr.Textbox(label="Short prompt", value=app.preset.page_default("refine"),
+                                         elem_id="refine-prompt")
+                self.mode = gr.Radio([TEXT_MODE, PIVOT_MODE], value=TEXT_MODE, label="Refine",
+                                     elem_id="refine-mode")
                 with gr.Row():
-                    with gr.Column():
-                        self.i2p_image = ImageUpload("Your image", "i2p-image")
-                        self.i2p_seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-                        self.i2p_button = gr.Button("Write a prompt and recreate", elem_id="i2p")
-                    with gr.Column():
-                        self.i2p_prompt = gr.Textbox(label="Prompt written by the VLM", lines=3, elem_id="i2p-prompt")
-                        self.i2p_result = gr.Image(label="Recreated", type="pil", format="png", interactive=False,
-                                                   height=260)
-                        self.i2p_note = gr.Markdown(elem_id="i2p-note")
-                        self.i2p_use = gr.Button("Use this prompt in Visual prompts")
+                    self.n = SliderBox(1, MAX_CANDIDATES, value=8, step=1, label="Candidates")
+                    self.seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                self.pivots = SliderBox(1, MAX_PIVOTS, value=4, step=1, label="Pivot images (one is chosen)",
+                                        visible=False, elem_id="refine-pivots")
+                with gr.Row():
+                    self.temperature = SliderBox(0.05, 2.0, value=0.9, step=0.05, label="Temperature")
+                    self.top_p = SliderBox(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
+                self.use_lora = gr.Checkbox(False, label="Refine with the self-improved VLM (run Self-improve "
+                                                  "below first)", interactive=False, elem_id="refine-use-lora")
+                self.button = gr.Button("Refine", variant="primary", elem_id="refine")
+                self.pivot_button = gr.Button("Refine through an image", variant="primary", visible=False,
+                                              elem_id="refine-pivot")
+                self.note = gr.Markdown(elem_id="refine-note")
+                self.choice = gr.Dropdown([], label="Candidate to use", elem_id="refine-choice")
+                self.use = gr.Button("Use this prompt in Visual prompts", elem_id="refine-use")
+            with gr.Column(scale=3):
+                # Every candidate in view without scrolling inside the gallery (9 of 8 candidates: 3 rows)
+                self.gallery = gr.Gallery(label="Candidates, best first", columns=3, height="auto",
+                                          elem_id="refine-gallery")
+        self.table = gr.Dataframe(headers=reports.TABLE_HEADERS, interactive=False, wrap=True,
+                                  column_widths=["5%", "7%", "7%", "7%", "7%", "7%", "28%", "32%"],
+                                  label="Scores (0-5; VQAScore 0-1)", elem_id="refine-table")
+
+    def self_improve_inputs(self, app: App) -> None:
+        with gr.Accordion("Self-improve: one self-rewarding round on your prompts", open=False):
+            gr.Markdown("The VLM rewrites each prompt into candidates and judges their images; its best and worst "
+                        "rewrite of each prompt become a preference pair, and DPO trains a LoRA of the VLM on them "
+                        "(Yang et al. 2025). The figures compare its rewrites before and after the round.")
+            with gr.Row():
+                self.si_prompts = gr.Textbox(label="Prompts to learn from, one per line", lines=4, scale=3,
+                                             value=app.preset.page_default("self_improve"),
+                                             elem_id="self-improve-prompts")
+                self.si_n = SliderBox(2, APP_MAX_SELF_IMPROVE_CANDIDATES, value=4, step=1,
+                                      label="Candidates per prompt")
+            self.si_button = gr.Button("Run one round", elem_id="self-improve")
+            self.si_result = gr.Markdown(elem_id="self-improve-result")
+
+    def image_to_prompt_inputs(self) -> None:
+        with gr.Accordion("From an image: write a prompt that recreates it", open=False):
+            with gr.Row():
+                with gr.Column():
+                    self.i2p_image = ImageUpload("Your image", "i2p-image")
+                    self.i2p_seed = NumberBox(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                    self.i2p_button = gr.Button("Write a prompt and recreate", elem_id="i2p")
+                with gr.Column():
+                    self.i2p_prompt = gr.Textbox(label="Prompt written by the VLM", lines=3, elem_id="i2p-prompt")
+                    self.i2p_result = gr.Image(label="Recreated", type="pil", format="png", interactive=False,
+                                               height=260)
+                    self.i2p_note = gr.Markdown(elem_id="i2p-note")
+                    self.i2p_use = gr.Button("Use this prompt in Visual prompts")
+
+    def wire(self, app: App, session: gr.State) -> None:
+        vlm_lora = self.vlm_lora
         self.button.click(handler(refine_prompt, app),
                           [self.prompt, self.n, self.temperature, self.top_p, self.seed, vlm_lora],
                           [self.gallery, self.table, self.choice, self.note], api_name="refine", **GPU_EVENT)

@@ -380,6 +380,33 @@ class VisualPromptsTab:
         control = values[2]
         return [*groups_shown(control, []), canvas_hint(self.app, control), []]
 
+    def wire_settings(self, show: dict, settings: list) -> None:
+        """Every control's settings, the questions box and the palette editor's buttons refresh the preview."""
+        app, s = self.app, self.settings
+        for entry in overlays.CONTROLS.values():
+            for setting in entry.settings:
+                component = s[setting.key]
+                if setting.sets_questions:
+                    component.input(with_settings(questions_for, app, 1), [self.control, *settings],
+                                    self.questions, **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
+                elif setting.kind == "colors":
+                    component.blur(**show, **LIGHT_EVENT)
+                    component.submit(**show, **LIGHT_EVENT)
+                else:
+                    component.change(**show, **LIGHT_EVENT)
+        self.editor.change(**show, **LIGHT_EVENT)  # values set by the server or an example
+        self.base.change(**show, **LIGHT_EVENT)
+        self.questions.change(**show, **LIGHT_EVENT)
+        for colors, extras in self.palette_extras:
+            extras["preset"].input(preset_colors, extras["preset"], colors,
+                                   **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
+            extras["add"].click(add_swatch, [colors, extras["swatch"]], colors, **LIGHT_EVENT).then(
+                **show, **LIGHT_EVENT)
+            extras["from_base"].click(palette_from_image, [self.base, extras["n"]], colors, **LIGHT_EVENT).then(
+                **show, **LIGHT_EVENT)
+            extras["picture"].upload(palette_from_image, [extras["picture"], extras["n"]], colors,
+                                     **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
+
     def wire(self) -> None:
         app, s = self.app, self.settings
         settings = [s[k] for k in setting_keys()]
@@ -411,29 +438,7 @@ class VisualPromptsTab:
                            [*self.groups, *control_out.values()], **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
         self.combine.input(groups_shown, [self.control, self.combine], self.groups, **LIGHT_EVENT).then(
             **show, **LIGHT_EVENT)
-        for entry in overlays.CONTROLS.values():
-            for setting in entry.settings:
-                component = s[setting.key]
-                if setting.sets_questions:
-                    component.input(with_settings(questions_for, app, 1), [self.control, *settings],
-                                    self.questions, **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
-                elif setting.kind == "colors":
-                    component.blur(**show, **LIGHT_EVENT)
-                    component.submit(**show, **LIGHT_EVENT)
-                else:
-                    component.change(**show, **LIGHT_EVENT)
-        self.editor.change(**show, **LIGHT_EVENT)  # values set by the server or an example
-        self.base.change(**show, **LIGHT_EVENT)
-        self.questions.change(**show, **LIGHT_EVENT)
-        for colors, extras in self.palette_extras:
-            extras["preset"].input(preset_colors, extras["preset"], colors,
-                                   **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
-            extras["add"].click(add_swatch, [colors, extras["swatch"]], colors, **LIGHT_EVENT).then(
-                **show, **LIGHT_EVENT)
-            extras["from_base"].click(palette_from_image, [self.base, extras["n"]], colors, **LIGHT_EVENT).then(
-                **show, **LIGHT_EVENT)
-            extras["picture"].upload(palette_from_image, [extras["picture"], extras["n"]], colors,
-                                     **LIGHT_EVENT).then(**show, **LIGHT_EVENT)
+        self.wire_settings(show, settings)
         results = self.results.components(self.session)
         self.opt_button.click(
             with_settings(optimize, app, 6, results),
