@@ -27,6 +27,7 @@ from __future__ import annotations
 import resource
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -58,16 +59,27 @@ class SuiteRun:
     compile: bool = False
     limit_s: int = 150  # this run's wall-clock limit on the device, load and compile included
 
+    @property
+    def plan(self) -> str:
+        """What the cost model's prediction depends on (compile does not change it)."""
+        return f"{self.preset} {self.base_weights} checkpointing {'on' if self.checkpointing else 'off'}"
+
+    def plan_args(self, dry_run: bool = False) -> list[str]:
+        return ["--preset", REHEARSAL[self.preset] if dry_run else self.preset, "--base-weights", self.base_weights,
+                "--checkpointing", "on" if self.checkpointing else "off"]
+
     def bench_args(self, dry_run: bool = False) -> list[str]:
-        """The `python -m pipelines.bench` arguments of this run (the tiny preset, few steps, on a CPU rehearsal)."""
-        timing = ["--steps", "2", "--warmup", "1", "--generations", "1"] if dry_run else [
+        """The `python -m pipelines.bench` arguments of this run. On a CPU rehearsal: its family's tiny preset, few
+        steps, and the prediction counted in the run (on the device it comes from `SUITE_PREDICTIONS`, counted here:
+        a Flux plan takes a CPU about a minute)."""
+        timing = ["--steps", "2", "--warmup", "1", "--generations", "1", "--predict"] if dry_run else [
             "--steps", "10", "--warmup", "3", "--generations", "3", "--random-weights", "--size", str(SUITE_SIZE)]
-        return (["--preset", "tiny" if dry_run else self.preset, *timing, "--base-weights", self.base_weights,
-                 "--checkpointing", "on" if self.checkpointing else "off", "--predict"]
-                + (["--compile"] if self.compile else []))
+        return [*self.plan_args(dry_run), *timing] + (["--compile"] if self.compile else [])
 
 
+REHEARSAL = {"flux-schnell": "tiny", "flux-dev": "tiny-dev", "sana": "tiny-sana"}  # the same family, tiny, on a CPU
 SUITE_SIZE = 512
+SUITE_PREDICTIONS = Path(__file__).resolve().parents[1] / "assets" / "bench" / "gpu-suite-predictions.json"
 SUITE_BUDGET_S = 470  # one device call is at most 600 s; the wheels' install and the start come first
 # Most important first: if the budget runs out, what ran answers the first questions. The default plan of the
 # flagship, then each factor against it (weights, checkpointing, compile), then the other families.
@@ -92,12 +104,14 @@ SUITE_COLUMNS = ("run", "s/step", "s/100 steps", "s/generation", "peak GiB", "pr
                  "predicted floor s/step", "load s", "device")
 
 
-def suite_row(run: SuiteRun, figures: dict[str, object] | None, failure: str = "") -> list[str]:
-    """One table row: the measured figures beside the cost model's prediction, or why there are none."""
+def suite_row(run: SuiteRun, figures: dict[str, object] | None, failure: str = "",
+              predicted: dict[str, float] | None = None) -> list[str]:
+    """One table row: the measured figures beside the cost model's prediction (the run's own, else `predicted`),
+    or why there are none."""
     if figures is None:
         return [run.name, f"not measured: {failure}", *[""] * (len(SUITE_COLUMNS) - 2)]
     peak = figures.get("gpu_allocated_gb", figures.get("cpu_peak_rss_gb"))
-    predicted = figures.get("predicted") or {}
+    predicted = figures.get("predicted") or predicted or {}
     return [run.name, f"{figures['s_per_step_median']:.3f}", f"{figures['s_per_100_steps']:.1f}",
             f"{figures['s_per_generation_median']:.3f}", f"{peak:.2f}" if peak is not None else "",
             f"{predicted['peak_gib']:.2f}" if predicted else "", f"{predicted['floor_s_per_step']:.4f}" if predicted

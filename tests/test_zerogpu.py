@@ -146,6 +146,7 @@ def test_the_gpu_suite_plans_every_factor_and_rehearses_on_the_cpu(tmp_path, cap
     first = bench.GPU_SUITE[0].bench_args()
     assert first[:2] == ["--preset", "flux-schnell"] and "--random-weights" in first and "512" in first
     assert bench.GPU_SUITE[0].bench_args(dry_run=True)[:2] == ["--preset", "tiny"]
+    assert {bench.REHEARSAL[r.preset] for r in bench.GPU_SUITE} == {"tiny", "tiny-dev", "tiny-sana"}
     assert all(r.limit_s <= bench.SUITE_BUDGET_S for r in bench.GPU_SUITE)
     # The rehearsal: the same command, one run, on the CPU, through `python -m pipelines.bench --suite gpu`.
     assert bench_cmd.main(["--suite", "gpu", "--dry-run", "--out-dir", str(tmp_path), "--only",
@@ -194,3 +195,15 @@ def test_the_page_says_which_slice_on_zerogpu(monkeypatch, tmp_path, capsys):
     header = next(b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "header")
     assert "ZeroGPU slice: **large** (its plan is predicted to peak at" in header.value
     assert "ZeroGPU slice: large" in capsys.readouterr().out
+
+
+def test_the_device_run_reads_a_prediction_for_every_plan():
+    """Counting a Flux plan takes a CPU a minute, so the device run reads the predictions counted here."""
+    predictions = json.loads(bench.SUITE_PREDICTIONS.read_text())
+    assert {run.plan for run in bench.GPU_SUITE} <= set(predictions)
+    flagship = predictions[bench.GPU_SUITE[0].plan]  # flux-schnell int8 checkpointing on: the default plan
+    assert flagship["peak_gib"] == 35.8 and flagship["floor_s_per_step"] > 0
+    row = bench.suite_row(bench.GPU_SUITE[0], {"s_per_step_median": 0.1, "s_per_100_steps": 10.0,
+                                               "s_per_generation_median": 0.3, "gpu_allocated_gb": 33.0,
+                                               "load_s": 40, "device": "H200"}, predicted=flagship)
+    assert row[4:7] == ["33.00", "35.80", f"{flagship['floor_s_per_step']:.4f}"]

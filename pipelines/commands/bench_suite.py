@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..bench import CARRIED, GPU_SUITE, SUITE_BUDGET_S, SuiteRun, suite_row, suite_table
+from ..bench import CARRIED, GPU_SUITE, SUITE_BUDGET_S, SUITE_PREDICTIONS, SUITE_SIZE, SuiteRun, suite_row, suite_table
 from .oneline import fail, parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=SUITE_BUDGET_S,
                    help=f"seconds for the whole suite (default {SUITE_BUDGET_S}: one device call)")
     p.add_argument("--only", help="the runs to do, by name, separated by ','")
+    p.add_argument("--write-predictions", action="store_true",
+                   help=f"count every run's plan with the cost model (a CPU, minutes) into {SUITE_PREDICTIONS.name}, "
+                        "which the suite reads on the device, and stop")
     return p
+
+
+def write_predictions(runs: list[SuiteRun], env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """`bench --cost` of each distinct plan at the suite's size, in one file the device run reads."""
+    out: dict[str, dict[str, float]] = {}
+    for run in runs:
+        if run.plan in out:
+            continue
+        done = subprocess.run([sys.executable, "-m", "pipelines.bench", "--cost", *run.plan_args(), "--size",
+                               str(SUITE_SIZE), "--json", "-"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=True)
+        report = json.loads(done.stdout)
+        out[run.plan] = {"peak_gib": round(report["process_peak_bytes"] / 2**30, 2),
+                         "step_peak_gib": round(report["peak_bytes"] / 2**30, 2),
+                         "floor_s_per_step": round(report["floor_s"] / report["steps"], 4),
+                         "peak_tflops": report["peak_tflops"]}
+        print(f"{run.plan}: {out[run.plan]}", flush=True)
+    SUITE_PREDICTIONS.parent.mkdir(parents=True, exist_ok=True)
+    SUITE_PREDICTIONS.write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 def chosen(only: str | None) -> list[SuiteRun]:
@@ -104,19 +127,23 @@ def header(args: argparse.Namespace, words: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(words)
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
         if args.download_wheels:
             pins = download_wheels(Path(args.download_wheels))
             print(f"downloaded {', '.join(pins)} into {args.download_wheels}")
             return 0
         runs = chosen(args.only)
+        paths = [str(install_wheels(Path(args.wheels)))] if args.wheels else []
+        env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        if args.write_predictions:
+            write_predictions(runs, env)
+            return 0
         if not 0 < args.budget <= 3600:
             raise ValueError(f"--budget {args.budget:g} must be from 0 to 3600 seconds")
         out_dir = Path(args.out_dir or Path(os.environ.get("OUT", ".")) / "bench-gpu")
         out_dir.mkdir(parents=True, exist_ok=True)
-        env = os.environ | {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        paths = [str(install_wheels(Path(args.wheels)))] if args.wheels else []
-        env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        predictions = json.loads(SUITE_PREDICTIONS.read_text()) if SUITE_PREDICTIONS.exists() else {}
     except (ValueError, OSError, subprocess.CalledProcessError) as exc:
         fail(str(exc))
     deadline, rows, measured = time.monotonic() + args.budget, [], 0
@@ -129,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             figures, failure = run_one(run, out_dir, env, min(left, run.limit_s * (4 if args.dry_run else 1)),
                                        args.dry_run)
             measured += figures is not None
-            rows.append(suite_row(run, figures, failure))
+            rows.append(suite_row(run, figures, failure, None if args.dry_run else predictions.get(run.plan)))
             print(f"{run.name}: {'measured' if figures else failure}", flush=True)
         (out_dir / "summary.md").write_text(top + suite_table(rows))  # after each run: a cut-off call keeps it
     print(top + suite_table(rows))
