@@ -257,9 +257,13 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
             own = np.asarray(generator.generate(f"a lighthouse number {i}", 100 + i).convert("RGB"))
             shown = PILImage.open(users[i]["before"]).convert("RGB").resize(own.shape[1::-1], PILImage.NEAREST)
             assert np.array_equal(np.asarray(shown), own), f"user {i} saw another picture"
-        # A second wave added 0-5 % alone and 6.6 % once late in a full suite (a long-lived process's allocator):
-        # 8 % leaves that room; a leak that keeps each run's pictures or LoRA grows past it within a wave.
-        assert end_mb <= start_mb * 1.08, (start_mb, end_mb)
+        # A second wave added 0-5 % alone, 6.6 % and once 10.3 % late in a full suite (a long-lived process's
+        # allocator settling). A leak grows again with every wave; settling does not: past 8 %, a third wave must
+        # add less than 4 %.
+        if end_mb > start_mb * 1.08:
+            wave()
+            again_mb = trimmed_rss()
+            assert again_mb <= end_mb * 1.04, (start_mb, end_mb, again_mb)
     assert not getattr(gpu.models(get_preset("tiny"))[0].transformer, "peft_config", None)
 
 
