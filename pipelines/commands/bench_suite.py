@@ -118,7 +118,8 @@ def run_one(run: SuiteRun, out_dir: Path, env: dict[str, str], limit: float, dry
 
 def header(args: argparse.Namespace, words: list[str]) -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (a rehearsal)"
-    return (f"GPU suite{' (dry run: tiny preset on the CPU)' if args.dry_run else ''}: "
+    rehearsal = " (dry run: each family's tiny preset on the CPU)" if args.dry_run else ""
+    return (f"GPU suite{rehearsal}: "
             f"`python -m pipelines.bench {' '.join(words)}`, {datetime.date.today()}, {device}, torch "
             f"{torch.__version__}. Each row: medians after warm-up; the prediction is `pipelines.cost`'s for the "
             "same plan.\n\n")
