@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "views": PAPER | {"views": 4},
     "noises": PAPER | {"noises": 2},
     "keep": PAPER | {"keep": 5.0},
+    "keep-views": PAPER | {"keep": 5.0, "views": 4},
     "all": {"keep_prompt": True, "views": 4, "noises": 2, "keep": 5.0},
 }
 
