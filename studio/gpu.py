@@ -12,12 +12,14 @@ except ImportError:
     spaces = None
 
 import functools
+import json
 import os
 import threading
 import types
 from collections.abc import Callable
 
 from pipelines import cost, judge, refine, self_reward
+from pipelines.bench import SUITE_PREDICTIONS, SUITE_SIZE
 from pipelines.checks import ZEROGPU_COUNTED, ZEROGPU_MAX_SECONDS, ZEROGPU_SLICES_GIB, check_gpu_seconds, on_zerogpu
 from pipelines.generator import Generator, family
 from pipelines.loading import default_device, load_generator, load_vlm
@@ -75,27 +77,36 @@ def on_gpu(seconds: Callable[..., float], shorten: Callable[..., str] | str):
 
 def slice_for(preset: Preset) -> tuple[str, str]:
     """("large" | "xlarge", why): the smallest ZeroGPU slice the cost model's predicted peak of the preset's own
-    memory plan fits with its headroom (`cost.CostReport.fits`); $ZEROGPU_SIZE overrides it."""
+    memory plan fits with its headroom (as `cost.CostReport.fits`); $ZEROGPU_SIZE overrides it."""
     chosen = os.environ.get("ZEROGPU_SIZE", "").strip().lower()
     if chosen:
         if chosen not in ZEROGPU_SLICES_GIB:
             raise ValueError(f"ZEROGPU_SIZE {chosen!r} must be one of {', '.join(ZEROGPU_SLICES_GIB)}")
         return chosen, "set by ZEROGPU_SIZE"
     try:
-        report = cost.estimate(preset)
+        peak = predicted_peak_gib(preset)
     except ValueError as exc:  # a judge the cost model cannot count: the whole card rather than a failed run
         return "xlarge", f"the cost model cannot size this preset ({exc})"
-    peak = report.process_peak_bytes / cost.GIB
     for size, gib in ZEROGPU_SLICES_GIB.items():
-        if report.fits(gib):
+        if peak + cost.HEADROOM_GIB <= gib:
             return size, f"its plan is predicted to peak at {peak:.1f} GiB, within the {size} slice's {gib:g} GiB"
     return "xlarge", f"its plan is predicted to peak at {peak:.1f} GiB, more than any slice: it may not fit"
+
+
+def predicted_peak_gib(preset: Preset) -> float:
+    """The preset's own plan's predicted peak: read from the GPU suite's predictions when they count this plan
+    (counting a Flux plan takes a CPU a minute, at every start of a Space), else counted now (`cost.estimate`)."""
+    plan = f"{preset.name} {preset.base_weights} checkpointing {'on' if preset.gradient_checkpointing else 'off'}"
+    known = json.loads(SUITE_PREDICTIONS.read_text()) if SUITE_PREDICTIONS.exists() else {}
+    if preset.resolution == SUITE_SIZE and plan in known:
+        return known[plan]["peak_gib"]
+    return cost.estimate(preset).process_peak_bytes / cost.GIB
 
 
 def use_slice(preset: Preset) -> tuple[str, str]:
     """Decorate every GPU function with spaces.GPU for the preset's slice (where `spaces` is importable; once per
     page, before launch). Returns (size, why)."""
-    # The prediction costs a CPU a few seconds (a minute for Flux): only where a slice is chosen.
+    # Only where a slice is chosen: a plan the GPU suite did not count costs a CPU seconds (a minute for Flux).
     size, why = slice_for(preset) if spaces is not None and on_zerogpu() else ("large", "not on ZeroGPU")
     SLICE.update(size=size, why=why)
     for name, (fn, seconds, _) in GPU_FUNCTIONS.items():

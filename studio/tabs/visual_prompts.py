@@ -269,7 +269,8 @@ def setting_component(setting: Input, resolution: int, palettes: dict[str, list[
         return as_sent(gr.Textbox(value="" if default is None else f"{default:g}", label=label, elem_id=elem_id,
                                   placeholder=f"{setting.minimum:g} to {setting.max_for(resolution):g} ({empty})"))
     if kind == "point":
-        return gr.Textbox(value=default or "", label=label, placeholder=setting.hint, elem_id=elem_id)
+        return gr.Textbox(value=default or "", label=label, placeholder=setting.hint or "e.g. 0.3, 0.6",
+                          elem_id=elem_id)
     if kind == "image":
         return gr.File(label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id)
     raise ValueError(f"setting kind {kind!r} is not one the app can show")
