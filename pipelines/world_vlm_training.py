@@ -146,14 +146,27 @@ def depth_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading
     return overlaid(image, depth.render(spec, image.size)), question, "Yes" if yes else "No"
 
 
+VALUES = {"scene": list(world.SCENES), "time": list(world.TIMES)} | {k: list(v) for k, v in world.WORDS.items()}
+
+
 def other_prompt(rng: np.random.Generator, attributes: dict[str, str]) -> str:
-    """The image's prompt with one attribute changed: a prompt it does not show."""
-    changed = dict(attributes)
-    key = str(rng.choice(["scene", "time", "body", "tree", "sky", "mood"]))
-    options = {"scene": list(world.SCENES), "time": list(world.TIMES), "body": ["sun", "moon"],
-               "tree": ["left", "right"], "sky": ["clear", "clouds"], "mood": ["vivid", "muted"]}[key]
-    changed[key] = str(rng.choice([o for o in options if o != attributes.get(key)]))
-    return world.prompt_of(changed)
+    """A prompt the image does not show, drawn like `short_of`'s (the same lengths): the image's short prompt with
+    its scene swapped (half of them), one named word changed, or a thing named that the image lacks.
+
+    The first negatives named every attribute and the positives a few, so the judge learnt "a long prompt is No" and
+    said Yes to every scene for every image (P 0.97 that a beach shows a snowy plain): the guard's "lost its prompt"
+    could not fire and Score's alignment could not tell a desert from a beach."""
+    named = world.parse(short_of(rng, attributes))
+    absent = [k for k in VALUES if k not in attributes and k != "placement"]
+    how = "scene" if rng.random() < 0.5 else str(rng.choice(["change", "add"]))
+    if how == "change" and len(named) > 1:
+        key = str(rng.choice([k for k in named if k != "scene" and len(VALUES[k]) > 1] or ["scene"]))
+    elif how == "add" and absent:
+        key = str(rng.choice(absent))
+    else:
+        key = "scene"
+    named[key] = str(rng.choice([v for v in VALUES[key] if v != attributes.get(key)]))
+    return world.prompt_of(named)
 
 
 def short_of(rng: np.random.Generator, attributes: dict[str, str]) -> str:
@@ -190,6 +203,14 @@ def explain_alignment(prompt: str, truth: world.Reading) -> str:
     if not shown:
         return f"It shows none of the request: not {', '.join(missing)}."
     return f"It shows {', '.join(shown)} but not {', '.join(missing)}."
+
+
+def scene_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    """"Does this image show {scene}?" (or VQAScore's wording) for the image's own scene or another, half each."""
+    yes = rng.random() < 0.5
+    scene = truth.scene if yes else str(rng.choice([s for s in world.SCENES if s != truth.scene]))
+    question = prompt_question(scene) if rng.random() < 0.5 else judge.vqa_question(scene)
+    return from_pil(image), question, "Yes" if yes else "No"
 
 
 def noisy(rng: np.random.Generator, value: float) -> int:
@@ -433,6 +454,7 @@ def seen(pool: list[tuple[Image.Image, world.Scene | None]]) -> list[Seen]:
 # Shares of the fresh rows by task (`--fresh`): the first continuation drew horizon 0.3, depth 0.3, line weight 0.1,
 # rubric 0.3 (horizon 0.63 -> 0.92; depth stayed at chance).
 FRESH = {"horizon": 0.3, "depth": 0.3, "line weight": 0.1, "rubric": 0.3}
+FRESH_TASKS = ("horizon", "depth", "line weight", "palette", "rubric", "describe", "alignment", "scene")
 
 
 def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict[str, float] | None = None
@@ -450,6 +472,10 @@ def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict
             rows.append(rubric_rows(rng, item.image, item.truth, prompt, item.parts)[int(rng.integers(3))])
         elif kind == "palette":
             rows.append(palette_row(rng, item.image, item.truth, item.scene, item.dominant))
+        elif kind == "alignment":  # the prompt's own question or VQAScore's, on a prompt shown or not
+            rows.append(alignment_rows(rng, item.image, item.truth)[int(rng.integers(2))])
+        elif kind == "scene":  # the alignment question about the scene alone, its own or another: the first step
+            rows.append(scene_row(rng, item.image, item.truth))
         elif kind == "describe":  # image -> prompt, or PRIP's pivot -> keywords
             rows.append(describe_rows(item.image, item.truth)[int(rng.integers(2))])
         else:
@@ -522,6 +548,7 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
             p_yes = float(torch.exp(-vlm.nll_rows([(pixels, question, "Yes")])[0]))
             right.setdefault(kind, []).append((p_yes > 0.5) == (answer == "Yes"))
     accuracy = {k: round(float(np.mean(v)), 3) for k, v in right.items()}
+    accuracy["scene told apart"] = scenes_told_apart(vlm, [image for image, _ in held], rng)
     items, truth = [], {r: [] for r in judge.RUBRICS}
     for image, _ in held:
         reading = world.read(np.asarray(image))
@@ -545,15 +572,41 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
             "sampled_explanation": written.explanation, "sampled_score": written.score,
             "rewrites_of_a_beach": rewrites, "rewrites_parsed": round(float(np.mean(
                 [world.parse(r).get("scene") == "a beach" for r in rewrites])), 3),
-            "described": described[:4], "described_attribute_agreement": round(float(np.mean(agreement)), 3)}
+            "described": described[:4], "described_attribute_agreement": round(float(np.mean(agreement)), 3),
+            "scene_matrix": scene_matrix(vlm)}
+
+
+@torch.no_grad()
+def scene_matrix(vlm, time: str = "noon") -> dict[str, dict[str, float]]:
+    """P(Yes) to "Does this image show {asked} at {time}?" for each scene rendered at `time` (horizon 0.5):
+    {asked: {shown: P}}. A judge that reads the prompt is high on the diagonal only."""
+    shown = {name: from_pil(world.render(world.Scene(name, time, 0.5))) for name in world.SCENES}
+    return {asked: {name: round(float(torch.exp(-vlm.nll_rows([(pixels, prompt_question(f"{asked} at {time}"),
+                                                                  "Yes")])[0])), 2)
+                    for name, pixels in shown.items()} for asked in world.SCENES}
+
+
+@torch.no_grad()
+def scenes_told_apart(vlm, images: list[Image.Image], rng: np.random.Generator) -> float:
+    """How often the judge's P(Yes) to "Does this image show {scene}?" is higher for the image's own scene (as read
+    from its pixels) than for another scene drawn at random: 0.5 is a judge that does not read the prompt."""
+    right = []
+    for image in images:
+        own = world.read(np.asarray(image)).scene
+        other = str(rng.choice([s for s in world.SCENES if s != own]))
+        pixels = from_pil(image)
+        nll = vlm.nll_rows([(pixels, prompt_question(s), "Yes") for s in (own, other)])
+        right.append(bool(nll[0] < nll[1]))
+    return round(float(np.mean(right)), 3)
 
 
 # ---------- hardening: images from LoRAs trained against the judge, labelled by the truth -------------------------
 
 
 def fooling_round(vlm, generator, loras: int, seed: int, steps: int = 40) -> tuple[float, list[Image.Image]]:
-    """Train `loras` horizon LoRAs against the judge as it is and judge their unseen seeds: the share of images the
-    judge passes (P > 0.9) with the horizon more than 0.1 from the line (fooled), and the images themselves."""
+    """Train `loras` horizon LoRAs against the judge as it is, with the paper's method alone (no steering: the hacks
+    to harden against), and judge their unseen seeds: the share of images the judge passes (P > 0.9) with the
+    horizon more than 0.1 from the line (fooled), and the images themselves."""
 
     rng = np.random.default_rng(seed)
     fooled, images = [], []
@@ -563,7 +616,7 @@ def fooling_round(vlm, generator, loras: int, seed: int, steps: int = 40) -> tup
         overlay = np.asarray(horizon.render(spec, (world.SIZE, world.SIZE)))
         prompt = str(rng.choice(list(world.SCENES)))
         result = optimize(generator, vlm, prompt, horizon.questions(spec), overlay=overlay, steps=steps,
-                          seed=seed + k, eval_seeds=4, progress=False)
+                          seed=seed + k, eval_seeds=4, progress=False, views=0, noises=1, keep=0.0)
         for image, p in zip(result.unseen.images_lora, result.unseen.p_lora, strict=True):
             fooled.append(p > 0.9 and abs(world.read(np.asarray(image)).horizon - line) > 0.1)
             images.append(image)

@@ -18,7 +18,18 @@ from .. import world
 from ..loading import load_generator, load_vlm
 from ..presets import get_preset
 from ..world_training import EVAL_SEEDS, TRAIN_SEED, generated
-from ..world_vlm_training import FRESH, aux_items, build_vlm, fooling_round, gates, image_rows, save_vlm, seen, train
+from ..world_vlm_training import (
+    FRESH,
+    FRESH_TASKS,
+    aux_items,
+    build_vlm,
+    fooling_round,
+    gates,
+    image_rows,
+    save_vlm,
+    seen,
+    train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +57,7 @@ def fresh_shares(parser: argparse.ArgumentParser, text: str | None) -> dict[str,
         shares = {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
         parser.error(f"--fresh {text!r} must be 'task=share,...', e.g. 'rubric=0.5,horizon=0.2'")
-    unknown = set(shares) - {"horizon", "depth", "line weight", "palette", "rubric", "describe"}
+    unknown = set(shares) - set(FRESH_TASKS)
     if unknown:
         parser.error(f"--fresh: unknown task {sorted(unknown)[0]!r}")
     return shares
