@@ -580,10 +580,12 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
 def scene_matrix(vlm, time: str = "noon") -> dict[str, dict[str, float]]:
     """P(Yes) to "Does this image show {asked} at {time}?" for each scene rendered at `time` (horizon 0.5):
     {asked: {shown: P}}. A judge that reads the prompt is high on the diagonal only."""
-    shown = {name: from_pil(world.render(world.Scene(name, time, 0.5))) for name in world.SCENES}
-    return {asked: {name: round(float(torch.exp(-vlm.nll_rows([(pixels, prompt_question(f"{asked} at {time}"),
-                                                                  "Yes")])[0])), 2)
-                    for name, pixels in shown.items()} for asked in world.SCENES}
+    p_yes = {}  # shown -> P(Yes) for every asked scene, one batch per picture
+    for name in world.SCENES:
+        pixels = from_pil(world.render(world.Scene(name, time, 0.5)))
+        nll = vlm.nll_rows([(pixels, prompt_question(f"{asked} at {time}"), "Yes") for asked in world.SCENES])
+        p_yes[name] = [round(float(torch.exp(-x)), 2) for x in nll]
+    return {asked: {name: p_yes[name][i] for name in world.SCENES} for i, asked in enumerate(world.SCENES)}
 
 
 @torch.no_grad()
