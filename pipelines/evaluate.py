@@ -62,6 +62,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noises": PAPER | {"noises": 2},
     "keep": PAPER | {"keep": 5.0},
     "keep-views": PAPER | {"keep": 5.0, "views": 4},
+    "keep-views-prompt": PAPER | {"keep": 5.0, "views": 4, "keep_prompt": True},
     "all": {"keep_prompt": True, "views": 4, "noises": 2, "keep": 5.0},
 }
 

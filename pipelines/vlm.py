@@ -203,9 +203,9 @@ class VLM(ABC):
         """Mean negative log-likelihood of each answer about one image, shape (len(qa_pairs),)."""
         return self.nll_rows([(pixels, q, a) for q, a in qa_pairs])
 
-    @torch.no_grad()
     def next_token_logits(self, items: list[tuple[torch.Tensor | None, str, str]]) -> torch.Tensor:
-        """Logits (B, V) of the token after each (pixels or None, question, assistant text so far)."""
+        """Logits (B, V) of the token after each (pixels or None, question, assistant text so far); differentiable
+        (the toy judge's score digits are trained through it), so callers that only read wrap it in no_grad."""
         rows = []
         for pixels, question, prefix in items:
             inputs = None if pixels is None else self.pixel_inputs(pixels.to(self.device, torch.float32)[:1])

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from overlays import horizon, line_weight, palette
 from pipelines import judge, refine, world, world_training, world_vlm_training
@@ -170,3 +171,24 @@ def test_the_shipped_judge_reads_which_scene_a_prompt_names():
     scenes = list(world.SCENES)
     best = [max(scenes, key=lambda asked: matrix[asked][shown]) for shown in scenes]
     assert sum(b == s for b, s in zip(best, scenes, strict=True)) >= 6, matrix  # a beach and a desert may swap
+
+
+def test_the_score_digits_are_taught_as_a_narrow_spread_around_the_analytic_score():
+    values = torch.tensor([0.0, 1.3, 2.5, 3.7, 5.0])
+    target = world_vlm_training.digit_target(values)
+    assert torch.allclose(target.sum(-1), torch.ones(5))
+    assert target.argmax(-1).tolist() == [0, 1, 2, 4, 5]
+    expected = (target * torch.arange(6.0)).sum(-1)
+    assert torch.allclose(expected[1:4], values[1:4], atol=0.05)  # the Score tab shows the expected digit
+    assert expected[0] < 0.5 and expected[-1] > 4.5
+
+
+def test_rubric_truth_scores_alignment_by_the_prompts_attributes_shown(image_and_scene):
+    image, scene = image_and_scene
+    item = world_vlm_training.seen([(image, scene)])[0]
+    own = world.prompt_of(item.truth.attributes())
+    other = own.replace("a green field", "a snowy plain")
+    assert world_vlm_training.rubric_truth(item, "alignment", own) == 5.0
+    assert world_vlm_training.rubric_truth(item, "alignment", other) < 5.0
+    aesthetic = world_vlm_training.rubric_truth(item, "aesthetic", own)
+    assert world_vlm_training.rubric_truth(item, "preference", other) < 0.5 * aesthetic + 2.5

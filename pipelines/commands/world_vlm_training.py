@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, help="go on training this VLM folder instead of a new one")
     parser.add_argument("--focus", type=float, default=0.0,
                         help="share of each image batch drawn anew (`fresh_rows`): controls' questions and rubrics")
+    parser.add_argument("--scores", type=int, default=0,
+                        help="rubric digits per image batch trained directly (`score_loss`), besides written verdicts")
     parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
                                         "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
     return parser
@@ -90,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, aux, items = image_rows(rows_rng, pool), aux_items(rows_rng, pool), seen(pool)
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
     report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
-                    "focus": args.focus, "fresh": shares}
+                    "focus": args.focus, "fresh": shares, "scores": args.scores}
     first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
     report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
-                            items=items, shares=shares)
+                            items=items, shares=shares, scores=args.scores)
     print(report["train"], flush=True)
     for round_ in range(1, args.rounds + 1):
         fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         aux += aux_items(rows_rng, [(im, None) for im in images])
         items += seen([(im, None) for im in images])
         more = train(vlm, rows, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_, aux=aux,
-                     focus=args.focus, items=items, shares=shares)
+                     focus=args.focus, items=items, shares=shares, scores=args.scores)
         report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
         print(report["rounds"][-1], flush=True)
     report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)  # as saved
