@@ -26,11 +26,14 @@ def horizon_results(tmp_path_factory):
     return json.loads((out / "results.json").read_text())
 
 
-def test_the_method_halves_the_horizon_distance_for_two_of_three_lines(horizon_results):
+def test_the_preservation_term_halves_the_horizon_distance_for_two_of_three_lines(horizon_results):
+    # The paper's method alone brings the distance down but, against judge run 13 (which passes more stripes than
+    # run 11 did), halves it at one line of three: it tiles the picture instead (EVALUATION.md, Table 6). With the
+    # preservation term it moves the real horizon (measured here: 0.33 -> 0.03 at 0.2, 0.25 -> 0.04 at 0.8).
     rows = horizon_results["rows"]
-    base, method = rows["no control"]["per_target"], rows["method"]["per_target"]
-    halved = [line for line in base if method[line] <= 0.5 * base[line]]
-    assert len(halved) >= 2, (base, method)
+    base, keep = rows["no control"]["per_target"], rows["method + keep"]["per_target"]
+    halved = [line for line in base if keep[line] <= 0.5 * base[line]]
+    assert len(halved) >= 2, (base, keep)
     assert rows["method"]["distance"] < rows["no control"]["distance"]
     assert all(r["steps"] <= 100 for r in horizon_results["runs"])
 
