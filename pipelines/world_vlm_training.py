@@ -218,15 +218,21 @@ def noisy(rng: np.random.Generator, value: float) -> int:
     return int(np.clip(round(value + rng.normal(0, 0.45)), 0, 5))
 
 
+def rubric_values(parts: dict[str, float], truth: world.Reading, prompt: str) -> dict[str, float]:
+    """The analytic score 0..5 each rubric follows, from the image's aesthetic parts and reading, for `prompt`."""
+    aesthetic = float(np.clip(sum(parts.values()), 0, 5))
+    aligned = 5 * world.alignment(prompt, truth)
+    return {"aesthetic": aesthetic, "alignment": aligned, "preference": 0.5 * aesthetic + 0.5 * aligned}
+
+
 def rubric_rows(rng: np.random.Generator, image: Image.Image, truth: world.Reading, prompt: str,
                 parts: dict[str, float] | None = None) -> list[ROW]:
     parts = parts or world.aesthetic_parts(np.asarray(image))
-    aesthetic = float(np.clip(sum(parts.values()), 0, 5))
-    aligned = 5 * world.alignment(prompt, truth)
+    values = rubric_values(parts, truth, prompt)
     pixels = from_pil(image)
-    scores = {"aesthetic": (noisy(rng, aesthetic), explain_aesthetic(parts)),
-              "alignment": (noisy(rng, aligned), explain_alignment(prompt, truth)),
-              "preference": (noisy(rng, 0.5 * aesthetic + 0.5 * aligned),
+    scores = {"aesthetic": (noisy(rng, values["aesthetic"]), explain_aesthetic(parts)),
+              "alignment": (noisy(rng, values["alignment"]), explain_alignment(prompt, truth)),
+              "preference": (noisy(rng, values["preference"]),
                              f"{explain_alignment(prompt, truth)} {explain_aesthetic(parts)}")}
     return [(pixels, judge.rubric_prompt(r, prompt), f"Score: {s}\n{why}") for r, (s, why) in scores.items()]
 
@@ -488,13 +494,6 @@ def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict
 SCORE_SD = 0.5  # the spread of the soft digit target around the analytic score (a real judge is not exact either)
 
 
-def rubric_truth(item: Seen, rubric: str, prompt: str) -> float:
-    """The analytic score 0..5 the rubric's digit should follow (`rubric_rows` adds noise to the same values)."""
-    aesthetic = float(np.clip(sum(item.parts.values()), 0, 5))
-    aligned = 5 * world.alignment(prompt, item.truth)
-    return {"aesthetic": aesthetic, "alignment": aligned, "preference": 0.5 * aesthetic + 0.5 * aligned}[rubric]
-
-
 def score_loss(vlm, rng: np.random.Generator, items: list[Seen], n: int) -> torch.Tensor:
     """Cross-entropy of the digit after "Score:" against a soft target centred on the analytic score, for `n`
     random (image, rubric, prompt), read where the app reads it (`judge.continuous_scores`). In a written verdict the
@@ -505,7 +504,7 @@ def score_loss(vlm, rng: np.random.Generator, items: list[Seen], n: int) -> torc
     prefix, ids = judge.score_prefix(vlm), judge.digit_ids(vlm)
     logits = vlm.next_token_logits([(from_pil(item.image), judge.rubric_prompt(rubric, prompt), prefix)
                                     for (item, rubric), prompt in zip(chosen, prompts, strict=True)])[:, ids]
-    values = torch.tensor([rubric_truth(item, rubric, prompt)
+    values = torch.tensor([rubric_values(item.parts, item.truth, prompt)[rubric]
                            for (item, rubric), prompt in zip(chosen, prompts, strict=True)])
     return torch.nn.functional.cross_entropy(logits, digit_target(values).to(logits.device))
 

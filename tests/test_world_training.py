@@ -183,12 +183,13 @@ def test_the_score_digits_are_taught_as_a_narrow_spread_around_the_analytic_scor
     assert expected[0] < 0.5 and expected[-1] > 4.5
 
 
-def test_rubric_truth_scores_alignment_by_the_prompts_attributes_shown(image_and_scene):
+def test_rubric_values_score_alignment_by_the_prompts_attributes_shown(image_and_scene):
     image, scene = image_and_scene
     item = world_vlm_training.seen([(image, scene)])[0]
     own = world.prompt_of(item.truth.attributes())
     other = own.replace("a green field", "a snowy plain")
-    assert world_vlm_training.rubric_truth(item, "alignment", own) == 5.0
-    assert world_vlm_training.rubric_truth(item, "alignment", other) < 5.0
-    aesthetic = world_vlm_training.rubric_truth(item, "aesthetic", own)
-    assert world_vlm_training.rubric_truth(item, "preference", other) < 0.5 * aesthetic + 2.5
+    own_values = world_vlm_training.rubric_values(item.parts, item.truth, own)
+    other_values = world_vlm_training.rubric_values(item.parts, item.truth, other)
+    assert own_values["alignment"] == 5.0
+    assert other_values["alignment"] < 5.0
+    assert other_values["preference"] < 0.5 * own_values["aesthetic"] + 2.5
