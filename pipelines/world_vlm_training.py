@@ -72,22 +72,48 @@ def overlaid(image: Image.Image, overlay: Image.Image) -> torch.Tensor:
 
 def horizon_line(rng: np.random.Generator, truth: world.Reading) -> horizon.Spec:
     """A line to ask about: half the time within HORIZON_YES of the horizon (Yes), else at least 0.1 away (No)."""
-    near = rng.random() < 0.5
-    if near:
-        y = truth.horizon + rng.uniform(-HORIZON_YES, HORIZON_YES) * 0.8
-    else:
+    if rng.random() < 0.5:
+        return line_on_horizon(rng, truth)
+    y = rng.uniform(0.12, 0.88)
+    while abs(y - truth.horizon) < 0.1:
         y = rng.uniform(0.12, 0.88)
-        while abs(y - truth.horizon) < 0.1:
-            y = rng.uniform(0.12, 0.88)
-    y = float(np.clip(y, 0.05, 0.95))
-    tilt = truth.tilt + rng.uniform(-1.5, 1.5) if near else rng.uniform(-4, 4)
-    return horizon.Spec(round(y, 3), round(float(np.clip(tilt, -4, 4)), 1))
+    return horizon.Spec(round(float(np.clip(y, 0.05, 0.95)), 3), round(float(rng.uniform(-4, 4)), 1))
+
+
+def line_on_horizon(rng: np.random.Generator, truth: world.Reading) -> horizon.Spec:
+    """A line the judge should say Yes to: within 0.8 HORIZON_YES of the horizon, nearly as tilted."""
+    y = float(np.clip(truth.horizon + rng.uniform(-HORIZON_YES, HORIZON_YES) * 0.8, 0.05, 0.95))
+    return horizon.Spec(round(y, 3), round(float(np.clip(truth.tilt + rng.uniform(-1.5, 1.5), -4, 4)), 1))
 
 
 def horizon_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
-    spec = horizon_line(rng, truth)
+    return line_row(image, horizon_line(rng, truth), truth)
+
+
+def line_row(image: Image.Image, spec: horizon.Spec, truth: world.Reading) -> ROW:
+    """The horizon question on `image` under the line `spec`, answered by the truth."""
     yes = abs(spec.y - truth.horizon) <= HORIZON_YES
     return overlaid(image, horizon.render(spec, image.size)), horizon.QUESTION, "Yes" if yes else "No"
+
+
+NEAR_MISS = (0.09, 0.16)  # how far from the horizon a near-miss line is (a fooled run is one over 0.1 away)
+
+
+def near_miss_line(rng: np.random.Generator, truth: world.Reading) -> horizon.Spec:
+    """A level-ish line just too far from the horizon to be on it (NEAR_MISS away, above or below, kept inside the
+    picture). `horizon_line`'s No lines are uniform over the picture, so few fall between 0.1 and 0.16 away; run
+    13's judge said P 0.95 to lines 0.13 from a snowy plain's horizon, and LoRAs stop there."""
+    gap = float(rng.uniform(*NEAR_MISS))
+    sides = [s for s in (-1, 1) if 0.05 <= truth.horizon + s * gap <= 0.95] or [1 if truth.horizon < 0.5 else -1]
+    y = float(np.clip(truth.horizon + float(rng.choice(sides)) * gap, 0.05, 0.95))
+    return horizon.Spec(round(y, 3), round(float(np.clip(truth.tilt + rng.uniform(-1.5, 1.5), -4, 4)), 1))
+
+
+def near_miss_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    """Half the time a near miss (`near_miss_line`, answer No), else a line on the horizon (Yes), so that the
+    rows teach where Yes ends rather than saying No more often."""
+    make = line_on_horizon if rng.random() < 0.5 else near_miss_line
+    return line_row(image, make(rng, truth), truth)
 
 
 def palette_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading, scene: world.Scene | None,
@@ -127,18 +153,21 @@ def distance_of(point: tuple[float, float], truth: world.Reading) -> float:
     return 1e3 if y <= line + 0.02 else 1.0 / (y - line)
 
 
-def depth_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
-    # Two points at clearly different depths; a horizon read near the bottom leaves almost no ground (a run once
-    # looped forever on one), so after 200 draws the points are the sky's top and the ground's last row.
+def depth_points(rng: np.random.Generator, truth: world.Reading) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Two points at clearly different depths; a horizon read near the bottom leaves almost no ground (a run once
+    looped forever on one), so after 200 draws the points are the sky's top and the ground's last row."""
     for _ in range(200):
         a = (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9)))
         b = (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9)))
         da, db = distance_of(a, truth), distance_of(b, truth)
         if max(da, db) / min(da, db) > 1.5 and abs(a[0] - b[0]) > 0.08:
-            break
-    else:
-        a, b = (0.3, 0.05), (0.7, 0.98)
-        da, db = distance_of(a, truth), distance_of(b, truth)
+            return a, b
+    return (0.3, 0.05), (0.7, 0.98)
+
+
+def depth_row(rng: np.random.Generator, image: Image.Image, truth: world.Reading) -> ROW:
+    a, b = depth_points(rng, truth)
+    da, db = distance_of(a, truth), distance_of(b, truth)
     relation = str(rng.choice(list(depth.RELATIONS)))
     spec = depth.Spec(a, b, relation)
     (question, _), = depth.questions(spec)[:1]
@@ -413,6 +442,21 @@ def aux_items(rng: np.random.Generator, pool: list[tuple[Image.Image, world.Scen
     return items
 
 
+# pixels under the depth overlay, (A's x, A's y, B's x, B's y, 1 if A is closer else 0)
+DEPTH_AUX = tuple[torch.Tensor, tuple[float, ...]]
+
+
+def depth_aux_items(rng: np.random.Generator, items: list[Seen]) -> list[DEPTH_AUX]:
+    """For every image of the pool, the image under two labelled points with where each is and which is closer:
+    what the vision tower must see to answer the depth question (at chance in runs 1-13 without it)."""
+    out = []
+    for item in items:
+        a, b = depth_points(rng, item.truth)
+        closer = float(distance_of(a, item.truth) < distance_of(b, item.truth))
+        out.append((overlaid(item.image, depth.render(depth.Spec(a, b), item.image.size)), (*a, *b, closer)))
+    return out
+
+
 class Probes(torch.nn.Module):
     """Linear heads on the vision tower's features, used only while training: the horizon, the line and their
     difference, the toy aesthetic, the scene and the time (the old world's judge sat at chance on the horizon without
@@ -423,6 +467,7 @@ class Probes(torch.nn.Module):
         super().__init__()
         self.heights = torch.nn.Linear(width, 4)
         self.classes = torch.nn.Linear(width, len(world.SCENES) + len(world.TIMES))
+        self.points = torch.nn.Linear(width, 5)
 
     def loss(self, vlm, items: list[AUX]) -> torch.Tensor:
         features = vision_features(vlm, [pixels for pixels, *_ in items])
@@ -432,6 +477,13 @@ class Probes(torch.nn.Module):
         return (20 * torch.nn.functional.mse_loss(self.heights(features), heights)
                 + 0.3 * torch.nn.functional.cross_entropy(logits[:, :n], torch.tensor([s for *_, s, _ in items]))
                 + 0.3 * torch.nn.functional.cross_entropy(logits[:, n:], torch.tensor([t for *_, t in items])))
+
+    def depth_loss(self, vlm, items: list[DEPTH_AUX]) -> torch.Tensor:
+        """Where Point A and Point B are (so the labels are read, not only the dots) and which is closer."""
+        out = self.points(vision_features(vlm, [pixels for pixels, _ in items]))
+        target = torch.tensor([t for _, t in items], dtype=torch.float32)
+        return (20 * torch.nn.functional.mse_loss(out[:, :4], target[:, :4])
+                + 0.3 * torch.nn.functional.binary_cross_entropy_with_logits(out[:, 4], target[:, 4]))
 
 
 def vision_features(vlm, images: list[torch.Tensor]) -> torch.Tensor:
@@ -461,7 +513,7 @@ def seen(pool: list[tuple[Image.Image, world.Scene | None]]) -> list[Seen]:
 # Shares of the fresh rows by task (`--fresh`): the first continuation drew horizon 0.3, depth 0.3, line weight 0.1,
 # rubric 0.3 (horizon 0.63 -> 0.92; depth stayed at chance).
 FRESH = {"horizon": 0.3, "depth": 0.3, "line weight": 0.1, "rubric": 0.3}
-FRESH_TASKS = ("horizon", "depth", "line weight", "palette", "rubric", "describe", "alignment", "scene")
+FRESH_TASKS = ("horizon", "near miss", "depth", "line weight", "palette", "rubric", "describe", "alignment", "scene")
 
 
 def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict[str, float] | None = None
@@ -486,7 +538,8 @@ def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict
         elif kind == "describe":  # image -> prompt, or PRIP's pivot -> keywords
             rows.append(describe_rows(item.image, item.truth)[int(rng.integers(2))])
         else:
-            make = {"horizon": horizon_row, "depth": depth_row, "line weight": line_weight_row}[kind]
+            make = {"horizon": horizon_row, "near miss": near_miss_row, "depth": depth_row,
+                    "line weight": line_weight_row}[kind]
             rows.append(make(rng, item.image, item.truth))
     return rows
 
@@ -518,11 +571,12 @@ def digit_target(values: torch.Tensor) -> torch.Tensor:
 
 def train(vlm, rows: list[ROW], seconds: float, seed: int = 0, batch: int = 12, aux: list[AUX] | None = None,
           focus: float = 0.0, items: list[Seen] | None = None, shares: dict[str, float] | None = None,
-          scores: int = 0) -> dict:
+          scores: int = 0, depth_aux: list[DEPTH_AUX] | None = None) -> dict:
     """Answer cross-entropy (the answer and the end of the turn, so written texts stop) of every task's rows through
     the app's own adapter (`VLM.nll_rows`), under a budget; one text-only batch (rewriting) for every three image
     batches, each image batch `batch` rows drawn from all of `rows` (a `focus` share of them `fresh_rows` on
-    `items`), plus `Probes` on 16 of `aux` and `score_loss` on `scores` rubric digits of `items`."""
+    `items`), plus `Probes` on 16 of `aux` (and 16 of `depth_aux`) and `score_loss` on `scores` rubric digits of
+    `items`."""
 
 
     model, end = vlm.model, vlm.tokenizer.eos_token
@@ -545,6 +599,8 @@ def train(vlm, rows: list[ROW], seconds: float, seed: int = 0, batch: int = 12, 
         losses[kind].append(loss.item())
         if probes is not None and kind == "image":
             probe = probes.loss(vlm, [aux[i] for i in rng.integers(len(aux), size=16)])
+            if depth_aux:
+                probe = probe + probes.depth_loss(vlm, [depth_aux[i] for i in rng.integers(len(depth_aux), size=16)])
             losses["probes"].append(probe.item())
             loss = loss + probe
         if scores and items and kind == "image":
@@ -587,6 +643,11 @@ def gates(vlm, held: list[tuple[Image.Image, world.Scene | None]], seed: int) ->
         for kind, (pixels, question, answer) in zip(kinds, rows_for(rng, image, scene), strict=False):
             p_yes = float(torch.exp(-vlm.nll_rows([(pixels, question, "Yes")])[0]))
             right.setdefault(kind, []).append((p_yes > 0.5) == (answer == "Yes"))
+    near = np.random.default_rng(seed + 1)  # its own draws, so the other gates stay comparable with earlier runs
+    for image, _ in held:
+        pixels, question, answer = near_miss_row(near, image, world.read(np.asarray(image)))
+        p_yes = float(torch.exp(-vlm.nll_rows([(pixels, question, "Yes")])[0]))
+        right.setdefault("horizon near miss", []).append((p_yes > 0.5) == (answer == "Yes"))
     accuracy = {k: round(float(np.mean(v)), 3) for k, v in right.items()}
     accuracy["scene told apart"] = scenes_told_apart(vlm, [image for image, _ in held], rng)
     items, truth = [], {r: [] for r in judge.RUBRICS}

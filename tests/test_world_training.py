@@ -90,6 +90,39 @@ def test_a_depth_row_comes_back_when_the_horizon_leaves_almost_no_ground(image_a
     assert "Point A" in question and answer in ("Yes", "No")
 
 
+def test_near_miss_rows_teach_where_yes_ends(image_and_scene):
+    # Run 13's judge said P 0.95 to lines 0.13 from a horizon: its No lines were mostly far away.
+    image, _ = image_and_scene
+    truth = world.read(np.asarray(image))
+    rng = np.random.default_rng(2)
+    for horizon_at in (0.06, 0.5, 0.94):  # near either edge a miss goes to the side that stays inside the picture
+        moved = dataclasses.replace(truth, horizon=horizon_at)
+        gaps = [abs(world_vlm_training.near_miss_line(rng, moved).y - horizon_at) for _ in range(50)]
+        assert min(gaps) >= world_vlm_training.NEAR_MISS[0] - 1e-3 and max(gaps) <= world_vlm_training.NEAR_MISS[1] + 1e-3
+    answers = [world_vlm_training.near_miss_row(rng, image, truth)[2] for _ in range(60)]
+    assert 20 <= answers.count("No") <= 40 and set(answers) == {"Yes", "No"}
+    for _ in range(20):  # a Yes line is on the horizon by the same rule as every horizon row
+        pixels, question, answer = world_vlm_training.line_row(image, world_vlm_training.line_on_horizon(rng, truth),
+                                                               truth)
+        assert answer == "Yes" and question == horizon.QUESTION
+
+
+def test_depth_probe_targets_say_where_the_points_are_and_which_is_closer(image_and_scene):
+    image, scene = image_and_scene
+    items = world_vlm_training.seen([(image, scene)] * 12)
+    aux = world_vlm_training.depth_aux_items(np.random.default_rng(4), items)
+    truth = items[0].truth
+    for pixels, (ax, ay, bx, by, closer) in aux:
+        assert tuple(pixels.shape) == (1, 3, world.SIZE, world.SIZE)
+        # red dots drawn where the targets say (the picture is a green field at noon: no red of its own there)
+        row, col = round(ay * (world.SIZE - 1)), round(ax * (world.SIZE - 1))
+        r, g, b = pixels[0, :, row, col].tolist()
+        assert r > 0.8 and g < 0.3 and b < 0.3, (ax, ay)
+        expect = world_vlm_training.distance_of((ax, ay), truth) < world_vlm_training.distance_of((bx, by), truth)
+        assert closer == float(expect)
+    assert {t[-1] for _, t in aux} == {0.0, 1.0}  # both answers taught
+
+
 def test_rubric_rows_are_scored_in_the_judges_layout_with_words_of_the_grammar(image_and_scene):
     image, _ = image_and_scene
     truth = world.read(np.asarray(image))

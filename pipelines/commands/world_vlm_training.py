@@ -23,6 +23,7 @@ from ..world_vlm_training import (
     FRESH_TASKS,
     aux_items,
     build_vlm,
+    depth_aux_items,
     fooling_round,
     gates,
     image_rows,
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scores", type=int, default=0,
                         help="rubric digits per image batch trained directly (`score_loss`), besides written verdicts")
     parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
-                                        "horizon, depth, line weight, palette, rubric, describe; default: FRESH)")
+                                        f"{', '.join(FRESH_TASKS)}; default: FRESH)")
+    parser.add_argument("--depth-probe", action="store_true",
+                        help="also train a probe on where Point A and Point B are and which is closer")
     return parser
 
 
@@ -90,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         vlm = build_vlm(TRAIN_SEED)
     rows_rng = np.random.default_rng(TRAIN_SEED + 30)
     rows, aux, items = image_rows(rows_rng, pool), aux_items(rows_rng, pool), seen(pool)
+    depth_aux = depth_aux_items(np.random.default_rng(TRAIN_SEED + 31), items) if args.depth_probe else None
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
     report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
-                    "focus": args.focus, "fresh": shares, "scores": args.scores}
+                    "focus": args.focus, "fresh": shares, "scores": args.scores, "depth_probe": args.depth_probe}
     first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
     report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
-                            items=items, shares=shares, scores=args.scores)
+                            items=items, shares=shares, scores=args.scores, depth_aux=depth_aux)
     print(report["train"], flush=True)
     for round_ in range(1, args.rounds + 1):
         fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         aux += aux_items(rows_rng, [(im, None) for im in images])
         items += seen([(im, None) for im in images])
         more = train(vlm, rows, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_, aux=aux,
-                     focus=args.focus, items=items, shares=shares, scores=args.scores)
+                     focus=args.focus, items=items, shares=shares, scores=args.scores, depth_aux=depth_aux)
         report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
         print(report["rounds"][-1], flush=True)
     report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)  # as saved
