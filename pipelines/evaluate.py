@@ -12,7 +12,8 @@ palette's nearest swatch.
 
 The VLM's own P(expected answers) is what the loop optimizes and can be fooled; the estimator is the truth. Each
 run also reports the alignment score (P(Yes) to "Does this image show {prompt}?"), whether the images still show the
-prompt's scene (toy world: read from the pixels), their artefacts (toy world: high-frequency energy against clean
+prompt's scene (toy world: read from the pixels), whether they kept what the control did not ask about (its
+things, and for a palette the horizon: `rest_kept`), their artefacts (toy world: high-frequency energy against clean
 renders, 1 = clean; tiles and stripes score several times that), and whether the judge was fooled (P above 0.9 while
 the analytic distance stays above its threshold).
 
@@ -164,6 +165,7 @@ class Measured:
     scene_after: list[str] = field(default_factory=list)
     artefacts_before: list[float] = field(default_factory=list)  # toy world: `world.artefacts` of each image
     artefacts_after: list[float] = field(default_factory=list)
+    rest_kept: list[bool] = field(default_factory=list)  # toy world: each seed kept what was not asked (`rest_kept`)
     fooled: bool = False
     guard: dict[str, object] = field(default_factory=dict)  # `steering.guard` on the unseen seeds: ratios, warnings
 
@@ -178,6 +180,19 @@ class Measured:
 def kept(scenes: list[str], prompt: str) -> bool:
     """At least half of `scenes` (read from images) are the scene `prompt` names."""
     return sum(s == world.parse(prompt).get("scene") for s in scenes) * 2 >= len(scenes)
+
+
+REST_HORIZON = 0.05  # a palette run keeps the horizon when it moves less than this
+
+
+def rest_kept(before: world.Reading, after: world.Reading, task: str) -> bool:
+    """Whether a picture kept what its control did not ask about, read from the pixels of the same seed before and
+    after: the things in it (a tree and its side, a sun or moon, clouds, birds) and, for a palette, the horizon
+    too. A palette in this world changes the colours and so often the scene read from them ("kept the prompt's
+    scene"); this says whether the rest of the picture stayed."""
+    things = ("tree", "body", "clouds", "birds")
+    same = all(getattr(before, k) == getattr(after, k) for k in things)
+    return same and (task != "palette" or abs(before.horizon - after.horizon) <= REST_HORIZON)
 
 
 def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int, seeds: int,
@@ -215,7 +230,9 @@ def measure(run: Run, generator, vlm, estimator: HorizonEstimator, *, steps: int
                  [control_p(im) for im in before], [control_p(im) for im in after],
                  alignment(before), alignment(after))
     if "scene" in world.parse(run.prompt):  # a prompt of the toy world's grammar: its scene and artefacts read back
-        m.scene_before, m.scene_after = ([world.read(im).scene for im in ims] for ims in (before, after))
+        readings = [[world.read(im) for im in ims] for ims in (before, after)]
+        m.scene_before, m.scene_after = ([r.scene for r in rs] for rs in readings)
+        m.rest_kept = [rest_kept(b, a, run.task) for b, a in zip(*readings, strict=True)]
         m.artefacts_before, m.artefacts_after = ([world.artefacts(im) for im in ims] for ims in (before, after))
     if run.task == "horizon":
         m.horizons_before = [estimated[id(im)] for im in before]
@@ -260,6 +277,8 @@ def summarise(task: str, measured: Sequence[Measured], budget: float | None = No
                                                         if m.run.target == t) for t in targets}
             row["artefacts"] = float(np.mean([x for m in read for x in (m.artefacts_after if after
                                                                          else m.artefacts_before)]))
+            if after and all(m.rest_kept for m in read):
+                row["rest_kept"] = sum(sum(m.rest_kept) * 2 >= len(m.rest_kept) for m in read)
         spreads = [float(np.std(m.horizons_after if after else m.horizons_before)) for m in ms if m.horizons_after]
         if spreads:  # how different the unseen seeds' horizons are: 0 when every seed gives the same picture
             row["horizon_sd"] = float(np.mean(spreads))
@@ -283,13 +302,14 @@ def markdown(summary: dict[str, object]) -> str:
     unit = "horizon distance (fraction of H)" if task == "horizon" else "palette distance (CIEDE2000)"
     label = "line" if task == "horizon" else "palette"
     head = ["", f"mean {unit}", *[f"{label} {t}" for t in targets], "P(expected answers)", "alignment P",
-            "kept the prompt's scene", "artefacts (1 = clean)", "judge fooled", "horizon sd over seeds",
-            "diversity after / before", "guard warned", "steps (mean)", "seconds (mean)"]
+            "kept the prompt's scene", "kept the rest", "artefacts (1 = clean)", "judge fooled",
+            "horizon sd over seeds", "diversity after / before", "guard warned", "steps (mean)", "seconds (mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, row in rows.items():
         scene = f"{row['scene_kept']}/{row['runs']}" if "scene_kept" in row else "-"
         cells = [name, f"{row['distance']:.3f}", *[f"{row['per_target'][t]:.3f}" for t in targets], f"{row['p']:.3f}",
-                 f"{row['alignment']:.3f}", scene, f"{row['artefacts']:.2f}" if "artefacts" in row else "-",
+                 f"{row['alignment']:.3f}", scene, f"{row['rest_kept']}/{row['runs']}" if "rest_kept" in row else "-",
+                 f"{row['artefacts']:.2f}" if "artefacts" in row else "-",
                  f"{row['fooled']}/{row['runs']}" if "fooled" in row else "-",
                  f"{row['horizon_sd']:.3f}" if "horizon_sd" in row else "-",
                  f"{row['diversity_ratio']:.2f}" if row.get("diversity_ratio") is not None else "-",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -165,3 +166,25 @@ def test_an_ablation_at_equal_wall_clock_writes_a_row_per_variant(tmp_path, caps
     assert all(1 <= s < 500 for s in steps.values()) and steps["all"] < steps["method"]  # the budget, not the cap
     assert record["rows"]["method + all"]["guard_warned"] in (0, 1)
     assert "| method + views |" in (tmp_path / "table.md").read_text()
+
+
+def test_kept_the_rest_is_what_the_control_did_not_ask_about():
+    from pipelines import world
+
+    def reading(**changes):
+        base = world.read(world.render(world.Scene("a green field", "noon", 0.6, tree="left", tree_x=0.25, seed=3)))
+        return dataclasses.replace(base, **changes)
+
+    before = reading()
+    assert before.tree == "left"
+    # a palette run: the horizon belongs to the rest; a horizon run is asked to move it
+    assert evaluate.rest_kept(before, reading(horizon=before.horizon + 0.03), "palette")
+    assert not evaluate.rest_kept(before, reading(horizon=before.horizon + 0.2), "palette")
+    assert evaluate.rest_kept(before, reading(horizon=before.horizon + 0.2), "horizon")
+    # things the prompt did not ask about: a tree lost or moved, clouds or a sun appearing
+    assert not evaluate.rest_kept(before, reading(tree=None), "horizon")
+    assert not evaluate.rest_kept(before, reading(tree="right"), "palette")
+    assert not evaluate.rest_kept(before, reading(clouds=not before.clouds), "horizon")
+    assert not evaluate.rest_kept(before, reading(body="sun"), "palette")
+    # colours are a palette's to change
+    assert evaluate.rest_kept(before, reading(scene="a lavender field", time="sunset"), "palette")
