@@ -426,6 +426,31 @@ def image_rows(rng: np.random.Generator, pool: list[tuple[Image.Image, world.Sce
     return rows
 
 
+TEXTURES = ("checks", "stripes", "bands", "blotches")
+
+
+def textured(rng: np.random.Generator, image: Image.Image, kind: str | None = None) -> Image.Image:
+    """The image under one of the textures our LoRAs paint when they fool the judge (EVALUATION.md's sheets): a
+    checkered tiling, vertical stripes, horizontal bands, a grid of soft blotches; random cell size and strength.
+    Its truths are read back from its pixels like any image's (the toy aesthetic loses up to 2 for texture)."""
+    kind = kind or str(rng.choice(TEXTURES))
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w = pixels.shape[:2]
+    rows, cols = np.mgrid[0:h, 0:w]
+    cell, strength = int(rng.integers(3, 9)), float(rng.uniform(0.25, 0.6))
+    if kind == "checks":
+        pattern = ((rows // cell + cols // cell) % 2).astype(np.float32)
+    elif kind == "stripes":
+        pattern = ((cols // cell) % 2).astype(np.float32)
+    elif kind == "bands":
+        pattern = ((rows // cell) % 2).astype(np.float32)
+    else:
+        period = 2 * cell + 4
+        pattern = (0.5 + 0.25 * (np.sin(2 * np.pi * rows / period) + np.sin(2 * np.pi * cols / period))).clip(0, 1)
+    shaded = pixels * (1 - strength * pattern[..., None])
+    return Image.fromarray(shaded.round().clip(0, 255).astype(np.uint8))
+
+
 # pixels, (horizon, line, difference, aesthetic / 5), scene, time
 AUX = tuple[torch.Tensor, tuple[float, ...], int, int]
 

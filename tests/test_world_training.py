@@ -123,6 +123,19 @@ def test_depth_probe_targets_say_where_the_points_are_and_which_is_closer(image_
     assert {t[-1] for _, t in aux} == {0.0, 1.0}  # both answers taught
 
 
+def test_textured_copies_cost_the_toy_aesthetic_and_keep_the_scene(image_and_scene):
+    # The judge's training sees the textures hacked LoRAs paint, scored by the same analytic aesthetic.
+    image, _ = image_and_scene
+    clean = world.aesthetic(image)
+    rng = np.random.default_rng(5)
+    for kind in ("checks", "stripes", "bands"):
+        copy = world_vlm_training.textured(rng, image, kind)
+        assert copy.size == image.size and world.artefacts(copy) > 2 * world.artefacts(image), kind
+        assert world.aesthetic(copy) < clean - 0.5, kind
+        assert world.read(copy).scene == "a green field", kind  # darker in a pattern, still the prompt's scene
+    assert world_vlm_training.textured(rng, image).size == image.size  # a texture drawn at random
+
+
 def test_rubric_rows_are_scored_in_the_judges_layout_with_words_of_the_grammar(image_and_scene):
     image, _ = image_and_scene
     truth = world.read(np.asarray(image))

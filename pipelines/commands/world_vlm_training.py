@@ -29,6 +29,7 @@ from ..world_vlm_training import (
     image_rows,
     save_vlm,
     seen,
+    textured,
     train,
 )
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rubric digits per image batch trained directly (`score_loss`), besides written verdicts")
     parser.add_argument("--fresh", help="shares of the fresh rows by task, e.g. 'rubric=0.5,horizon=0.2' (tasks: "
                                         f"{', '.join(FRESH_TASKS)}; default: FRESH)")
+    parser.add_argument("--textured", type=float, default=0.0,
+                        help="add this share of the pool again under the textures hacked LoRAs paint (`textured`), "
+                             "read by the truth like any image: fresh rows and rubric digits learn that they cost")
     parser.add_argument("--depth-probe", action="store_true",
                         help="also train a probe on where Point A and Point B are and which is closer")
     return parser
@@ -93,10 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         vlm = build_vlm(TRAIN_SEED)
     rows_rng = np.random.default_rng(TRAIN_SEED + 30)
     rows, aux, items = image_rows(rows_rng, pool), aux_items(rows_rng, pool), seen(pool)
+    if args.textured:  # fresh rows and digits only: the cached rows stay the clean pictures
+        tex_rng = np.random.default_rng(TRAIN_SEED + 32)
+        picked = tex_rng.choice(len(pool), size=round(args.textured * len(pool)), replace=False)
+        items += seen([(textured(tex_rng, pool[i][0]), None) for i in picked])
     depth_aux = depth_aux_items(np.random.default_rng(TRAIN_SEED + 31), items) if args.depth_probe else None
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
     report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
-                    "focus": args.focus, "fresh": shares, "scores": args.scores, "depth_probe": args.depth_probe}
+                    "focus": args.focus, "fresh": shares, "scores": args.scores, "depth_probe": args.depth_probe,
+                    "textured": args.textured}
     first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
     report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
                             items=items, shares=shares, scores=args.scores, depth_aux=depth_aux)
