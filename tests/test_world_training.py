@@ -98,7 +98,8 @@ def test_near_miss_rows_teach_where_yes_ends(image_and_scene):
     for horizon_at in (0.06, 0.5, 0.94):  # near either edge a miss goes to the side that stays inside the picture
         moved = dataclasses.replace(truth, horizon=horizon_at)
         gaps = [abs(world_vlm_training.near_miss_line(rng, moved).y - horizon_at) for _ in range(50)]
-        assert min(gaps) >= world_vlm_training.NEAR_MISS[0] - 1e-3 and max(gaps) <= world_vlm_training.NEAR_MISS[1] + 1e-3
+        low, high = world_vlm_training.NEAR_MISS
+        assert min(gaps) >= low - 1e-3 and max(gaps) <= high + 1e-3
     answers = [world_vlm_training.near_miss_row(rng, image, truth)[2] for _ in range(60)]
     assert 20 <= answers.count("No") <= 40 and set(answers) == {"Yes", "No"}
     for _ in range(20):  # a Yes line is on the horizon by the same rule as every horizon row
