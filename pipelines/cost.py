@@ -173,7 +173,8 @@ class CostReport:
         out = dataclasses.asdict(self)
         out |= {"prediction": True, "flops_per_step_total": self.flops_per_step,
                 "steering_flops": {"views_4": self.steering_flops(views=4), "noises_2": self.steering_flops(noises=2),
-                                   "keep": self.steering_flops(keep=1.0)},
+                                   "keep": self.steering_flops(keep=1.0),
+                                   "prompt_question": self.steering_flops(questions=2)},
                 "process_peak_bytes": self.process_peak_bytes,
                 "fits_gib": {str(g): self.fits(g) for g in GPU_SIZES_GIB}}
         return out
@@ -210,23 +211,26 @@ class CostReport:
         lines += [f"  - {a}" for a in self.assumptions]
         return "\n".join(lines)
 
-    def steering_flops(self, views: int = 0, noises: int = 1, keep: float = 0.0) -> float:
+    def steering_flops(self, views: int = 0, noises: int = 1, keep: float = 0.0, questions: int = 1) -> float:
         """FLOPs of one step with `steering.py`'s options (a prediction from the stages): every view past the first
-        runs the VLM stage again, every noise the whole step, and `keep` the base model's picture for the same
+        and every question past the first (the prompt's own question, `--keep-prompt`) runs the VLM stage again
+        (one batch row each), every noise the whole step, and `keep` the base model's picture for the same
         noise: the no-grad sampler again (multi-step models) and one no-grad forward of the transformer and the VAE
         decoder (a quarter of their stage with checkpointing: forward, recomputed forward and a backward of about
         two; a third without)."""
         stage = {s.name: s.flops for s in self.stages}
         forward = (stage["sampler (no grad)"] + (stage["transformer"] + stage["vae decode"])
                    / (4 if self.checkpointing else 3))
-        per_noise = self.flops_per_step + stage["vlm"] * (max(views, 1) - 1) + (forward if keep else 0.0)
+        rows = max(views, 1) * max(questions, 1)
+        per_noise = self.flops_per_step + stage["vlm"] * (rows - 1) + (forward if keep else 0.0)
         return noises * per_noise
 
     def steering_line(self) -> str:
         """The cost of each steering option alone, as a multiple of the plain step (what `bench --cost` prints)."""
         plain = self.flops_per_step
         parts = {"4 views": self.steering_flops(views=4), "2 noises": self.steering_flops(noises=2),
-                 "keep": self.steering_flops(keep=1.0), "all three": self.steering_flops(4, 2, 1.0)}
+                 "keep": self.steering_flops(keep=1.0), "the prompt's question": self.steering_flops(questions=2),
+                 "all three": self.steering_flops(4, 2, 1.0)}
         return "steering (steering.py), a step with: " + ", ".join(f"{k} x{v / plain:.2f}" for k, v in parts.items())
 
     @property

@@ -41,10 +41,12 @@ VLM_SHARE = 14.91 / 76.7
 BASE_PASS_SHARE = (54.97 + 6.80) / 4 / 76.7
 
 
-def step_cost(views: int = 0, noises: int = 1, keep: float = 0.0) -> float:
+def step_cost(views: int = 0, noises: int = 1, keep: float = 0.0, questions: int = 1) -> float:
     """A step with these steering options over the plain step, in FLOPs (predicted from the cost model's shares):
-    each view more runs the VLM again, each noise the whole step, and `keep` one no-grad pass to the base picture."""
-    return noises * (1 + VLM_SHARE * (max(views, 1) - 1) + (BASE_PASS_SHARE if keep else 0.0))
+    each view and each question more (the prompt's own, `keep_prompt`) runs the VLM again, each noise the whole
+    step, and `keep` one no-grad pass to the base picture."""
+    rows = max(views, 1) * max(questions, 1)
+    return noises * (1 + VLM_SHARE * (rows - 1) + (BASE_PASS_SHARE if keep else 0.0))
 
 
 # ---------- views ------------------------------------------------------------------------------------------------

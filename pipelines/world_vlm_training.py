@@ -572,13 +572,24 @@ def fresh_rows(rng: np.random.Generator, items: list[Seen], n: int, shares: dict
 SCORE_SD = 0.5  # the spread of the soft digit target around the analytic score (a real judge is not exact either)
 
 
-def score_loss(vlm, rng: np.random.Generator, items: list[Seen], n: int) -> torch.Tensor:
+def score_loss(vlm, rng: np.random.Generator, items: list[Seen], n: int, paired: bool = False) -> torch.Tensor:
     """Cross-entropy of the digit after "Score:" against a soft target centred on the analytic score, for `n`
     random (image, rubric, prompt), read where the app reads it (`judge.continuous_scores`). In a written verdict the
     digit is one token of about twenty, and runs 5-11 learnt the explanation while the digit stayed the same for
-    every image (score sd 0.05 over held-out images, Spearman at chance)."""
-    chosen = [(items[i], str(rng.choice(list(judge.RUBRICS)))) for i in rng.integers(len(items), size=n)]
-    prompts = [prompt_to_score(rng, item.truth) for item, _ in chosen]
+    every image (score sd 0.05 over held-out images, Spearman at chance).
+
+    `paired`: half the digits come in pairs, one image and a rubric that reads the prompt (alignment, preference)
+    scored for a prompt the image shows and for one it does not (`other_prompt`), so that only the prompt tells the
+    two targets apart. Drawn independently, the alignment digit of runs 13-16 learnt the image alone: about 3 for a
+    beach whether asked about "a beach" or "a snowy plain"."""
+    pairs = n // 4 if paired else 0
+    reads_prompt = [r for r in judge.RUBRICS if "{prompt}" in judge.RUBRICS[r]]
+    both = [(items[i], str(rng.choice(reads_prompt))) for i in rng.integers(len(items), size=pairs)]
+    alone = [(items[i], str(rng.choice(list(judge.RUBRICS)))) for i in rng.integers(len(items), size=n - 2 * pairs)]
+    chosen = [pick for pick in both for _ in range(2)] + alone
+    prompts = [prompt for item, _ in both for prompt in (short_of(rng, item.truth.attributes()),
+                                                         other_prompt(rng, item.truth.attributes()))]
+    prompts += [prompt_to_score(rng, item.truth) for item, _ in alone]
     prefix, ids = judge.score_prefix(vlm), judge.digit_ids(vlm)
     logits = vlm.next_token_logits([(from_pil(item.image), judge.rubric_prompt(rubric, prompt), prefix)
                                     for (item, rubric), prompt in zip(chosen, prompts, strict=True)])[:, ids]
@@ -596,12 +607,12 @@ def digit_target(values: torch.Tensor) -> torch.Tensor:
 
 def train(vlm, rows: list[ROW], seconds: float, seed: int = 0, batch: int = 12, aux: list[AUX] | None = None,
           focus: float = 0.0, items: list[Seen] | None = None, shares: dict[str, float] | None = None,
-          scores: int = 0, depth_aux: list[DEPTH_AUX] | None = None) -> dict:
+          scores: int = 0, depth_aux: list[DEPTH_AUX] | None = None, paired: bool = False) -> dict:
     """Answer cross-entropy (the answer and the end of the turn, so written texts stop) of every task's rows through
     the app's own adapter (`VLM.nll_rows`), under a budget; one text-only batch (rewriting) for every three image
     batches, each image batch `batch` rows drawn from all of `rows` (a `focus` share of them `fresh_rows` on
     `items`), plus `Probes` on 16 of `aux` (and 16 of `depth_aux`) and `score_loss` on `scores` rubric digits of
-    `items`."""
+    `items` (`paired`: in pairs that differ only by the prompt)."""
 
 
     model, end = vlm.model, vlm.tokenizer.eos_token
@@ -629,7 +640,7 @@ def train(vlm, rows: list[ROW], seconds: float, seed: int = 0, batch: int = 12, 
             losses["probes"].append(probe.item())
             loss = loss + probe
         if scores and items and kind == "image":
-            digits = score_loss(vlm, rng, items, scores)
+            digits = score_loss(vlm, rng, items, scores, paired)
             losses["scores"].append(digits.item())
             loss = loss + digits
         step_with(optimizer, loss, params, clock.lr(2e-3, step, 100))

@@ -88,6 +88,7 @@ BAD = {
     "scale out of range": (generate_cmd.main, ["--prompt", "a", "--scale", "50"], "50"),
     "bench unknown preset": (bench_cmd.main, ["--preset", "nope"], "nope"),
     "bench steps 0": (bench_cmd.main, ["--steps", "0"], "--steps 0"),
+    "bench views -1": (bench_cmd.main, ["--views", "-1"], "-1"),
     "rank 0": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--rank", "0"], "rank 0"),
     "lr 0": (optimize_cmd.main, ["--prompt", "a", "--question", "Q?", "--lr", "0"], "learning rate 0"),
     "composition with answers": (optimize_cmd.main, ["--prompt", "a", "--control", "composition", "--reference",
@@ -123,6 +124,17 @@ def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
     assert result["timed_steps"] == 3 and result["s_per_step_median"] > 0
     assert result["s_per_100_steps"] == pytest.approx(100 * result["s_per_step_median"], rel=0.01)
     assert result["cpu_peak_rss_gb"] > 0 or result.get("gpu_reserved_gb", 0) > 0
+    assert (result["views"], result["keep"], result["keep_prompt"]) == (0, 0.0, False)  # tiny's own steering
+
+
+def test_bench_times_the_steering_it_is_given(tmp_path, capsys):
+    code, out, err = run_main(bench_cmd.main, ["--preset", "tiny", "--steps", "2", "--warmup", "0", "--generations",
+                                               "1", "--views", "2", "--keep", "1", "--keep-prompt", "on",
+                                               "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    import json
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert (result["views"], result["noises"], result["keep"], result["keep_prompt"]) == (2, 1, 1.0, True)
 
 
 def test_lower_case_answers_are_the_answer_token(tmp_path, capsys):

@@ -162,7 +162,11 @@ def test_steering_costs_views_on_the_vlm_noises_on_everything_and_keep_a_forward
     assert report.steering_flops(views=4) == pytest.approx(plain + 3 * stage["vlm"])
     assert report.steering_flops(noises=2) == pytest.approx(2 * plain)
     assert plain < report.steering_flops(keep=1.0) < plain + stage["transformer"] + stage["vae decode"]
+    # the prompt's own question is one more VLM row per view
+    assert report.steering_flops(questions=2) == pytest.approx(plain + stage["vlm"])
+    assert report.steering_flops(views=4, questions=2) == pytest.approx(plain + 7 * stage["vlm"])
     assert "a step with: 4 views x" in report.text() and "keep x" in report.text()
+    assert "the prompt's question x" in report.text()
 
 
 def test_report_text_and_json_say_it_is_a_prediction(tiny_measurement):

@@ -240,3 +240,28 @@ def test_rubric_values_score_alignment_by_the_prompts_attributes_shown(image_and
     assert own_values["alignment"] == 5.0
     assert other_values["alignment"] < 5.0
     assert other_values["preference"] < 0.5 * own_values["aesthetic"] + 2.5
+
+
+def test_paired_score_digits_differ_only_by_a_prompt_shown_and_one_not_shown(image_and_scene, monkeypatch):
+    # Drawn one by one, the alignment digit of runs 13-16 learnt the picture alone (about 3 whatever scene was named)
+    from pipelines.loading import load_vlm
+    from pipelines.presets import get_preset
+
+    vlm = load_vlm(get_preset("toy"), "cpu")
+    asked = []
+
+    def logits(rows):
+        asked.extend(rows)
+        return torch.zeros(len(rows), len(vlm.tokenizer))
+
+    monkeypatch.setattr(vlm, "next_token_logits", logits)
+    item = world_vlm_training.seen([image_and_scene])[0]
+    world_vlm_training.score_loss(vlm, np.random.default_rng(0), [item], 8, paired=True)
+    assert len(asked) == 8
+    pairs = asked[:4]  # two pairs, then four digits drawn one by one
+    for (shown_pixels, shown_q, _), (other_pixels, other_q, _) in zip(pairs[::2], pairs[1::2], strict=True):
+        assert torch.equal(shown_pixels, other_pixels)
+        rubric = next(r for r in judge.RUBRICS if judge.RUBRICS[r].split("'")[0] in shown_q)
+        assert rubric in ("alignment", "preference") and judge.RUBRICS[rubric].split("'")[0] in other_q
+        shown, other = (q.split("'")[1] for q in (shown_q, other_q))
+        assert world.alignment(shown, item.truth) == 1.0 > world.alignment(other, item.truth)

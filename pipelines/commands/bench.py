@@ -17,11 +17,21 @@ from overlays.base import pair
 
 from .. import cost
 from ..bench import QUESTION, peak_memory_gb, sync
-from ..checks import check_compile, check_generate_size, check_output, check_renoise
+from ..checks import (
+    check_compile,
+    check_generate_size,
+    check_keep,
+    check_noises,
+    check_output,
+    check_renoise,
+    check_views,
+)
 from ..files import write_text
-from ..optimize import Step, optimize
+from ..optimize import Step, optimize, with_prompt_guard
 from ..presets import Preset
 from . import bench_suite, cli
+
+PROMPT = "a tropical beach at sunset"
 
 
 def add_cost_args(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also give the cost model's prediction for the same plan beside the measured figures")
     parser.add_argument("--json", help="also write the figures to this file ('-' with --cost: print JSON instead)")
     parser.add_argument("--suite", choices=["gpu"], help="the GPU benchmark (its options: --suite gpu --help)")
+    # Steering (`steering.py`): time a step with the options a run would use (default: the preset's)
+    parser.add_argument("--views", type=int, help="judged views per image (default: the preset's)")
+    parser.add_argument("--noises", type=int, help="initial noises per step (default: the preset's)")
+    parser.add_argument("--keep", type=float, help="preservation term's weight, 0 for off (default: the preset's)")
+    parser.add_argument("--keep-prompt", choices=["preset", "on", "off"], default="preset",
+                        help="also ask the prompt's own question, one more VLM row per view (default: the preset's)")
     add_cost_args(parser)
     return parser
 
@@ -109,7 +125,11 @@ def checked_preset(args: argparse.Namespace) -> Preset:
     if args.renoise:
         preset = dataclasses.replace(preset, renoise=check_renoise(pair(args.renoise, "--renoise")))
     check_compile(args.compile)
-    return preset
+    steering = dict(views=check_views(preset.views if args.views is None else args.views),
+                    noises=check_noises(preset.noises if args.noises is None else args.noises),
+                    keep=check_keep(preset.keep if args.keep is None else args.keep),
+                    keep_prompt={"preset": preset.keep_prompt, "on": True, "off": False}[args.keep_prompt])
+    return dataclasses.replace(preset, **steering)
 
 
 def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
@@ -118,7 +138,7 @@ def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
     generator, vlm = cli.load_models(args, preset)
     sync()
     load_s = time.perf_counter() - t0
-    cond = generator.encode("a tropical beach at sunset")
+    cond = generator.encode(PROMPT)
     generator.text_encoders_to("cpu")
     gen_times = []
     for i in range(args.generations + 1):  # the first call warms up kernels and caches
@@ -136,8 +156,10 @@ def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
     sync()
     start = time.perf_counter()
     checkpointing = {"preset": None, "on": True, "off": False}[args.checkpointing]
-    optimize(generator, vlm, cond, QUESTION, steps=args.warmup + args.steps, callback=mark, progress=False,
-             gradient_checkpointing=checkpointing, eval_seeds=0, compile=args.compile)
+    questions = with_prompt_guard(QUESTION, PROMPT) if preset.keep_prompt else QUESTION
+    optimize(generator, vlm, cond, questions, steps=args.warmup + args.steps, callback=mark, progress=False,
+             gradient_checkpointing=checkpointing, eval_seeds=0, compile=args.compile, views=preset.views,
+             noises=preset.noises, keep=preset.keep)
     step_times = [b - a for a, b in zip([start] + marks[:-1], marks, strict=False)][args.warmup:]
     s_per_step = statistics.median(step_times)
     return {
@@ -147,6 +169,7 @@ def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
         "gradient_checkpointing": preset.gradient_checkpointing if checkpointing is None else checkpointing,
         "renoise": preset.renoise, "compile": args.compile, "base_weights": preset.base_weights,
         "text_encoders": "offload" if preset.offload_text_encoders else "gpu",
+        "views": preset.views, "noises": preset.noises, "keep": preset.keep, "keep_prompt": preset.keep_prompt,
         "load_s": round(load_s, 2),
         "s_per_step_median": round(s_per_step, 4), "s_per_100_steps": round(100 * s_per_step, 2),
         "s_per_generation_median": round(statistics.median(gen_times[1:]), 4),
@@ -156,11 +179,14 @@ def timed(args: argparse.Namespace, preset: Preset) -> dict[str, object]:
 
 
 def predicted(preset: Preset, checkpointing: bool) -> dict[str, float]:
-    """The cost model's figures for the same preset, size and plan (`pipelines.cost`; a prediction)."""
+    """The cost model's figures for the same preset, size and plan (`pipelines.cost`; a prediction); the time floor
+    grows with the steering the step runs (`CostReport.steering_flops`)."""
     report = cost.estimate(preset, preset.resolution, checkpointing)
+    steered = report.steering_flops(preset.views, preset.noises, preset.keep, 2 if preset.keep_prompt else 1)
     return {"peak_gib": round(report.process_peak_bytes / cost.GIB, 2),
             "step_peak_gib": round(report.peak_bytes / cost.GIB, 2),
-            "floor_s_per_step": round(report.floor_s / report.steps, 4), "peak_tflops": report.peak_tflops}
+            "floor_s_per_step": round(report.floor_s / report.steps * steered / report.flops_per_step, 4),
+            "peak_tflops": report.peak_tflops}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--textured", type=float, default=0.0,
                         help="add this share of the pool again under the textures hacked LoRAs paint (`textured`), "
                              "read by the truth like any image: fresh rows and rubric digits learn that they cost")
+    parser.add_argument("--paired-scores", action="store_true",
+                        help="train the rubric digits in pairs: one image scored for a prompt it shows and one it "
+                             "does not, so the alignment digit must read the prompt")
     parser.add_argument("--depth-probe", action="store_true",
                         help="also train a probe on where Point A and Point B are and which is closer")
     return parser
@@ -105,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f}s", flush=True)
     report: dict = {"pool": len(pool), "held_out": len(held), "rounds": [], "resumed_from": str(args.resume or ""),
                     "focus": args.focus, "fresh": shares, "scores": args.scores, "depth_probe": args.depth_probe,
-                    "textured": args.textured}
+                    "textured": args.textured, "paired_scores": args.paired_scores}
     first = 60 * args.minutes * (0.7 if args.rounds else 1.0)
     report["train"] = train(vlm, rows, first, seed=TRAIN_SEED + 7 * bool(args.resume), aux=aux, focus=args.focus,
-                            items=items, shares=shares, scores=args.scores, depth_aux=depth_aux)
+                            items=items, shares=shares, scores=args.scores, depth_aux=depth_aux,
+                            paired=args.paired_scores)
     print(report["train"], flush=True)
     for round_ in range(1, args.rounds + 1):
         fooled, images = fooling_round(vlm, generator, args.loras, seed=1000 * round_)
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         aux += aux_items(rows_rng, [(im, None) for im in images])
         items += seen([(im, None) for im in images])
         more = train(vlm, rows, 60 * args.minutes * 0.3 / args.rounds, seed=TRAIN_SEED + round_, aux=aux,
-                     focus=args.focus, items=items, shares=shares, scores=args.scores, depth_aux=depth_aux)
+                     focus=args.focus, items=items, shares=shares, scores=args.scores, depth_aux=depth_aux,
+                            paired=args.paired_scores)
         report["rounds"].append({"fooled_before": round(fooled, 3), "images_added": len(images), "train": more})
         print(report["rounds"][-1], flush=True)
     report["fooled_after"] = round(fooling_round(vlm, generator, args.loras, seed=9000)[0], 3)  # as saved
