@@ -129,7 +129,7 @@ def test_bench_reports_median_step_time_and_memory(tmp_path, capsys):
 
 def test_bench_times_the_steering_it_is_given(tmp_path, capsys):
     code, out, err = run_main(bench_cmd.main, ["--preset", "tiny", "--steps", "2", "--warmup", "0", "--generations",
-                                               "1", "--views", "2", "--keep", "1", "--keep-prompt", "on",
+                                               "1", "--views", "2", "--keep", "1", "--keep-prompt",
                                                "--json", str(tmp_path / "b.json")], capsys)
     assert code == 0, err
     import json
