@@ -16,9 +16,10 @@ from . import world
 SANA_CODE = "https://github.com/NVlabs/Sana"  # ModelSpec's implementation of a Sana LoRA
 
 # The toy preset's steering (`steering.py`), the best measured on the toy world's Table 6 protocol (EVALUATION.md):
-# the preservation term with 4 judged views. Judge run 16: at the paper's 100 steps horizon 0.038, 14/15 scenes kept,
-# the judge fooled in none, artefacts x0.89; at this preset's 60 steps 0.054, 14/15 (keep alone 0.108; with the
-# prompt's question too 0.061, 13/15). Judge run 13, at 15 s: 0.076 against keep alone's 0.080, fooled 1/15 against 6.
+# the preservation term with 4 judged views. Judge run 17: at the paper's 100 steps horizon 0.036, 14/15 scenes
+# kept, the judge fooled in none, artefacts x0.91; at this preset's 60 steps 0.070, 14/15 (keep alone 0.093). Adding
+# the prompt's question measured better at 60 steps with run 17 (0.061, alignment P 0.91; worse with run 16): a
+# candidate default, not yet adopted (EVALUATION.md).
 STEERING_KEEP = 5.0
 STEERING_VIEWS = 4
 
