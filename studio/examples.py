@@ -19,6 +19,7 @@ from pipelines.commands import cli
 from pipelines.files import write_text
 from pipelines.generator import Generator
 from pipelines.loading import default_device, load_generator, load_vlm
+from pipelines.optimize import with_prompt_guard
 from pipelines.presets import get_preset
 from pipelines.steering import held
 from pipelines.vlm import VLM
@@ -65,7 +66,9 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
             entry["drawing"] = f"{name}-drawing.png"
             drawing = np.asarray(example.drawing.convert("RGBA"))
         built = build([name], preset.resolution, params, drawing=drawing, questions=example.questions)
-        events = list(run(generator, vlm, example.prompt, example.seed, built.questions, steps=steps,
+        # as the page runs it with its keep-prompt box at the preset's value
+        questions = with_prompt_guard(built.questions, example.prompt) if preset.keep_prompt else built.questions
+        events = list(run(generator, vlm, example.prompt, example.seed, questions, steps=steps,
                           out_path=folder / f"{name}-lora.safetensors", lock=lock, overlay=built.overlay,
                           overlay_description=built.description, target_p=preset.target_p,
                           steering={"hold": held([control.changes])}))
@@ -75,8 +78,9 @@ def make_examples(generator: Generator, vlm: VLM, folder: Path = EXAMPLES_DIR, s
         editor_value(done.before, DISPLAY)["background"].save(folder / f"{name}-canvas.png")
         overlaid(done.before, built.overlay, preset.resolution).save(folder / f"{name}-overlay.png")
         overlaid(done.after, built.overlay, preset.resolution).save(folder / f"{name}-after-overlay.png")
-        entry |= {"questions": [list(q) for q in built.questions], "p_before": done.p_before,
-                  "p_after": done.p_after, "before": f"{name}-before.png", "after": f"{name}-after.png",
+        entry |= {"questions": [list(q) for q in built.questions], "asked": [list(q) for q in questions],
+                  "p_before": done.p_before, "p_after": done.p_after,
+                  "before": f"{name}-before.png", "after": f"{name}-after.png",
                   "overlay": f"{name}-overlay.png", "after_overlay": f"{name}-after-overlay.png",
                   "lora": f"{name}-lora.safetensors", "canvas": f"{name}-canvas.png",
                   "steps": len(done.history), "final_loss": done.history[-1].loss, "description": built.description,

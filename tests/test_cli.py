@@ -145,6 +145,19 @@ def test_lower_case_answers_are_the_answer_token(tmp_path, capsys):
     assert lora.lora_metadata(out)["questions"] == [["Is it sunny? Answer with Yes or No.", "Yes"]]
 
 
+@pytest.mark.parametrize("preset,flag,guarded", [("toy", [], True), ("toy", ["--no-keep-prompt"], False),
+                                                  ("tiny", [], False), ("tiny", ["--keep-prompt"], True)])
+def test_the_prompts_own_question_follows_the_preset_unless_a_flag_says(preset, flag, guarded, tmp_path, capsys):
+    # toy's measured default asks 'Does this image show {prompt}?' too; the real and tiny presets keep the paper's
+    out = tmp_path / "x.safetensors"
+    code, _, err = run_main(optimize_cmd.main, ["--preset", preset, "--prompt", "a beach at noon", "--control",
+                                                "horizon", "--y", "0.6", "--steps", "1", "--eval-seeds", "0",
+                                                "--views", "0", "--keep", "0", *flag, "--out", str(out)], capsys)
+    assert code == 0, err
+    asked = [q for q, _ in lora.lora_metadata(out)["questions"]]
+    assert any("a beach at noon" in q for q in asked) == guarded and len(asked) == 1 + guarded
+
+
 def test_a_mistyped_relative_folder_lists_what_is_there(tmp_path, monkeypatch, capsys):
     (tmp_path / "models" / "flux-local").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ from overlays import composition, line_weight
 from overlays.build import build
 from pipelines import checks, optimize
 from pipelines.lora import lora_metadata
-from pipelines.optimize import Evaluation, Step
+from pipelines.optimize import Evaluation, Step, with_prompt_guard
 from pipelines.presets import PAGE_DEFAULTS, get_preset
 from studio import context, examples, gpu, messages, page, results, runs, sessions
 from studio import questions as question_box
@@ -175,6 +175,9 @@ def test_examples_manifest_is_complete():
             assert Path(ex[key]).is_file(), (ex["control"], key)
         assert lora_metadata(ex["lora"])["prompt"] == ex["prompt"]
         assert 0 < ex["p_before"] < 1 and 0 < ex["p_after"] < 1
+        # run as the page runs them, its keep-prompt box at the preset's value: the prompt's question asked too
+        guarded = with_prompt_guard([tuple(q) for q in ex["questions"]], ex["prompt"])
+        assert [tuple(q) for q in ex["asked"]] == guarded == [tuple(q) for q in lora_metadata(ex["lora"])["questions"]]
     ex = manifest["examples"][1]
     now = np.asarray(gpu.models(get_preset("toy"))[0].generate(ex["prompt"], ex["seed"]).convert("RGB")).astype(int)
     # Stale means another picture; one level of rounding on a few pixels is another CPU's float arithmetic

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", type=int, help="judged views per image (default: the preset's)")
     parser.add_argument("--noises", type=int, help="initial noises per step (default: the preset's)")
     parser.add_argument("--keep", type=float, help="preservation term's weight, 0 for off (default: the preset's)")
-    parser.add_argument("--keep-prompt", action="store_true",
-                        help="also ask the prompt's own question, one more VLM row per view (off, as in optimize)")
+    parser.add_argument("--keep-prompt", action=argparse.BooleanOptionalAction,
+                        help="also ask the prompt's own question, one more VLM row per view (default: the preset's)")
     add_cost_args(parser)
     return parser
 
@@ -128,7 +128,7 @@ def checked_preset(args: argparse.Namespace) -> Preset:
     steering = dict(views=check_views(preset.views if args.views is None else args.views),
                     noises=check_noises(preset.noises if args.noises is None else args.noises),
                     keep=check_keep(preset.keep if args.keep is None else args.keep),
-                    keep_prompt=args.keep_prompt)
+                    keep_prompt=preset.keep_prompt if args.keep_prompt is None else args.keep_prompt)
     return dataclasses.replace(preset, **steering)
 
 

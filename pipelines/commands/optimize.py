@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-p", help="stop early once the mean P(expected answers) of the last "
                                            f"{TARGET_WINDOW} steps reaches this; 'off' runs every step "
                                            "(default: the preset's)")
-    parser.add_argument("--keep-prompt", action="store_true",
-                        help="also ask 'Does this image show {prompt}?' (expected Yes): a guard against drift")
+    parser.add_argument("--keep-prompt", action=argparse.BooleanOptionalAction,
+                        help="also ask 'Does this image show {prompt}?' (expected Yes): a guard against drift "
+                             "(default: the preset's; on for toy, off for the real presets, as in the paper)")
     parser.add_argument("--eval-seeds", type=int, default=EVAL_SEEDS,
                         help="unseen seeds judged at LoRA scale 0 and 1 at the end (0: none)")
     parser.add_argument("--seed", type=int, help="seeds the LoRA and every step's noise (default 0; with "
@@ -87,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def asked(args: argparse.Namespace, prompt: str, resolution: int) -> tuple[list[QA], object, list[str]]:
+def asked(args: argparse.Namespace, prompt: str, resolution: int,
+          keep_prompt: bool = False) -> tuple[list[QA], object, list[str]]:
     """The (question, expected answer) pairs, the overlay (None, an RGBA array) and one line per control, from
-    --question/--answer, --control and its flags, or --overlay; --keep-prompt adds the prompt guard."""
+    --question/--answer, --control and its flags, or --overlay; `keep_prompt` adds the prompt guard."""
     if args.control and args.overlay:
         raise ValueError("give either --control or --overlay, not both")
     if not args.control and not args.question:
@@ -109,7 +111,7 @@ def asked(args: argparse.Namespace, prompt: str, resolution: int) -> tuple[list[
     if args.control:
         overlay, control_qa, controls = cli.control_from_args(args, resolution)
         qa_pairs = control_qa + [qa for qa in qa_pairs if qa not in control_qa]
-    if args.keep_prompt:
+    if keep_prompt:
         qa_pairs = with_prompt_guard(qa_pairs, prompt)
     return qa_pairs, overlay, controls
 
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.eval_seeds <= MAX_EVAL_SEEDS:
             raise ValueError(f"--eval-seeds {args.eval_seeds} must be from 0 to {MAX_EVAL_SEEDS}")
         prompt = check_prompt(args.prompt)
-        qa_pairs, overlay, controls = asked(args, prompt, preset.resolution)
+        keep_prompt = preset.keep_prompt if args.keep_prompt is None else args.keep_prompt
+        qa_pairs, overlay, controls = asked(args, prompt, preset.resolution, keep_prompt)
         check_output(args.out, (".safetensors",))
         generator, vlm = cli.load_models(args, preset)
         init = lora.read_parent(args.init_lora, generator.transformer, preset.name) if args.init_lora else None

@@ -368,7 +368,8 @@ class VisualPromptsTab:
             rows.append([ex["prompt"], ex["seed"], ex["control"], ex["before"], drawing, qtext,
                          *[values.get(k) for k in keys], (ex["before"], ex["after"]),
                          f"**Precomputed** with `{examples['preset']}`: P(expected answers) before "
-                         f"**{ex['p_before']:.4f}**, after **{ex['p_after']:.4f}**{example_warning(ex)}\n\n{qtext}"
+                         f"**{ex['p_before']:.4f}**, after **{ex['p_after']:.4f}**{example_warning(ex)}\n\n"
+                         + format_questions([tuple(q) for q in ex.get("asked", ex["questions"])])
                          + ("" if other else f"\n\n_{self.app.preset.control_note(ex['control']) or ''}_")])
             labels.append(f"{ex['control']}: {ex['prompt']}")
         gr.Examples(rows, inputs=[self.prompt, self.seed, self.control, self.base, self.editor, self.questions,
