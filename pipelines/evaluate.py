@@ -64,6 +64,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "keep": PAPER | {"keep": 5.0},
     "keep-views": PAPER | {"keep": 5.0, "views": 4},
     "keep-views-prompt": PAPER | {"keep": 5.0, "views": 4, "keep_prompt": True},
+    "keep-plus-prompt": PAPER | {"keep": 5.0, "keep_prompt": True},
     "all": {"keep_prompt": True, "views": 4, "noises": 2, "keep": 5.0},
 }
 
