@@ -18,7 +18,9 @@ SANA_CODE = "https://github.com/NVlabs/Sana"  # ModelSpec's implementation of a 
 # The toy preset's steering (`steering.py`), the best measured on the toy world's Table 6 protocol (EVALUATION.md):
 # the preservation term with 4 judged views and the prompt's own question. Judge run 17, at this preset's 60 steps:
 # horizon 0.061, 14/15 scenes kept, alignment P 0.91 (without the prompt's question 0.070, 0.88; keep alone 0.093);
-# at the paper's 100 steps 0.035, 14/15, the judge fooled in none, artefacts x0.91.
+# at the paper's 100 steps 0.035, 14/15, the judge fooled in none, artefacts x0.86; at 15 s a LoRA 0.053 (without the
+# question 0.050). The real presets keep the paper's method: README, "How close to the paper and its official
+# code", says why.
 STEERING_KEEP = 5.0
 STEERING_VIEWS = 4
 
