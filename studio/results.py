@@ -105,7 +105,8 @@ def unseen_markdown(unseen: Evaluation | None) -> str:
         g = unseen.guard
         spread = "" if np.isnan(g.diversity) else f", variety across seeds x{g.diversity:.2f}"
         shows = "" if g.prompt_p is None else f", P(shows the prompt) {g.prompt_p[0]:.2f} -> {g.prompt_p[1]:.2f}"
-        guard = f" After / before: texture x{g.texture:.2f}{spread}{shows}."
+        blotches = "" if np.isnan(g.blotches) else f", blotches x{g.blotches:.2f}"
+        guard = f" After / before: texture x{g.texture:.2f}{blotches}{spread}{shows}."
     return (f"**Unseen seeds** ({len(unseen.seeds)}, never trained on): mean P(expected answers) "
             f"**{unseen.mean_base:.3f}** at LoRA scale 0 -> **{unseen.mean_lora:.3f}** at scale 1 ({rows}).{guard}")
 

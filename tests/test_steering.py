@@ -94,6 +94,29 @@ def test_guard_warns_about_a_grid_a_collapse_and_a_lost_prompt_and_not_about_a_c
     assert json.loads(json.dumps(hacked.as_dict()))["texture_ratio"] > steering.TEXTURE_WARN
 
 
+def test_guard_catches_soft_tiles_that_the_grid_measure_misses():
+    # A 100-step palette LoRA painted the toy beach with blotches about 20 px wide (EVALUATION.md, Palette): smooth,
+    # so the 3x3 high-frequency energy of a picture with fine grain barely moves; the mid-frequency band sees them,
+    # and a moved horizon does not.
+    def grained(pixels: torch.Tensor, seed: int) -> Image.Image:
+        noise = 0.03 * torch.randn(pixels.shape, generator=torch.Generator().manual_seed(seed))
+        return to_pil((pixels + noise).clamp(0, 1))
+
+    rows, cols = np.mgrid[0:112, 0:112]
+    bumps = torch.from_numpy(0.2 * np.sin(2 * np.pi * rows / 20) * np.sin(2 * np.pi * cols / 20)).float()
+    before = [grained(landscape(30 + 10 * s), s) for s in range(4)]
+    blotchy = []
+    for s in range(4):
+        pixels = landscape(30 + 10 * s)
+        pixels[0, :, 60:] *= 1 + bumps[60:]
+        blotchy.append(grained(pixels, s + 10))
+    tiled = steering.guard(before, blotchy)
+    assert tiled.texture < steering.TEXTURE_WARN < steering.BLOTCH_WARN < tiled.blotches, tiled.as_dict()
+    assert "soft tiles" in tiled.line() and tiled.as_dict()["blotch_ratio"] == round(tiled.blotches, 3)
+    moved = steering.guard(before, [grained(landscape(50 + 10 * s), s + 20) for s in range(4)])
+    assert moved.blotches < steering.BLOTCH_WARN and moved.warnings == [], moved.as_dict()
+
+
 def test_the_guard_catches_a_hacked_lora_on_the_toy_world(toy_models):
     generator, vlm = toy_models
     cond = generator.encode("a beach")
