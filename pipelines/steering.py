@@ -19,7 +19,7 @@ and one alarm, each an option of `optimize`:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,8 +224,10 @@ def guard(before: list[Image.Image], after: list[Image.Image],
         before, after: the same seeds at LoRA scale 0 and 1.
         prompt_p: the judge's mean P("Does this image show {prompt}?") before and after, where known.
     """
-    texture = np.mean([high_frequency(im) for im in after]) / max(np.mean([high_frequency(im) for im in before]), 1e-6)
-    blotches = np.mean([mid_frequency(im) for im in after]) / max(np.mean([mid_frequency(im) for im in before]), 1e-6)
+    def gained(measure: Callable[[Image.Image], float]) -> float:  # mean after / mean before
+        return float(np.mean([measure(im) for im in after]) / max(np.mean([measure(im) for im in before]), 1e-6))
+
+    texture, blotches = gained(high_frequency), gained(mid_frequency)
     spread = diversity(after) / max(diversity(before), 1e-6) if len(before) > 1 else float("nan")
     warnings = []
     if texture > TEXTURE_WARN:
@@ -236,4 +238,4 @@ def guard(before: list[Image.Image], after: list[Image.Image],
         warnings.append(f"the seeds collapsed to one picture (diversity x{spread:.2f})")
     if prompt_p is not None and prompt_p[0] - prompt_p[1] > PROMPT_DROP_WARN:
         warnings.append(f"it lost its prompt (P {prompt_p[0]:.2f} -> {prompt_p[1]:.2f})")
-    return Guard(float(texture), float(spread), prompt_p, warnings, float(blotches))
+    return Guard(texture, float(spread), prompt_p, warnings, blotches=blotches)
